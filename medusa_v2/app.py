@@ -1,0 +1,65 @@
+"""Build a Tornado application serving the API from settings (the daemon and tests)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import tornado.web
+
+from .context import ApiContext
+from .handler import redact_uri
+from .resource import Resource
+from .routes import get_apiv2_handlers
+from .settings import Settings
+from .store import Store, open_store
+
+access_log = logging.getLogger("medusa_v2.access")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Write one access-log line: method, path (api_key redacted), status, milliseconds."""
+    status = handler.get_status()
+    level = logging.INFO if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(
+            level,
+            "%s %s %d %.1fms",
+            request.method,
+            redact_uri(request.uri or ""),
+            status,
+            request.request_time() * 1000,
+        )
+
+
+def api_root(settings: Settings) -> str:
+    """Return `{web_root}/api/v2`."""
+    return settings.web_root + "/api/v2"
+
+
+def make_app(
+    settings: Settings,
+    store: Store,
+    *,
+    clock: Callable[[], float] = time.time,
+    resources: Iterable[type[Resource]] | None = None,
+    extra_handlers: Iterable[type | str] = (),
+    **app_settings: Any,
+) -> tornado.web.Application:
+    """Return an Application with the API mounted under web_root (store already open)."""
+    api = ApiContext(settings, store, clock=clock)
+    rules = get_apiv2_handlers(api_root(settings), api, resources=resources, extra_handlers=extra_handlers)
+    options: dict[str, Any] = {"log_function": log_request, "compress_response": settings.web_use_gzip}
+    options.update(app_settings)
+    app = tornado.web.Application(rules, **options)
+    app.settings["medusa_v2_api"] = api
+    return app
+
+
+async def open_app(settings: Settings, **kwargs: Any) -> tornado.web.Application:
+    """Open the configured store and return the application serving it."""
+    store = await open_store(settings.database_url)
+    return make_app(settings, store, **kwargs)

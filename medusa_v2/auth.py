@@ -1,0 +1,224 @@
+"""Authentication: the five credential forms, JWT tokens, revocation and login throttling."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from .errors import ApiError
+from .passwords import verify_password
+from .settings import Settings
+from .store import Store
+
+ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
+DEFAULT_TOKEN_SECONDS = 86400
+MAX_TOKEN_SECONDS = 30 * 86400
+_TOKEN_CACHE_SIZE = 10_000
+
+NO_TOKEN = "No authorization token."
+EXPIRED = "Token has expired."
+INVALID_TOKEN = "Invalid token."
+INVALID_USER_PASS = "Invalid user/pass."
+INVALID_API_KEY = "Invalid API key."
+INVALID_CREDENTIALS = "Invalid credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who made a request and how they proved it."""
+
+    method: str  # "api_key", "token" or "basic"
+    username: str = ""
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+def unauthorized(message: str) -> ApiError:
+    """Return a 401 with the challenge naming the schemes we accept."""
+    return ApiError(401, message, headers={"WWW-Authenticate": 'Bearer realm="medusa", Basic realm="medusa"'})
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
+class Authenticator:
+    """Check credentials against one app's settings; shared state lives in the store."""
+
+    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float], version: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.issuer = f"Medusa {version}"
+        # Verified tokens until their expiry: signature checks are the costly part of a
+        # request, and a token's validity (bar revocation, checked every time) never changes.
+        self._verified: dict[str, Mapping[str, Any]] = {}
+        # Salted digests of Basic credentials that verified: a scrypt hash costs ~50 ms.
+        self._basic_salt = secrets.token_bytes(16)
+        self._basic_ok: set[bytes] = set()
+
+    # -- every request --
+
+    async def authenticate(self, headers: Mapping[str, str], api_key: str | None, client: str) -> Identity:
+        """Return the request's identity, or raise a 401 naming what is wrong.
+
+        The first credential present decides, in this order: API key (header, then
+        query), `x-auth`, `Authorization`.
+        """
+        key = headers.get("X-Api-Key") or api_key
+        if key:
+            if self.settings.api_key and _same(key, self.settings.api_key):
+                return Identity("api_key")
+            raise unauthorized(INVALID_API_KEY)
+        x_auth = headers.get("X-Auth")
+        if x_auth:
+            return await self._bearer(x_auth)
+        authorization = headers.get("Authorization")
+        if authorization:
+            scheme, _, rest = authorization.strip().partition(" ")
+            if scheme.lower() == "basic":
+                return await self._basic(rest.strip(), client)
+            return await self._bearer(authorization)
+        raise unauthorized(NO_TOKEN)
+
+    async def _bearer(self, value: str) -> Identity:
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized(INVALID_TOKEN)
+        claims = await self.verify_token(token.strip())
+        return Identity("token", str(claims.get("username", "")), claims)
+
+    async def _basic(self, encoded: str, client: str) -> Identity:
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise unauthorized(INVALID_USER_PASS) from None
+        username, sep, password = decoded.partition(":")  # RFC 7617: the user-id has no ':'
+        if not sep or not self.settings.auth_required:
+            raise unauthorized(INVALID_USER_PASS)
+        await self.check_throttle(client)
+        digest = hmac.new(self._basic_salt, decoded.encode("utf-8"), hashlib.sha256).digest()
+        if digest in self._basic_ok:
+            return Identity("basic", username)
+        if not self.check_password(username, password):
+            await self.record_failure(client)
+            raise unauthorized(INVALID_USER_PASS)
+        if len(self._basic_ok) >= 64:
+            self._basic_ok.clear()
+        self._basic_ok.add(digest)
+        return Identity("basic", username)
+
+    def check_password(self, username: str, password: str) -> bool:
+        """Compare both in constant time; both are always checked."""
+        user_ok = _same(username, self.settings.web_username)
+        password_ok = verify_password(self.settings.web_password, password)
+        return user_ok and password_ok
+
+    # -- tokens --
+
+    def issue_token(self, username: str, seconds: int) -> str:
+        """Return a signed token for `username` valid `seconds` from now."""
+        now = int(self.clock())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "iat": now,
+            "exp": now + seconds,
+            "jti": secrets.token_urlsafe(16),
+            "username": username,
+        }
+        if self.settings.token_api_key:
+            claims["apiKey"] = self.settings.api_key
+        return jwt.encode(claims, self.settings.encryption_secret, algorithm=ALGORITHM)
+
+    async def verify_token(self, token: str) -> Mapping[str, Any]:
+        """Return the token's claims, or raise the 401 that says why it is refused."""
+        now = self.clock()
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._decode(token, now)
+            if len(self._verified) >= _TOKEN_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = claims
+        elif claims["exp"] <= now:
+            del self._verified[token]
+            raise unauthorized(EXPIRED)
+        if await self.store.is_token_revoked(claims["jti"]):
+            raise unauthorized(INVALID_TOKEN)
+        return claims
+
+    def _decode(self, token: str, now: float) -> Mapping[str, Any]:
+        try:
+            claims = jwt.decode(
+                token,
+                self.settings.encryption_secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "iat", "jti"], "verify_iat": False},
+                leeway=0,
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized(EXPIRED) from None
+        except jwt.PyJWTError:
+            raise unauthorized(INVALID_TOKEN) from None
+        # pyjwt checks exp against the wall clock; ours may be injected (tests, replays).
+        if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("jti"), str):
+            raise unauthorized(INVALID_TOKEN)
+        if claims["exp"] <= now:
+            raise unauthorized(EXPIRED)
+        return claims
+
+    async def revoke(self, claims: Mapping[str, Any]) -> None:
+        """Refuse this token from now on, in every process sharing the store."""
+        self._verified = {t: c for t, c in self._verified.items() if c["jti"] != claims["jti"]}
+        await self.store.revoke_token(claims["jti"], float(claims["exp"]))
+
+    # -- logins --
+
+    async def login(self, body: Mapping[str, Any], client: str) -> str:
+        """Check a POST /authenticate body and return a new token (400/401/429 otherwise)."""
+        seconds = body.get("exp", DEFAULT_TOKEN_SECONDS)
+        if type(seconds) is not int or not 1 <= seconds <= MAX_TOKEN_SECONDS:
+            raise ApiError(
+                400,
+                f"Invalid 'exp': must be an integer number of seconds from 1 to {MAX_TOKEN_SECONDS}",
+                errors={"exp": f"must be an integer from 1 to {MAX_TOKEN_SECONDS}"},
+            )
+        username = body.get("username", "")
+        password = body.get("password", "")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise ApiError(400, "Invalid request body: 'username' and 'password' must be strings")
+        if not self.settings.auth_required:
+            return self.issue_token(username, seconds)
+        await self.check_throttle(client)
+        if not self.check_password(username, password):
+            await self.record_failure(client)
+            raise unauthorized(INVALID_CREDENTIALS)
+        await self.store.clear_login_failures(client)
+        return self.issue_token(username, seconds)
+
+    async def check_throttle(self, client: str) -> None:
+        """Raise 429 with Retry-After while `client` has too many recent failures."""
+        now = self.clock()
+        window = self.settings.login_window
+        failures = await self.store.login_failures(client, now - window)
+        if len(failures) >= self.settings.login_max_failures:
+            # The window slides: the oldest counted failure leaving it frees one attempt.
+            oldest = failures[len(failures) - self.settings.login_max_failures]
+            retry = max(1, math.ceil(oldest + window - now))
+            raise ApiError(
+                429,
+                f"Too many failed logins; try again in {retry} seconds",
+                headers={"Retry-After": str(retry)},
+            )
+
+    async def record_failure(self, client: str) -> None:
+        """Count one failed login for `client`."""
+        now = self.clock()
+        await self.store.record_login_failure(client, now, now - self.settings.login_window)

@@ -1,0 +1,215 @@
+"""Resource declarations: one table of fields drives validation, names and whitelists.
+
+A `Declaration` lists a resource's fields once; from it come request validation
+(POST, PUT, PATCH), the JSON (camelCase) names, the PATCH acceptance set, the sort
+and filter whitelists, the search fields and, later, the API description.
+Adding a field to a resource is one `Field(...)` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .casing import to_camel
+from .errors import ApiError
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a resource: its type, bounds and what clients may do with it."""
+
+    name: str  # snake_case; also the store's column name
+    type: type  # int or str
+    required: bool = False
+    default: Any = MISSING  # MISSING: no default (required fields, read-only ones)
+    nullable: bool = False
+    min: int | None = None  # length for str, value for int
+    max: int | None = None
+    choices: tuple[str, ...] | None = None
+    writable: bool = True  # False: read-only, refused on POST/PUT, ignored on PATCH
+    settable_on_create: bool = False  # read-only field a client may choose on POST (ids)
+    sortable: bool = False
+    filter: str | None = None  # None, "one" (exact value) or "many" (comma list)
+    searchable: bool = False
+    json_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.json_name:
+            object.__setattr__(self, "json_name", to_camel(self.name))
+        if self.type not in (int, str):
+            raise TypeError(f"field {self.name}: unsupported type {self.type!r}")
+
+    @property
+    def dash_name(self) -> str:
+        """Return the dash-case name used in query parameters (`created-at`)."""
+        return self.name.replace("_", "-")
+
+    def check(self, value: Any) -> Any:
+        """Return `value` if it is valid for this field, else raise ValueError(reason)."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise ValueError("must not be null")
+        if self.type is int:
+            return self._check_int(value)
+        return self._check_str(value)
+
+    def _check_int(self, value: Any) -> int:
+        # bool is an int subclass and 1.0 == 1: both are type errors in JSON terms.
+        if type(value) is not int:
+            raise ValueError("must be an integer")
+        low = INT64_MIN if self.min is None else self.min
+        high = INT64_MAX if self.max is None else self.max
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    def _check_str(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        check_text(value)
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError("must be one of " + ", ".join(self.choices))
+            return value
+        low = 0 if self.min is None else self.min
+        if len(value) < low:
+            raise ValueError("must not be empty" if low == 1 else f"must be at least {low} characters")
+        if self.max is not None and len(value) > self.max:
+            raise ValueError(f"must be at most {self.max} characters")
+        return value
+
+    def parse_query_value(self, raw: str) -> Any:
+        """Convert a query-string value to this field's type (ValueError when invalid)."""
+        if self.type is int:
+            text = raw.strip()
+            if not text.lstrip("-").isdigit() or not text.isascii():
+                raise ValueError("must be an integer")
+            return self.check(int(text))
+        return self.check(raw)
+
+
+def check_text(value: str) -> None:
+    """Refuse text that no store can keep exactly: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A resource's name, fields and parent; derived whitelists are computed once."""
+
+    name: str
+    fields: tuple[Field, ...]
+    parent: Declaration | None = None
+    parent_field: str | None = None  # the field holding the parent's id (`ticket_id`)
+    label: str = ""  # human name in messages ("Ticket")
+    by_name: Mapping[str, Field] = field(init=False, repr=False)
+    by_json: Mapping[str, Field] = field(init=False, repr=False)
+    sort_fields: Mapping[str, Field] = field(init=False, repr=False)
+    filter_fields: tuple[Field, ...] = field(init=False, repr=False)
+    search_fields: tuple[Field, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"resource {self.name}: duplicate field names")
+        if "id" not in names:
+            raise ValueError(f"resource {self.name}: an 'id' field is required")
+        set_ = object.__setattr__
+        set_(self, "label", self.label or self.name.replace("-", " ").capitalize())
+        set_(self, "by_name", {f.name: f for f in self.fields})
+        set_(self, "by_json", {f.json_name: f for f in self.fields})
+        sort_fields: dict[str, Field] = {}
+        for f in self.fields:
+            if f.sortable:
+                for alias in (f.name, f.json_name, f.dash_name):
+                    sort_fields[alias] = f
+        set_(self, "sort_fields", sort_fields)
+        set_(self, "filter_fields", tuple(f for f in self.fields if f.filter))
+        set_(self, "search_fields", tuple(f for f in self.fields if f.searchable))
+
+    @property
+    def writable(self) -> tuple[Field, ...]:
+        """Return the fields a client may write."""
+        return tuple(f for f in self.fields if f.writable)
+
+    def parse_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate a POST body; return store values (snake names) with defaults filled."""
+        return self._parse_full(body, creating=True)
+
+    def parse_replace(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate a PUT body: every writable field, absent optional ones defaulted."""
+        return self._parse_full(body, creating=False)
+
+    def parse_update(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate a PATCH body: keep writable fields, ignore the rest; all-or-nothing."""
+        accepted: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for key, value in body.items():
+            f = self.by_json.get(key)
+            if f is None or not f.writable:
+                continue  # the contract: unknown and read-only fields are ignored
+            try:
+                accepted[f.name] = f.check(value)
+            except ValueError as exc:
+                errors[f.json_name] = str(exc)
+        if errors:
+            raise invalid(errors)
+        return accepted
+
+    def _parse_full(self, body: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+        errors: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for key, value in body.items():
+            f = self.by_json.get(key)
+            if f is None:
+                errors[key] = "unknown field"
+            elif not f.writable and not (creating and f.settable_on_create):
+                errors[key] = "read-only field"
+            else:
+                try:
+                    values[f.name] = f.check(value)
+                except ValueError as exc:
+                    errors[key] = str(exc)
+        for f in self.writable:
+            if f.name in values or f.json_name in errors:
+                continue
+            if f.required:
+                errors[f.json_name] = "required field"
+            elif f.default is not MISSING:
+                values[f.name] = f.default
+        if errors:
+            raise invalid(errors)
+        return values
+
+    def to_json(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Return a store row as its JSON representation (camelCase, declared order)."""
+        return {f.json_name: row[f.name] for f in self.fields}
+
+    def subset_to_json(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Return some fields (snake names) under their JSON names."""
+        return {self.by_name[name].json_name: value for name, value in values.items()}
+
+
+def invalid(errors: Mapping[str, str]) -> ApiError:
+    """Return the 400 for field errors, naming each field in the message."""
+    listed = "; ".join(f"{name}: {why}" for name, why in sorted(errors.items()))
+    return ApiError(400, f"Invalid request body: {listed}", errors=errors)

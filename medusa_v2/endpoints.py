@@ -1,0 +1,60 @@
+"""The endpoints that are not resources: /authenticate, /health and the 404 catch-all."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .auth import unauthorized
+from .errors import ApiError
+from .handler import ApiHandler
+from .store import StoreUnavailable
+
+
+class AuthenticateHandler(ApiHandler):
+    """POST issues a token for username/password; DELETE revokes the presented token."""
+
+    routes: ClassVar = {"single": ("POST", "DELETE")}
+    public: ClassVar = frozenset({"POST"})
+
+    async def post(self) -> None:
+        """Check the credentials in the body and answer `{"token": ...}`."""
+        body = self.json_body()
+        token = await self.api.auth.login(body, self.request.remote_ip or "")
+        await self.send_json(200, {"token": token})
+
+    async def delete(self) -> None:
+        """Revoke the token this request was authenticated with."""
+        identity = self.identity
+        if identity is None or identity.method != "token":
+            raise unauthorized("No authorization token.") if identity is None else ApiError(
+                400, "DELETE /authenticate revokes a token: send it as 'x-auth: Bearer <token>'"
+            )
+        await self.api.auth.revoke(identity.claims)
+        await self._send(204, None)
+
+
+class HealthHandler(ApiHandler):
+    """Liveness for load balancers: 200 when the store answers, 503 when it does not."""
+
+    routes: ClassVar = {"single": ("GET",)}
+    public: ClassVar = frozenset({"GET"})
+
+    async def get(self) -> None:
+        """Ping the store."""
+        try:
+            await self.api.store.ping()
+        except StoreUnavailable:
+            await self.send_json(503, {"status": "unavailable"}, {"Retry-After": "5"})
+            return
+        await self.send_json(200, {"status": "ok"})
+
+
+class NotFoundHandler(ApiHandler):
+    """Answer any path no rule matched with a JSON 404 (every verb, no credentials)."""
+
+    routes: ClassVar = {"single": ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")}
+    public: ClassVar = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+
+    async def prepare(self) -> None:
+        """Refuse before reading any body."""
+        raise ApiError(404, f"Not found: {self.request.path[:200]}")

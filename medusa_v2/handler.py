@@ -1,0 +1,279 @@
+"""The base handler: HTTP verbs to resource methods, and everything around them.
+
+A subclass declares `routes` (route kind -> verb -> method name) and implements the
+methods it supports. From that one table come the dispatch, `Allow`, the 405 answer
+and the CORS method list. The base owns authentication, CORS, the error format,
+JSON in and out, pagination headers, ETags and conditional requests: a resource
+method only parses, calls the store and returns data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import traceback
+from collections.abc import Awaitable, Mapping
+from types import TracebackType
+from typing import Any, ClassVar
+
+import tornado.web
+
+from .auth import Identity
+from .casing import camelize
+from .context import ApiContext
+from .declaration import INT64_MAX, Declaration
+from .errors import ApiError
+from .store import StoreUnavailable
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_HOST = re.compile(r"^[A-Za-z0-9.\-_]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+_JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
+
+def encode_json(value: Any) -> bytes:
+    """Serialise compactly; ASCII-only output is valid UTF-8 whatever the text holds."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def etag_of(body: bytes) -> str:
+    """Return the strong ETag of a response body."""
+    return '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest() + '"'
+
+
+def redact_uri(uri: str) -> str:
+    """Return a request URI with the value of every `api_key` parameter hidden."""
+    if "api_key" not in uri:
+        return uri
+    return re.sub(r"(?i)([?&;]api_key=)[^&;#]*", r"\1[redacted]", uri)
+
+
+@tornado.web.stream_request_body
+class ApiHandler(tornado.web.RequestHandler):
+    """Base of every API v2 handler; subclasses fill `routes` and implement methods."""
+
+    # Route kind -> the verbs this handler answers (besides OPTIONS), e.g.
+    # {"single": ("POST", "DELETE")}; a verb's tornado method must exist.
+    routes: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    public: ClassVar[frozenset[str]] = frozenset()  # verbs that need no credentials
+    declaration: Declaration | None = None
+
+    # -- set-up --
+
+    def initialize(self, api: ApiContext, kind: str) -> None:
+        """Receive this app's context and the route kind from the URL table."""
+        self.api = api
+        self.kind = kind
+        self.verbs, self.allow = self.verb_table(kind)
+        self.identity: Identity | None = None
+        self._body_parts: list[bytes] = []
+        self._body_size = 0
+        self._body_too_large = False
+        self._query: dict[str, list[str]] | None = None
+        self._apply_default_headers()
+
+    def compute_etag(self) -> str | None:
+        """Leave ETags to the resource runners (tornado would hash every GET body)."""
+        return None
+
+    def verb_table(self, kind: str) -> tuple[frozenset[str], str]:
+        """Return the verbs answered on this route kind and its `Allow` value."""
+        verbs = self.routes.get(kind, ())
+        return frozenset(verbs), ", ".join([*verbs, "OPTIONS"])
+
+    def set_default_headers(self) -> None:
+        """Put the version, content type and CORS headers back after send_error's clear()."""
+        if hasattr(self, "api"):
+            self._apply_default_headers()
+
+    def _apply_default_headers(self) -> None:
+        for name, value in self.api.base_headers:
+            self.set_header(name, value)
+        self.set_header("Access-Control-Allow-Methods", self.allow)
+        allowed = self.api.allow_origin(self.request.headers.get("Origin"))
+        if allowed is not None:
+            self.set_header("Access-Control-Allow-Origin", allowed)
+        if not self.api.any_origin:
+            self.set_header("Vary", "Origin")
+
+    # -- the request pipeline --
+
+    async def prepare(self) -> None:
+        """Refuse what is not allowed before the body is read: 405, 401, 400, 413, 415."""
+        method = self.request.method
+        if method == "OPTIONS":
+            return
+        if method not in self.verbs:
+            raise self._not_allowed()
+        if method not in self.public:
+            self.identity = await self.api.auth.authenticate(
+                self.request.headers, self.first_query_value("api_key"), self.request.remote_ip or ""
+            )
+        if method in BODY_METHODS:
+            self._check_body_headers()
+
+    def _check_body_headers(self) -> None:
+        headers = self.request.headers
+        length = headers.get("Content-Length")
+        if length is not None:
+            if not length.isdigit():
+                raise ApiError(400, "Invalid Content-Length header")
+            if int(length) > self.api.settings.max_body_size:
+                raise self._too_large()
+        has_body = bool(headers.get("Transfer-Encoding")) or (length is not None and int(length) > 0)
+        if has_body:
+            ctype, _, params = headers.get("Content-Type", "").partition(";")
+            charset = re.search(r"charset\s*=\s*\"?([\w-]+)", params, re.I)
+            if not _JSON_TYPE.match(ctype.strip().lower()) or (charset and charset.group(1).lower() not in ("utf-8", "utf8")):
+                raise ApiError(415, "Unsupported Content-Type: send the body as application/json (UTF-8)")
+
+    def data_received(self, chunk: bytes) -> None:
+        """Collect the body up to max_body_size; beyond it, remember and discard."""
+        if self._body_too_large:
+            return
+        self._body_size += len(chunk)
+        if self._body_size > self.api.settings.max_body_size:
+            self._body_too_large = True
+            self._body_parts = []
+            return
+        self._body_parts.append(chunk)
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"Request body too large: the limit is {self.api.settings.max_body_size} bytes")
+
+    def _not_allowed(self) -> ApiError:
+        return ApiError(
+            405, f"Method {self.request.method} not allowed; allowed: {self.allow}", headers={"Allow": self.allow}
+        )
+
+    async def options(self, **_: str) -> None:
+        """Answer a preflight or an OPTIONS call: 204 with Allow, no credentials needed."""
+        self.set_header("Allow", self.allow)
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        await self.finish()
+
+    # -- request helpers for subclasses --
+
+    def parse_ids(self, path: Mapping[str, str]) -> dict[str, int]:
+        """Return the path identifiers as positive 64-bit integers, or raise 400."""
+        ids: dict[str, int] = {}
+        for key, raw in path.items():
+            if raw is None:
+                continue
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= INT64_MAX:
+                shown = raw if len(raw) <= 40 else raw[:40] + "..."
+                label = key[:-3] if key.endswith("_id") else key
+                raise ApiError(400, f"Invalid {label} id '{shown}': must be a positive 64-bit integer")
+            ids[key] = int(raw)
+        return ids
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """Return the query arguments as text (400 when they are not UTF-8)."""
+        if self._query is None:
+            try:
+                self._query = {
+                    k: [v.decode("utf-8") for v in values] for k, values in self.request.query_arguments.items()
+                }
+            except UnicodeDecodeError:
+                raise ApiError(400, "Query string is not valid UTF-8") from None
+        return self._query
+
+    def first_query_value(self, name: str) -> str | None:
+        """Return one query argument's first value, if given."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def json_body(self) -> dict[str, Any]:
+        """Return the request body as a JSON object, or raise 400/413."""
+        if self._body_too_large:
+            raise self._too_large()
+        raw = b"".join(self._body_parts)
+        if not raw.strip():
+            raise ApiError(400, "Request body is empty: send a JSON object")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "Request body is not valid UTF-8") from None
+        try:
+            value = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise ApiError(400, f"Malformed JSON in request body: {detail}") from None
+        except RecursionError:
+            raise ApiError(400, "Malformed JSON in request body: nested too deeply") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "Request body must be a JSON object")
+        return value
+
+    def absolute_origin(self) -> str:
+        """Return `scheme://host` as the client sees it (proxy headers only if trusted)."""
+        proto, host = self.request.protocol, self.request.host
+        if self.api.settings.handle_reverse_proxy:
+            fwd_host = self.request.headers.get("X-Forwarded-Host")
+            if fwd_host:
+                host = fwd_host.split(",")[0].strip()
+            fwd_proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            if fwd_proto in ("http", "https"):
+                proto = fwd_proto
+        if not _HOST.match(host):
+            raise ApiError(400, "Invalid Host header")
+        return f"{proto}://{host}"
+
+    # -- responses --
+
+    def send_json(self, status: int, value: Any, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
+        """Finish with a JSON body, dict keys made camelCase."""
+        return self._send(status, encode_json(camelize(value)), headers)
+
+    def _send(self, status: int, body: bytes | None, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
+        self.set_status(status)
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
+        if body is None:
+            self.clear_header("Content-Type")
+            return self.finish()
+        return self.finish(body)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Render every error as `{"error": ...}` with its headers; no traceback unless developer."""
+        exc_info: tuple[type[BaseException], BaseException, TracebackType] | None = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, ApiError):
+            doc = exc.body()
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        elif isinstance(exc, tornado.web.HTTPError) or exc is None:
+            doc = {"error": self._reason}
+        elif isinstance(exc, StoreUnavailable):
+            # Raised by a store call outside a resource method (auth, health).
+            self.set_status(503)
+            self.set_header("Retry-After", "1")
+            doc = {"error": "The store is unavailable; retry shortly"}
+        else:
+            doc = {"error": "Internal server error"}
+            if self.api.settings.developer and exc_info:
+                doc["traceback"] = traceback.format_exception(*exc_info)
+        if status_code == 405 and "Allow" not in self._headers:
+            self.set_header("Allow", self.allow)
+        if self.request.method == "HEAD":
+            self.finish()
+            return
+        self.finish(encode_json(doc))
+
+    def log_exception(
+        self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Log unexpected errors with a summary that holds no credentials and no body."""
+        if isinstance(value, (tornado.web.HTTPError, StoreUnavailable)):
+            return  # answered as a 4xx/503; the access log has the line
+        self.api.log.error("Uncaught exception in %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {redact_uri(self.request.uri or '')} ({self.request.remote_ip})"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+

@@ -1,0 +1,231 @@
+"""Resources: plain objects with list/retrieve/create/replace/update/delete.
+
+A resource declares its `name`, optional `parent` and `declaration`, and implements
+only the methods it supports. `ResourceHandler` turns HTTP verbs into those methods
+through `ROUTES`, the one table that also yields `Allow`, the 405 answer and the CORS
+method list. A resource never writes headers: it returns data and the handler
+answers with the status, ETag, Location and pagination headers the contract names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .casing import camelize
+from .declaration import Declaration
+from .errors import ApiError
+from .handler import ApiHandler, encode_json, etag_of
+from .listing import ListQuery, Page, link_header, pagination_headers, parse_list_query
+
+if TYPE_CHECKING:
+    from .context import ApiContext
+
+# Route kind -> HTTP verb -> resource method. The single source of verb mapping.
+ROUTES: Mapping[str, Mapping[str, str]] = {
+    "collection": {"GET": "list", "POST": "create"},
+    "item": {"GET": "retrieve", "PUT": "replace", "PATCH": "update", "DELETE": "delete"},
+}
+
+Precondition = Callable[[Mapping[str, Any]], None]
+"""Called with the current representation inside a write; raises 412 when stale."""
+
+
+class Resource:
+    """Base of every resource; subclasses implement the methods they support.
+
+    Signatures (all coroutines; `ids` are the path identifiers as ints, e.g.
+    `ticket_id=12, message_id=5`):
+        list(query: ListQuery, **ids) -> Page
+        retrieve(**ids) -> dict
+        create(values: dict, **ids) -> dict          (the created item, with "id")
+        replace(values: dict, precondition, **ids) -> dict   (the new state)
+        update(values: dict, precondition, **ids) -> dict    (the new state)
+        delete(precondition, **ids) -> None
+    With a `declaration`, `values` are validated store values (snake_case names) and
+    returned items are JSON representations (`declaration.to_json`); without one,
+    `values` is the JSON body and returned dicts are camelCased on the way out.
+    """
+
+    name: ClassVar[str]
+    parent: ClassVar[type[Resource] | None] = None
+    declaration: ClassVar[Declaration | None] = None
+    verbs: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.verbs = {
+            kind: tuple(verb for verb, method in table.items() if getattr(cls, method, None) is not None)
+            for kind, table in ROUTES.items()
+        }
+
+    def __init__(self, api: ApiContext) -> None:
+        self.api = api
+        self.store = api.store
+
+    @classmethod
+    def id_key(cls) -> str:
+        """Return the path argument naming this resource's identifier (`ticket_id`)."""
+        return cls.name.replace("-", "_") + "_id"
+
+    @classmethod
+    def path_pattern(cls) -> str:
+        """Return the collection path regex below the API root (parents included)."""
+        own = "/" + cls.name
+        if cls.parent is None:
+            return own
+        return f"{cls.parent.path_pattern()}/(?P<{cls.parent.id_key()}>[^/]+){own}"
+
+    def check_for(self, precondition: Precondition | None) -> Callable[[Mapping[str, Any]], None] | None:
+        """Adapt a precondition on representations to a store check on rows."""
+        if precondition is None or self.declaration is None:
+            return precondition
+        to_json = self.declaration.to_json
+        return lambda row: precondition(to_json(row))
+
+
+class ResourceHandler(ApiHandler):
+    """Serve one resource's collection or item route."""
+
+    def initialize(self, api: ApiContext, kind: str, resource: Resource) -> None:  # type: ignore[override]
+        """Receive the app context, route kind and the resource object."""
+        self.resource = resource
+        self.declaration = resource.declaration
+        super().initialize(api, kind)
+
+    def verb_table(self, kind: str) -> tuple[frozenset[str], str]:
+        """Return the verbs the resource implements on this route kind."""
+        verbs = self.resource.verbs.get(kind, ())
+        return frozenset(verbs), ", ".join([*verbs, "OPTIONS"])
+
+    async def get(self, **path: str) -> None:
+        """Dispatch GET to list or retrieve."""
+        await self._run(path)
+
+    async def post(self, **path: str) -> None:
+        """Dispatch POST to create."""
+        await self._run(path)
+
+    async def put(self, **path: str) -> None:
+        """Dispatch PUT to replace."""
+        await self._run(path)
+
+    async def patch(self, **path: str) -> None:
+        """Dispatch PATCH to update."""
+        await self._run(path)
+
+    async def delete(self, **path: str) -> None:
+        """Dispatch DELETE to delete."""
+        await self._run(path)
+
+    async def _run(self, path: Mapping[str, str]) -> None:
+        method = ROUTES[self.kind][self.request.method]  # prepare() let only these through
+        await _RUNNERS[method](self, self.parse_ids(path))
+
+    def represent(self, value: Any) -> bytes:
+        """Encode what the resource returned (declared items are JSON-ready already)."""
+        return encode_json(value if self.declaration is not None else camelize(value))
+
+    def precondition(self) -> Precondition | None:
+        """Return the If-Match check for a write, or None without If-Match."""
+        if_match = self.request.headers.get("If-Match")
+        if if_match is None:
+            return None
+        represent = self.represent
+
+        def check(current: Mapping[str, Any]) -> None:
+            if not etag_matches(if_match, etag_of(represent(current)), weak=False):
+                raise ApiError(412, "Precondition failed: the resource has changed (If-Match does not match)")
+
+        return check
+
+    def parse_values(self, mode: str) -> dict[str, Any]:
+        """Return the JSON body, validated by the declaration when there is one."""
+        body = self.json_body()
+        decl = self.declaration
+        if decl is None:
+            return body
+        if mode == "create":
+            return decl.parse_create(body)
+        if mode == "replace":
+            return decl.parse_replace(body)
+        return decl.parse_update(body)
+
+    async def send_cacheable(self, body: bytes, headers: dict[str, str]) -> None:
+        """Answer 200 with the body, or 304 when If-None-Match names its ETag."""
+        inm = self.request.headers.get("If-None-Match")
+        if inm is not None and etag_matches(inm, headers["ETag"], weak=True):
+            await self._send(304, None, headers)
+            return
+        await self._send(200, body, headers)
+
+
+def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    """Return whether an If-Match / If-None-Match value names `etag` (or is `*`)."""
+    if header.strip() == "*":
+        return True
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if weak and candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False
+
+
+async def _run_list(self: ResourceHandler, ids: dict[str, int]) -> None:
+    query: ListQuery = parse_list_query(self.declaration, self.query)
+    page: Page = await self.resource.list(query, **ids)  # type: ignore[attr-defined]
+    body = self.represent(list(page.items))
+    headers = pagination_headers(query, page.count)
+    headers["Link"] = link_header(self.absolute_origin() + self.request.path, self.query, query, page.count)
+    # The count is part of what a list says, not only its items (think of a page past the end).
+    headers["ETag"] = etag_of(body + b"\n" + headers["X-Pagination-Count"].encode())
+    await self.send_cacheable(body, headers)
+
+
+async def _run_retrieve(self: ResourceHandler, ids: dict[str, int]) -> None:
+    body = self.represent(await self.resource.retrieve(**ids))  # type: ignore[attr-defined]
+    await self.send_cacheable(body, {"ETag": etag_of(body)})
+
+
+async def _run_create(self: ResourceHandler, ids: dict[str, int]) -> None:
+    values = self.parse_values("create")
+    created = await self.resource.create(values, **ids)  # type: ignore[attr-defined]
+    body = self.represent(created)
+    location = self.absolute_origin() + self.request.path.rstrip("/") + "/" + str(created["id"])
+    await self._send(201, body, {"Location": location, "ETag": etag_of(body)})
+
+
+async def _run_replace(self: ResourceHandler, ids: dict[str, int]) -> None:
+    values = self.parse_values("replace")
+    state = await self.resource.replace(values, self.precondition(), **ids)  # type: ignore[attr-defined]
+    await self._send(204, None, {"ETag": etag_of(self.represent(state))})
+
+
+async def _run_update(self: ResourceHandler, ids: dict[str, int]) -> None:
+    values = self.parse_values("update")
+    state = await self.resource.update(values, self.precondition(), **ids)  # type: ignore[attr-defined]
+    if self.declaration is not None:
+        names = {self.declaration.by_name[name].json_name for name in values}
+        shown = state
+    else:
+        names = {k for k in camelize(dict.fromkeys(values))}
+        shown = camelize(state)
+    accepted = {k: v for k, v in shown.items() if k in names}
+    await self._send(200, encode_json(accepted), {"ETag": etag_of(encode_json(shown))})
+
+
+async def _run_delete(self: ResourceHandler, ids: dict[str, int]) -> None:
+    await self.resource.delete(self.precondition(), **ids)  # type: ignore[attr-defined]
+    await self._send(204, None)
+
+
+_RUNNERS: dict[str, Callable[[ResourceHandler, dict[str, int]], Awaitable[None]]] = {
+    "list": _run_list,
+    "retrieve": _run_retrieve,
+    "create": _run_create,
+    "replace": _run_replace,
+    "update": _run_update,
+    "delete": _run_delete,
+}

@@ -1,0 +1,34 @@
+"""Storage behind a small interface: SQLite embedded, PostgreSQL to scale out."""
+
+from __future__ import annotations
+
+from .base import AlreadyExists, IdempotentResponse, NotFound, Store, StoreError, StoreUnavailable
+
+
+def store_from_url(url: str) -> Store:
+    """Return an unopened store for a `[Database] url`."""
+    if url.startswith("sqlite:"):
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url)
+    scheme = url.split(":", 1)[0]
+    raise ValueError(f"unsupported database url scheme {scheme!r} (supported: sqlite)")
+
+
+async def open_store(url: str) -> Store:
+    """Return an opened store (schema created or migrated) for a `[Database] url`."""
+    store = store_from_url(url)
+    await store.open()
+    return store
+
+
+__all__ = [
+    "AlreadyExists",
+    "IdempotentResponse",
+    "NotFound",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
+    "store_from_url",
+]
