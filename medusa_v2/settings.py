@@ -96,7 +96,7 @@ class Settings:
     def sqlite_path(self) -> str | None:
         """Return the SQLite file path (or ":memory:"), or None for other databases."""
         if self.database_url.startswith(_SQLITE_PREFIX):
-            return self.database_url[len(_SQLITE_PREFIX):]
+            return _sqlite_file(self.database_url)
         return None
 
     def replace(self, **changes: Any) -> Settings:
@@ -185,14 +185,12 @@ def _database_url(value: Any) -> str:
     if value == "" or value == _SQLITE_MEMORY:
         return value
     if value.startswith(_SQLITE_PREFIX):
-        path = value[len(_SQLITE_PREFIX):]
-        if not os.path.isabs(path):
-            # "sqlite:///abs/path" names /abs/path; the canonical form keeps the
-            # absolute path whole after the prefix ("sqlite:////abs/path").
-            path = "/" + path
+        path = _sqlite_file(value)
         if not os.path.isabs(path) or "\x00" in path:
             raise ValueError("the sqlite path must be absolute")
-        return _SQLITE_PREFIX + os.path.normpath(path)
+        # One canonical form, "sqlite:///abs/path", whether written with three
+        # slashes or with SQLAlchemy's four ("sqlite:////abs/path").
+        return _SQLITE_PREFIX + os.path.normpath(path).lstrip("/")
     if value.startswith("sqlite:"):
         raise ValueError("a relative sqlite path needs a config file; use sqlite:///ABSOLUTE/PATH")
     if value.startswith(_POSTGRES_PREFIXES):
@@ -205,6 +203,14 @@ def _database_url(value: Any) -> str:
         f"unsupported {shown}; use sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH, "
         "sqlite:///:memory: or postgresql://..."
     )
+
+
+def _sqlite_file(url: str) -> str:
+    """Return the path named by "sqlite:///abs/path" (also "sqlite:////abs/path")."""
+    rest = url[len(_SQLITE_PREFIX):]
+    if rest == ":memory:" or os.path.isabs(rest):  # Windows: sqlite:///C:/data/x.db
+        return rest
+    return "/" + rest.lstrip("/")
 
 
 def _mask_url_password(url: str) -> str:

@@ -1,0 +1,480 @@
+"""Read, validate and update config.ini (a Medusa-compatible configobj file).
+
+`load_config` turns the file into a `Settings`; `write_settings` changes a few keys
+in place. Writes patch only the lines of the keys they change, so every comment,
+every other line and the key order stay byte-for-byte as they were: configobj's own
+writer re-indents comments, moves inline comments and rewrites `key=value` lines,
+and a file a person edits deserves better. configobj still parses the result, and a
+write whose result would read back differently from what was asked is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from configobj import ConfigObj, ConfigObjError, DuplicateError, Section, flatten_errors
+from validate import Validator
+
+from medusa_v2.passwords import is_hashed
+from medusa_v2.settings import Settings, SettingsError
+
+try:
+    import fcntl
+except ImportError:  # Windows: writers are not serialised, the rename is still atomic
+    fcntl = None
+
+__all__ = ["CONFIGSPEC", "ConfigError", "default_config_path", "load_config", "write_settings"]
+
+# The spec gives types and Medusa's defaults; ranges and formats are checked once, by
+# Settings, so an embedder that builds Settings directly gets the same rules.
+CONFIGSPEC = """\
+[General]
+web_host = string(default='0.0.0.0')
+web_port = integer(default=8081)
+web_root = string(default='')
+web_username = string(default='')
+web_password = string(default='')
+api_key = string(default='')
+encryption_secret = string(default='')
+web_use_gzip = boolean(default=True)
+handle_reverse_proxy = boolean(default=False)
+enable_https = boolean(default=False)
+https_cert = string(default='server.crt')
+https_key = string(default='server.key')
+developer = boolean(default=False)
+
+[Database]
+url = string(default='')
+
+[API]
+cors_origins = force_list(default=list())
+max_body_size = integer(default=1048576)
+login_max_failures = integer(default=5)
+login_window = integer(default=300)
+token_api_key = boolean(default=False)
+resources = force_list(default=list('ticket', 'message'))
+extra_handlers = force_list(default=list())
+processes = integer(default=1)
+shutdown_timeout = float(default=10.0)
+"""
+
+# Settings field → (section, key) in config.ini.
+_KEYS: dict[str, tuple[str, str]] = {
+    **{name: ("General", name) for name in (
+        "web_host", "web_port", "web_root", "web_username", "web_password", "api_key",
+        "encryption_secret", "web_use_gzip", "handle_reverse_proxy", "enable_https",
+        "https_cert", "https_key", "developer",
+    )},
+    "database_url": ("Database", "url"),
+    **{name: ("API", name) for name in (
+        "cors_origins", "max_body_size", "login_max_failures", "login_window",
+        "token_api_key", "resources", "extra_handlers", "processes", "shutdown_timeout",
+    )},
+}
+# Keys whose values never appear in an error message (a database URL may hold a password).
+_HIDDEN = {("General", "web_password"), ("General", "api_key"),
+           ("General", "encryption_secret"), ("Database", "url")}
+_GENERATED_SECRETS: dict[str, Callable[[], str]] = {
+    "api_key": lambda: secrets.token_hex(16),  # 32 hex digits, like Medusa's
+    "encryption_secret": lambda: secrets.token_hex(32),
+}
+_TYPE_PROBLEMS = {
+    "integer": "is not an integer",
+    "float": "is not a number",
+    "boolean": "is not a boolean (use 1/0 or true/false)",
+    "string": "is a list: quote the value if it contains a comma",
+}
+_NEW_FILE_HEADER = (
+    "# medusa_v2 configuration, created by medusa_v2. It holds secrets: keep it private.\n"
+    "# Every key, its default and its meaning: conf/config.ini in the medusa_v2 sources.\n"
+)
+_BOM = b"\xef\xbb\xbf"
+_SECTION_LINE = re.compile(r"^\s*(\[+)\s*(.*?)\s*\]+\s*(?:#.*)?$")
+# configobj's own pattern for a `key = value` line.
+_KEY_LINE = re.compile(r"""^(\s*)((?:".*?")|(?:'.*?')|(?:[^'"=].*?))\s*=\s*(.*)$""")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_. -]*")
+
+
+class ConfigError(Exception):
+    """config.ini cannot be used; str() is one line naming the file and the key."""
+
+    def __init__(self, path: str, problem: str, section: str | None = None, key: str | None = None):
+        where = f"[{section}] {key}: " if section and key else f"[{section}]: " if section else ""
+        super().__init__(f"{path}: {where}{problem}")
+        self.path, self.section, self.key, self.problem = path, section, key, problem
+
+
+def default_config_path() -> str:
+    """Return $MEDUSA_V2_CONFIG when set, else conf/config.ini."""
+    return os.environ.get("MEDUSA_V2_CONFIG") or "conf/config.ini"
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+def _read_bytes(path: str, label: str) -> bytes | None:
+    """Return the file's bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(label, f"cannot read the file: {exc.strerror or exc}") from None
+
+
+def _parse(data: bytes, label: str, configspec: list[str] | None = None) -> ConfigObj:
+    """Parse config.ini text; list values on, interpolation off (values are literal)."""
+    try:
+        return ConfigObj(io.BytesIO(data), configspec=configspec, encoding="utf-8",
+                         interpolation=False, raise_errors=True)
+    except UnicodeDecodeError:
+        raise ConfigError(label, "the file is not valid UTF-8") from None
+    except ConfigObjError as exc:
+        raise ConfigError(label, _parse_problem(exc)) from None
+
+
+def _parse_problem(exc: ConfigObjError) -> str:
+    # configobj's messages can quote a whole line, which may hold a secret: rebuild them.
+    line_text = getattr(exc, "line", "") or ""
+    where = f"line {getattr(exc, 'line_number', '?')}"
+    key = _KEY_LINE.match(line_text)
+    if isinstance(exc, DuplicateError):
+        if key:
+            return f"{where}: duplicate key {key.group(2).strip()!r}"
+        return f"{where}: duplicate section {line_text.strip()!r}"
+    if key:
+        return f"{where}: {key.group(2).strip()}: cannot parse the value (check its quotes)"
+    return f"{where}: neither a [section] nor a key = value line"
+
+
+def _check_structure(cfg: ConfigObj, spec: ConfigObj, label: str) -> None:
+    """Refuse a section given as a value and a value given as a sub-section.
+
+    configobj's validate() crashes on the second, so both are caught beforehand.
+    """
+    for section_name in spec.sections:
+        if section_name not in cfg:
+            continue
+        section = cfg[section_name]
+        if not isinstance(section, Section):
+            raise ConfigError(label, f"[{section_name}] must be a section, not a key = value")
+        for key in spec[section_name].scalars:
+            if key in section.sections:
+                raise ConfigError(label, "must be a value, not a sub-section", section_name, key)
+
+
+def _validate(cfg: ConfigObj, label: str) -> None:
+    """Apply CONFIGSPEC: convert types in place, fill defaults, raise the first error."""
+    _check_structure(cfg, cfg.configspec, label)
+    result = cfg.validate(Validator(), preserve_errors=True)
+    if result is True:
+        return
+    for sections, key, error in flatten_errors(cfg, result):
+        section = sections[0] if sections else None
+        if key is None or not error:
+            continue
+        check = cfg.configspec[section][key].split("(", 1)[0]
+        problem = _TYPE_PROBLEMS.get(check, "has an invalid value")
+        if (section, key) in _HIDDEN:
+            raise ConfigError(label, problem.replace("is a list", "the value is a list"), section, key)
+        raise ConfigError(label, f"{_shown(cfg[section][key])} {problem}", section, key)
+    raise ConfigError(label, "does not match the expected structure")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- building Settings ------------------------------------------------------------------
+
+
+def _resolve(directory: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(directory, path))
+
+
+def _database_url(url: str, directory: str) -> str:
+    """Fill the default database and anchor `sqlite:relative/path` at the config directory."""
+    if not url:
+        return "sqlite:///" + _resolve(directory, "medusa_v2.db")
+    if url.startswith("sqlite:") and not url.startswith("sqlite:/"):
+        relative = url[len("sqlite:"):]
+        if relative == ":memory:":
+            return "sqlite:///:memory:"
+        if relative:
+            return "sqlite:///" + _resolve(directory, relative)
+    return url
+
+
+def _field_values(cfg: ConfigObj, directory: str) -> dict[str, Any]:
+    values = {field: cfg[section][key] for field, (section, key) in _KEYS.items()}
+    for field in ("cors_origins", "resources", "extra_handlers"):
+        # `key =` and `key = ""` read as [""]: both mean an empty list.
+        values[field] = tuple(item.strip() for item in values[field] if item.strip())
+    values["https_cert"] = _resolve(directory, values["https_cert"])
+    values["https_key"] = _resolve(directory, values["https_key"])
+    values["database_url"] = _database_url(values["database_url"], directory)
+    return values
+
+
+def _check_medusa_encryption(cfg: ConfigObj, label: str) -> None:
+    # Medusa encrypts password keys when encryption_version is non-zero; such a value
+    # would be compared as plain text and no login could ever succeed.
+    version = str(cfg["General"].get("encryption_version", "0")).strip()
+    password = cfg["General"]["web_password"]
+    if version not in ("", "0") and password and not is_hashed(password):
+        raise ConfigError(
+            label,
+            f"stored encrypted by Medusa (encryption_version = {version}), which medusa_v2 "
+            "cannot read; set it again with medusa-v2 set-password --config PATH",
+            "General", "web_password",
+        )
+
+
+def _settings(values: dict[str, Any], label: str) -> Settings:
+    try:
+        return Settings(**values)
+    except SettingsError as exc:
+        section, key = _KEYS.get(exc.field, (None, exc.field))
+        raise ConfigError(label, exc.problem, section, key) from None
+
+
+def load_config(path: str | os.PathLike[str], *, write_back: bool = True) -> Settings:
+    """Read, validate and normalise config.ini, generating missing secrets.
+
+    An empty api_key or encryption_secret is generated; with `write_back` it is saved
+    into the file (created, mode 0600, when missing), otherwise it lives in memory only.
+    Raise ConfigError, one line naming the file and the key, for anything invalid.
+    """
+    label = os.fspath(path)
+    absolute = os.path.abspath(label)
+    data = _read_bytes(absolute, label)
+    cfg = _parse(data or b"", label, CONFIGSPEC.splitlines())
+    _validate(cfg, label)
+    _check_medusa_encryption(cfg, label)
+    values = _field_values(cfg, os.path.dirname(absolute))
+    values["config_path"] = absolute
+    missing = {key: generate() for key, generate in _GENERATED_SECRETS.items() if not values[key]}
+    settings = _settings(values, label)
+    if missing and write_back:
+        missing = _store_secrets(absolute, missing, label)
+    return settings.replace(**missing) if missing else settings
+
+
+def _store_secrets(path: str, generated: dict[str, str], label: str) -> dict[str, str]:
+    """Write generated secrets the file still lacks; return the secrets the file holds."""
+
+    def still_empty(current: ConfigObj) -> dict[str, dict[str, str]]:
+        # Another process may have written its own secrets since we read the file;
+        # keeping those makes every process sign tokens with the same key.
+        general = current.get("General", {})
+        return {"General": {k: v for k, v in generated.items() if not general.get(k)}}
+
+    written = _update_file(path, still_empty, label)
+    return {key: written["General"][key] for key in generated}
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+def write_settings(path: str | os.PathLike[str], changes: Mapping[str, Mapping[str, str]]) -> None:
+    """Set `changes` (section → key → value) in config.ini, atomically, keeping the rest.
+
+    Lines of other keys, comments and order are left byte-for-byte; a missing key is
+    added at the end of its section, a missing section at the end of the file. The
+    file (created when missing) is left with mode 0600.
+    """
+    label = os.fspath(path)
+    _update_file(os.path.abspath(label), lambda _current: changes, label)
+
+
+def _update_file(
+    path: str,
+    compute: Callable[[ConfigObj], Mapping[str, Mapping[str, str]]],
+    label: str,
+) -> ConfigObj:
+    """Apply compute(current config) to the file under a lock; return the new config."""
+    target = os.path.realpath(path)  # a symlinked config.ini stays a symlink
+    directory = os.path.dirname(target)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        with _locked(directory) as directory_fd:
+            old = _read_bytes(target, label)
+            current = _parse(old or b"", label)
+            changes = {s: dict(kv) for s, kv in compute(current).items() if kv}
+            if not changes:
+                return current
+            new = _patched(old, changes)
+            written = _parse(new, label)
+            _check_round_trip(current, written, changes)
+            _atomic_write(target, new, directory_fd)
+            return written
+    except OSError as exc:
+        raise ConfigError(label, f"cannot write the file: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _locked(directory: str) -> Iterator[int | None]:
+    """Hold an exclusive lock on `directory` so read-modify-write cycles do not interleave."""
+    try:
+        fd: int | None = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows cannot open a directory
+        fd = None
+    try:
+        if fd is not None and fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
+
+
+def _atomic_write(path: str, data: bytes, directory_fd: int | None) -> None:
+    """Replace `path` with `data` so readers see the old file or the new, never a mix."""
+    directory, name = os.path.split(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        # mkstemp creates the file 0600, whatever the umask: secrets never leak, even briefly.
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    if directory_fd is not None:
+        os.fsync(directory_fd)  # make the rename itself survive a crash
+
+
+def _check_round_trip(before: ConfigObj, after: ConfigObj, changes: dict[str, dict[str, str]]) -> None:
+    """Refuse a patch unless it changed exactly the requested keys to the requested values."""
+    expected = before.dict()
+    for section, values in changes.items():
+        expected.setdefault(section, {}).update(values)
+    if after.dict() != expected:
+        raise ValueError("the change cannot be written to config.ini without altering other keys")
+
+
+def _patched(old: bytes | None, changes: dict[str, dict[str, str]]) -> bytes:
+    """Return the file's bytes with `changes` applied line by line."""
+    data = old if old is not None else _NEW_FILE_HEADER.encode()
+    bom = _BOM if data.startswith(_BOM) else b""
+    lines = data[len(bom):].decode("utf-8").splitlines(keepends=True)
+    newline = next((line[len(line.rstrip("\r\n")):] for line in lines if line.endswith(("\n", "\r"))), "\n")
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += newline
+    for section, values in changes.items():
+        for key, value in values.items():
+            _set_line(lines, _checked_name(section), _checked_name(key), _quoted(value), newline)
+    return bom + "".join(lines).encode("utf-8")
+
+
+def _checked_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name != name.strip():
+        raise ValueError(f"{name!r} cannot be written as a config.ini section or key name")
+    return name
+
+
+def _quoted(value: str) -> str:
+    """Return `value` as configobj reads it back: bare when possible, else quoted."""
+    if not isinstance(value, str) or "\n" in value or "\r" in value:
+        raise ValueError("config.ini values must be single-line strings")
+    if value and value == value.strip() and not any(c in value for c in "\"',#"):
+        return value
+    if '"' not in value:
+        return f'"{value}"'
+    if "'" not in value:
+        return f"'{value}'"
+    for quote in ('"""', "'''"):
+        if quote not in value and not value.endswith(quote[0]):
+            return f"{quote}{value}{quote}"
+    raise ValueError("the value mixes quote characters that config.ini cannot hold")
+
+
+def _set_line(lines: list[str], section: str, key: str, value: str, newline: str) -> None:
+    """Replace the line of [section] key, or add it, in `lines` (edited in place)."""
+    spans, section_ends = _locate(lines)
+    if (section, key) in spans:
+        first, last = spans[section, key]
+        lines[first:last + 1] = [_replaced(lines[first], value, newline)]
+    elif section in section_ends:
+        lines.insert(section_ends[section], f"{key} = {value}{newline}")
+    else:
+        if lines and lines[-1].strip():
+            lines.append(newline)
+        lines += [f"[{section}]{newline}", f"{key} = {value}{newline}"]
+
+
+def _replaced(line: str, value: str, newline: str) -> str:
+    """Return `line` with its value replaced, keeping indentation, `=` spacing and comment."""
+    body = line.rstrip("\r\n")
+    ending = line[len(body):] or newline
+    match = _KEY_LINE.match(body)
+    head, old_value = body[:match.start(3)], match.group(3)
+    comment = ""
+    if not old_value.startswith(('"""', "'''")):
+        parsed = ConfigObj([f"k = {old_value}"], interpolation=False)
+        comment = parsed.inline_comments.get("k") or ""
+    spacing = ""
+    if comment:
+        before_comment = old_value[: len(old_value) - len(comment)]
+        spacing = before_comment[len(before_comment.rstrip()):]
+    if head.endswith("=") and head[:-1].endswith((" ", "\t")):
+        head += " "  # "key =" had no value: give the new one the usual "key = value" spacing
+    return f"{head}{value}{spacing}{comment}{ending}"
+
+
+def _locate(lines: list[str]) -> tuple[dict[tuple[str, str], tuple[int, int]], dict[str, int]]:
+    """Map each (section, key) of a top-level section to its first and last line.
+
+    Also map each top-level section to the index just past its last key, where a new
+    key of that section belongs (keys after a [[sub-section]] belong to the sub-section).
+    """
+    spans: dict[tuple[str, str], tuple[int, int]] = {}
+    ends: dict[str, int] = {}
+    section: str | None = None
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        last = index
+        stripped = line.strip()
+        marker = _SECTION_LINE.match(line) if stripped.startswith("[") else None
+        keyword = None if marker or stripped.startswith("#") else _KEY_LINE.match(line.rstrip("\r\n"))
+        if marker:
+            section = _unquote(marker.group(2)) if len(marker.group(1)) == 1 else None
+            if section is not None:
+                ends[section] = index + 1
+        elif keyword:
+            last = _value_end(lines, index, keyword.group(3))
+            if section is not None:
+                spans[section, _unquote(keyword.group(2).strip())] = (index, last)
+                ends[section] = last + 1
+        index = last + 1
+    return spans, ends
+
+
+def _value_end(lines: list[str], index: int, value: str) -> int:
+    """Return the index of the last line of a value that may be triple-quoted."""
+    quote = value[:3]
+    if quote not in ('"""', "'''") or quote in value[3:]:
+        return index
+    for end in range(index + 1, len(lines)):
+        if quote in lines[end]:
+            return end
+    return len(lines) - 1
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
