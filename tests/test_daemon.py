@@ -1,0 +1,270 @@
+"""The daemon and command line, run as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import medusa_v2
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = ROOT / "bin" / "medusa-v2"
+
+
+def run_cli(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(LAUNCHER), *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT)])},
+    )
+
+
+class Daemon:
+    """A daemon subprocess on a free port; its stderr is collected in the background."""
+
+    def __init__(self, config: Path, *extra: str) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(config.parent), str(ROOT)])}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LAUNCHER), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", "0", *extra],
+            cwd=config.parent,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.port = 0
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(20):
+            self.proc.kill()
+            raise AssertionError("daemon did not start:\n" + self.stderr)
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            m = re.search(r"serving https?://[^ ]+?:(\d+)/", line)
+            if m:
+                self.port = int(m.group(1))
+                self._ready.set()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v2{path}"
+
+    def request(self, path: str, *, method: str = "GET", body: dict | None = None, headers: dict | None = None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url(path), data=data, method=method, headers=headers or {})
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def wait_for_log(self, pattern: str, timeout: float = 5) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if re.search(pattern, line):
+                    return line
+            time.sleep(0.02)
+        raise AssertionError(f"no log line matching {pattern!r} in:\n{self.stderr}")
+
+
+@pytest.fixture
+def daemon_factory():
+    started: list[Daemon] = []
+
+    def start(config: Path, *extra: str) -> Daemon:
+        d = Daemon(config, *extra)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def test_version_flag(tmp_path):
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"medusa-v2 {medusa_v2.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[General]\nweb_port = notaport\n", "web_port"),
+        ("[General]\nweb_port = 70000\n", "web_port"),
+        ("[General]\nweb_use_gzip = maybe\n", "web_use_gzip"),
+        ("[API]\nmax_body_size = -1\n", "max_body_size"),
+        ("[API]\nresources = ticket, nosuchthing\n", "resources"),
+    ],
+)
+def test_bad_value_exits_2_with_one_line_naming_the_key(tmp_path, text, key):
+    config = tmp_path / "config.ini"
+    config.write_text(text)
+    result = run_cli("--config", str(config), "--port", "0", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_https_without_certificate_exits_2(tmp_path):
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\nenable_https = 1\nhttps_cert = missing.crt\nhttps_key = missing.key\n")
+    result = run_cli("--config", str(config), "--port", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "https_cert" in result.stderr and "missing.crt" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_first_start_generates_secrets_serves_and_stops_on_sigterm(tmp_path, daemon_factory):
+    config = tmp_path / "config.ini"
+    original = "# my comment stays\n[General]\n# about the key\napi_key = \nweb_port = 8081\n"
+    config.write_text(original)
+    d = daemon_factory(config)
+    text = config.read_text()
+    assert "# my comment stays" in text and "# about the key" in text
+    api_key = re.search(r"^api_key = (\w+)$", text, re.M).group(1)
+    assert re.fullmatch(r"[0-9a-f]{32}", api_key)
+    assert re.search(r"^encryption_secret = \w{32,}$", text, re.M)
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert "NO USERNAME/PASSWORD CONFIGURED" in d.stderr
+
+    status, headers, body = d.request("/health")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert headers["X-Medusa-Server"] == medusa_v2.__version__
+    status, _, body = d.request("/no-such-thing", headers={"X-Api-Key": api_key})
+    assert status == 404 and "error" in json.loads(body)
+    # the embedded SQLite default lives beside config.ini
+    assert (tmp_path / "medusa_v2.db").exists()
+
+    assert d.stop() == 0
+    assert "Traceback" not in d.stderr
+    # the secrets are stable across restarts
+    assert re.search(r"^api_key = (\w+)$", config.read_text(), re.M).group(1) == api_key
+
+
+def test_access_log_line_redacts_api_key(tmp_path, daemon_factory):
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\napi_key = abcdefabcdefabcdefabcdefabcdef12\n")
+    d = daemon_factory(config)
+    status, _, _ = d.request("/health?api_key=abcdefabcdefabcdefabcdefabcdef12&x=1")
+    assert status == 200
+    line = d.wait_for_log(r"GET /api/v2/health")
+    assert re.search(r"GET /api/v2/health\?api_key=\[redacted\]&x=1 200 \d+\.\dms", line), line
+    status, _, _ = d.request("/authenticate", method="DELETE", headers={"X-Api-Key": "wrong-key"})
+    assert status == 401
+    d.wait_for_log(r"DELETE /api/v2/authenticate 401")
+    assert d.stop() == 0
+    assert "abcdefabcdefabcdefabcdefabcdef12" not in d.stderr
+    assert "wrong-key" not in d.stderr
+
+
+def test_set_password_writes_a_hash_that_logs_in(tmp_path, daemon_factory):
+    config = tmp_path / "config.ini"
+    config.write_text("# keep me\n[General]\nweb_port = 8081\n")
+    result = run_cli("set-password", "--config", str(config), "--username", "admin", "--password-stdin",
+                     cwd=tmp_path, stdin="s3cret pass\n")
+    assert result.returncode == 0, result.stderr
+    text = config.read_text()
+    assert "# keep me" in text
+    assert "s3cret pass" not in text
+    assert re.search(r"^web_password = scrypt\$", text, re.M)
+    assert re.search(r"^web_username = admin$", text, re.M)
+
+    d = daemon_factory(config)
+    assert "NO USERNAME/PASSWORD CONFIGURED" not in d.stderr
+    status, _, body = d.request("/authenticate", method="POST", body={"username": "admin", "password": "s3cret pass"})
+    assert status == 200 and json.loads(body)["token"].count(".") == 2
+    status, _, body = d.request("/authenticate", method="POST", body={"username": "admin", "password": "wrong"})
+    assert status == 401
+    assert d.stop() == 0
+    assert "s3cret pass" not in d.stderr
+
+
+SLOW_RESOURCE = '''
+import asyncio
+from medusa_v2.resource import Resource
+
+class Slow(Resource):
+    name = "slow"
+
+    async def retrieve(self, slow_id):
+        await asyncio.sleep(slow_id / 10)
+        return {"id": slow_id, "slept": True}
+'''
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path, daemon_factory):
+    (tmp_path / "slowres.py").write_text(SLOW_RESOURCE)
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\napi_key = 0123456789abcdef0123456789abcdef\n[API]\nextra_handlers = slowres:Slow\n")
+    d = daemon_factory(config)
+    results: list = []
+    t = threading.Thread(
+        target=lambda: results.append(d.request("/slow/15", headers={"X-Api-Key": "0123456789abcdef0123456789abcdef"}))
+    )
+    t.start()
+    time.sleep(0.5)  # the request is in flight (it sleeps 1.5 s)
+    started = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    t.join(10)
+    assert results and results[0][0] == 200
+    assert json.loads(results[0][2]) == {"id": 15, "slept": True}
+    assert d.proc.wait(10) == 0
+    assert time.monotonic() - started < 5
+    # no new connections once stopping
+    with pytest.raises(OSError):
+        urllib.request.urlopen(d.url("/health"), timeout=2)
+
+
+def test_sigint_also_stops_cleanly(tmp_path, daemon_factory):
+    config = tmp_path / "config.ini"
+    config.write_text("")
+    d = daemon_factory(config)
+    assert d.stop(signal.SIGINT) == 0
+    assert "Traceback" not in d.stderr
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "medusa_v2", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=30,
+    )
+    assert result.returncode == 0 and medusa_v2.__version__ in result.stdout
