@@ -47,6 +47,7 @@ def make_app(
     clock: Callable[[], float] = time.time,
     resources: Iterable[type[Resource]] | None = None,
     extra_handlers: Iterable[type | str] = (),
+    app_class: type[tornado.web.Application] = tornado.web.Application,
     **app_settings: Any,
 ) -> tornado.web.Application:
     """Return an Application with the API mounted under web_root (store already open)."""
@@ -54,7 +55,7 @@ def make_app(
     rules = get_apiv2_handlers(api_root(settings), api, resources=resources, extra_handlers=extra_handlers)
     options: dict[str, Any] = {"log_function": log_request, "compress_response": settings.web_use_gzip}
     options.update(app_settings)
-    app = tornado.web.Application(rules, **options)
+    app = app_class(rules, **options)
     app.settings["medusa_v2_api"] = api
     return app
 
