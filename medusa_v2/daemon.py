@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -10,12 +11,14 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from . import __version__
 from .app import make_app
 from .settings import Settings
 from .store import StoreUnavailable, open_store
@@ -50,7 +53,7 @@ def setup_logging(developer: bool) -> None:
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if developer else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
 
 
@@ -79,38 +82,48 @@ def warn_if_open(settings: Settings) -> None:
         )
 
 
-async def run(settings: Settings, host: str | None = None, port: int | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; finish in-flight requests, close the store; return 0."""
-    tls = ssl_context(settings)
+async def check_startup(settings: Settings) -> None:
+    """Open the store once (creating or migrating its schema) and build the URL table.
+
+    Done in the parent before any worker starts, so a bad resource list or an
+    unreachable database stops the daemon at once, and N workers never race to migrate.
+    """
     try:
         store = await open_store(settings.database_url)
     except StoreUnavailable as exc:
         raise StartupError(f"[Database] url: {exc}", status=1) from None
     try:
-        app = make_app(settings, store, app_class=_Tracking)
+        make_app(settings, store)
     except ValueError as exc:
-        await store.close()
         raise StartupError(str(exc)) from None
-    bind_host = host if host is not None else settings.web_host
-    bind_port = port if port is not None else settings.web_port
-    try:
-        sockets = tornado.netutil.bind_sockets(bind_port, bind_host or None, family=socket.AF_UNSPEC)
-    except OSError as exc:
+    finally:
         await store.close()
-        raise StartupError(f"cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc}", status=1) from None
+
+
+async def run_worker(
+    settings: Settings,
+    sockets: list[socket.socket],
+    tls: ssl.SSLContext | None,
+    announce: Callable[[], None] | None = None,
+) -> int:
+    """Serve on already-bound sockets until SIGTERM/SIGINT; drain, close the store, return 0."""
+    try:
+        store = await open_store(settings.database_url)
+    except StoreUnavailable as exc:
+        log.error("cannot open the store: %s", exc)
+        return 1
+    app = make_app(settings, store, app_class=_Tracking)
+    assert isinstance(app, _Tracking)
     server = tornado.httpserver.HTTPServer(app, xheaders=settings.handle_reverse_proxy, ssl_options=tls)
     server.add_sockets(sockets)
-    warn_if_open(settings)
-    scheme = "https" if tls else "http"
-    shown = sockets[0].getsockname()
-    log.info("medusa_v2 serving %s://%s:%s%s/api/v2", scheme, shown[0], shown[1], settings.web_root)
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    if announce is not None:
+        announce()  # only now: a signal from here on is a clean stop
     await stopping.wait()
-    assert isinstance(app, _Tracking)
     log.info("shutting down: no new connections; finishing %d request(s) in flight", app.inflight)
     server.stop()
     deadline = time.monotonic() + settings.shutdown_timeout
@@ -124,7 +137,115 @@ async def run(settings: Settings, host: str | None = None, port: int | None = No
     return 0
 
 
+def worker_count(settings: Settings) -> int:
+    """Return how many worker processes to run (`processes = 0`: one per core)."""
+    return settings.processes or os.cpu_count() or 1
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     """Run the daemon in the foreground; return the process exit status."""
     setup_logging(settings.developer)
-    return asyncio.run(run(settings, host, port))
+    tls = ssl_context(settings)
+    asyncio.run(check_startup(settings))
+    bind_host = host if host is not None else settings.web_host
+    bind_port = port if port is not None else settings.web_port
+    try:
+        sockets = tornado.netutil.bind_sockets(bind_port, bind_host or None, family=socket.AF_UNSPEC)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc}", status=1) from None
+    warn_if_open(settings)
+    workers = worker_count(settings)
+    shown = sockets[0].getsockname()
+
+    def announce() -> None:
+        log.info(
+            "medusa_v2 %s serving %s://%s:%s%s/api/v2 with %d process(es)",
+            __version__,
+            "https" if tls else "http",
+            shown[0],
+            shown[1],
+            settings.web_root,
+            workers,
+        )
+
+    if workers == 1:
+        return asyncio.run(run_worker(settings, sockets, tls, announce))
+    return Supervisor(settings, sockets, tls, workers).run(announce)
+
+
+class Supervisor:
+    """Fork workers that share the listening sockets; replace any that dies; stop them all on SIGTERM."""
+
+    RESTART_DELAY = 0.5
+
+    def __init__(self, settings: Settings, sockets: list[socket.socket], tls: ssl.SSLContext | None, count: int) -> None:
+        self.settings = settings
+        self.sockets = sockets
+        self.tls = tls
+        self.count = count
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.stopping = False
+
+    def spawn(self, slot: int) -> None:
+        """Fork one worker for `slot`."""
+        pid = os.fork()
+        if pid == 0:  # the worker: serve, then leave without running the parent's cleanup
+            status = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                status = asyncio.run(run_worker(self.settings, self.sockets, self.tls))
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        self.children[pid] = slot
+
+    def _stop(self, signum: int, frame: object) -> None:
+        if not self.stopping:
+            log.info("received signal %d: stopping %d worker(s)", signum, len(self.children))
+        self.stopping = True
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def run(self, announce: Callable[[], None]) -> int:
+        """Supervise until every worker has exited after a stop signal; return 0."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        announce()
+        for slot in range(self.count):
+            self.spawn(slot)
+        kill_at: float | None = None
+        while self.children:
+            if self.stopping and kill_at is None:
+                kill_at = time.monotonic() + self.settings.shutdown_timeout + 5
+            if kill_at is not None and time.monotonic() > kill_at:
+                for pid in list(self.children):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+            slot = self.children.pop(pid, None)
+            if slot is None or self.stopping:
+                continue
+            log.warning("worker %d exited (%s); starting a new one", pid, _describe(status))
+            time.sleep(self.RESTART_DELAY)  # no hot loop if workers die at start
+            if not self.stopping:
+                self.spawn(slot)
+        for sock in self.sockets:
+            sock.close()
+        log.info("all workers stopped")
+        return 0
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"

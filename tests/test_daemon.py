@@ -268,3 +268,53 @@ def test_python_dash_m_runs_the_cli(tmp_path):
         timeout=30,
     )
     assert result.returncode == 0 and medusa_v2.__version__ in result.stdout
+
+
+PID_RESOURCE = '''
+import os
+from medusa_v2.resource import Resource
+
+class Pid(Resource):
+    name = "pid"
+
+    async def retrieve(self, pid_id):
+        return {"id": pid_id, "pid": os.getpid()}
+'''
+
+
+def _worker_pids(d: Daemon, key: str, tries: int = 200) -> set[int]:
+    pids = set()
+    for _ in range(tries):
+        status, _, body = d.request("/pid/1", headers={"X-Api-Key": key, "Connection": "close"})
+        assert status == 200
+        pids.add(json.loads(body)["pid"])
+    return pids
+
+
+def test_processes_2_forks_workers_replaces_a_dead_one_and_stops_all(tmp_path, daemon_factory):
+    (tmp_path / "pidres.py").write_text(PID_RESOURCE)
+    key = "0123456789abcdef0123456789abcdef"
+    config = tmp_path / "config.ini"
+    config.write_text(f"[General]\napi_key = {key}\n[API]\nprocesses = 2\nextra_handlers = pidres:Pid\n")
+    d = daemon_factory(config)
+    assert "with 2 process(es)" in d.stderr
+    deadline = time.monotonic() + 10
+    pids: set[int] = set()
+    while len(pids) < 2 and time.monotonic() < deadline:
+        pids |= _worker_pids(d, key, 20)
+    assert len(pids) == 2 and d.proc.pid not in pids
+
+    victim = sorted(pids)[0]
+    os.kill(victim, signal.SIGKILL)
+    d.wait_for_log(rf"worker {victim} exited \(killed by signal 9\)")
+    deadline = time.monotonic() + 10
+    fresh: set[int] = set()
+    while len(fresh - pids) < 1 and time.monotonic() < deadline:
+        fresh |= _worker_pids(d, key, 20)
+    assert victim not in fresh
+    assert fresh - pids, "no replacement worker answered"
+
+    assert d.stop() == 0
+    for pid in pids | fresh:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
