@@ -207,7 +207,9 @@ class Authenticator:
         """Raise 429 with Retry-After while `client` has too many recent failures."""
         now = self.clock()
         window = self.settings.login_window
-        failures = await self.store.login_failures(client, now - window)
+        # The window is half-open, (now - window, now]: a failure exactly `window`
+        # seconds old no longer counts, so Retry-After seconds later a login is allowed.
+        failures = await self.store.login_failures(client, math.nextafter(now - window, math.inf))
         if len(failures) >= self.settings.login_max_failures:
             # The window slides: the oldest counted failure leaving it frees one attempt.
             oldest = failures[len(failures) - self.settings.login_max_failures]

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import traceback
+import urllib.parse
 from collections.abc import Awaitable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
@@ -41,15 +42,39 @@ def etag_of(body: bytes) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """Return a request URI with the value of every `api_key` parameter hidden."""
-    if "api_key" not in uri:
+    """Return a request URI with the value of every `api_key` parameter hidden.
+
+    Tornado percent-decodes parameter names, so `api%5Fkey=...` authenticates too:
+    names are compared decoded.
+    """
+    uri = re.sub(r"(?i)([?&;]api_key=)[^&;#]*", r"\1[redacted]", uri)
+    path, sep, query = uri.partition("?")
+    if not sep or "%" not in query and "+" not in query:
         return uri
-    return re.sub(r"(?i)([?&;]api_key=)[^&;#]*", r"\1[redacted]", uri)
+    parts = re.split(r"([&;])", query)
+    for i in range(0, len(parts), 2):
+        name, eq, _ = parts[i].partition("=")
+        if eq and urllib.parse.unquote_plus(name).strip().lower() == "api_key":
+            parts[i] = name + "=[redacted]"
+    return path + sep + "".join(parts)
+
+
+class _AnyMethod(tuple):  # type: ignore[type-arg]
+    """Let every verb (TRACE, PROPFIND...) reach prepare(), which answers 405 or 404.
+
+    Tornado would refuse verbs outside its own list with a bare 405 before prepare(),
+    so the catch-all could not say 404 and the 405 would not come from `routes`.
+    """
+
+    def __contains__(self, method: object) -> bool:
+        return True
 
 
 @tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
     """Base of every API v2 handler; subclasses fill `routes` and implement methods."""
+
+    SUPPORTED_METHODS = _AnyMethod(tornado.web.RequestHandler.SUPPORTED_METHODS)
 
     # Route kind -> the verbs this handler answers (besides OPTIONS), e.g.
     # {"single": ("POST", "DELETE")}; a verb's tornado method must exist.
