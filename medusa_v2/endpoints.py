@@ -36,8 +36,8 @@ class AuthenticateHandler(ApiHandler):
 class HealthHandler(ApiHandler):
     """Liveness for load balancers: 200 when the store answers, 503 when it does not."""
 
-    routes: ClassVar = {"single": ("GET",)}
-    public: ClassVar = frozenset({"GET"})
+    routes: ClassVar = {"single": ("GET", "HEAD")}
+    public: ClassVar = frozenset({"GET", "HEAD"})
 
     async def get(self) -> None:
         """Ping the store."""
@@ -47,6 +47,10 @@ class HealthHandler(ApiHandler):
             await self.send_json(503, {"status": "unavailable"}, {"Retry-After": "5"})
             return
         await self.send_json(200, {"status": "ok"})
+
+    async def head(self) -> None:
+        """Answer as GET does, without the body (load balancers often probe with HEAD)."""
+        await self.get()
 
 
 class NotFoundHandler(ApiHandler):

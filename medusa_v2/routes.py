@@ -69,10 +69,13 @@ def get_apiv2_handlers(
             raise ValueError(f"{cls.__qualname__}: extra handlers must be Resource or ApiHandler (with a path) classes")
 
     rules: list[tuple[int, tornado.web.URLSpec]] = []
-    names = [r.name for r in mounted]
+    fixed: list[tuple[str, type[ApiHandler]]] = [("/authenticate", AuthenticateHandler), ("/health", HealthHandler)]
+    fixed += [(cls.path, cls) for cls in plain]  # type: ignore[attr-defined]
+    taken = [path for path, _ in fixed] + ["/" + r.name for r in mounted if r.parent is None]
+    for path in taken:
+        if taken.count(path) > 1:
+            raise ValueError(f"two handlers claim the path {path!r} under {base or '/'}")
     for res in mounted:
-        if names.count(res.name) > 1:
-            raise ValueError(f"resource {res.name!r} is mounted twice")
         if res.parent is not None and res.parent not in mounted:
             raise ValueError(f"resource {res.name!r} needs its parent {res.parent.name!r} mounted too")
         instance = res(api)
@@ -81,8 +84,6 @@ def get_apiv2_handlers(
         item = f"{prefix}{path}/(?P<{res.id_key()}>[^/]+)/?"
         rules.append((depth + 1, tornado.web.url(item, ResourceHandler, {"api": api, "kind": "item", "resource": instance})))
         rules.append((depth, tornado.web.url(f"{prefix}{path}/?", ResourceHandler, {"api": api, "kind": "collection", "resource": instance})))
-    fixed: list[tuple[str, type[ApiHandler]]] = [("/authenticate", AuthenticateHandler), ("/health", HealthHandler)]
-    fixed += [(cls.path, cls) for cls in plain]  # type: ignore[attr-defined]
     for path, handler in fixed:
         rules.append((path.count("/"), tornado.web.url(f"{prefix}{path}/?", handler, {"api": api, "kind": "single"})))
     # Most specific first; the JSON 404 for anything else under the API root last.

@@ -88,10 +88,18 @@ async def test_store_outage_during_token_check_is_503_not_500(client, store):
 
 
 @pytest.mark.gen_test
-async def test_health_only_answers_get(client):
+async def test_health_only_answers_get_and_head(client):
     r = await client.post("/health", json_body={}, auth=None)
     assert r.code == 405
-    assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "OPTIONS"}
+    assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "HEAD", "OPTIONS"}
     r = await client.options("/health", auth=None)
     assert r.code == 204
     assert {m.strip() for m in r.headers["Access-Control-Allow-Methods"].split(",")} == {"GET", "OPTIONS"}
+
+
+@pytest.mark.gen_test
+async def test_head_health_answers_like_get_without_a_body(client):
+    r = await client.request("HEAD", "/health", auth=None)
+    assert r.code == 200
+    assert r.body == b""
+    assert r.headers["X-Medusa-Server"]

@@ -355,3 +355,17 @@ async def test_uncaught_error_log_redacts_a_percent_encoded_api_key_name(client,
     assert r.code == 500
     assert "GET /api/v2/broken/1" in caplog.text
     assert API_KEY not in caplog.text
+
+
+def test_a_resource_cannot_shadow_a_builtin_route(settings, store):
+    from medusa_v2.context import ApiContext
+    from medusa_v2.resource import Resource
+
+    class Health(Resource):
+        name = "health"
+
+        async def list(self, query):
+            raise AssertionError("never mounted")
+
+    with pytest.raises(ValueError, match="/health"):
+        get_apiv2_handlers("/api/v2", ApiContext(settings, store), resources=[Health])
