@@ -94,7 +94,7 @@ async def test_health_only_answers_get_and_head(client):
     assert {m.strip() for m in r.headers["Allow"].split(",")} == {"GET", "HEAD", "OPTIONS"}
     r = await client.options("/health", auth=None)
     assert r.code == 204
-    assert {m.strip() for m in r.headers["Access-Control-Allow-Methods"].split(",")} == {"GET", "OPTIONS"}
+    assert {m.strip() for m in r.headers["Access-Control-Allow-Methods"].split(",")} == {"GET", "HEAD", "OPTIONS"}
 
 
 @pytest.mark.gen_test
