@@ -102,6 +102,8 @@ def _parse_sort(decl: Declaration | None, sort: str | None, order: str | None) -
     seen: set[str] = set()
     for term in sort.split(","):
         desc = order == "desc"
+        if term[:1] == " ":
+            term = "+" + term[1:]  # `sort=+priority` typed in a URL: the query decoding made `+` a space
         if term[:1] in "+-" and term:
             desc = term[0] == "-"
             term = term[1:]

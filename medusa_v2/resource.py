@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import idempotency
 from .casing import camelize
 from .declaration import Declaration
 from .errors import ApiError
 from .handler import ApiHandler, encode_json, etag_of
 from .listing import ListQuery, Page, link_header, pagination_headers, parse_list_query
+from .store.base import IdempotentResponse
 
 if TYPE_CHECKING:
     from .context import ApiContext
@@ -190,11 +192,28 @@ async def _run_retrieve(self: ResourceHandler, ids: dict[str, int]) -> None:
 
 
 async def _run_create(self: ResourceHandler, ids: dict[str, int]) -> None:
+    key = idempotency.parse_key(self.request.headers)
+    if key is None:
+        response = await _create(self, ids)
+    else:
+        principal = self.identity.username if self.identity is not None else ""
+        response = await idempotency.once(
+            self.api.store,
+            self.api.clock(),
+            idempotency.scope(principal, self.request.path),
+            key,
+            self.json_body(),
+            lambda: _create(self, ids),
+        )
+    await self._send(response.status, response.body, response.headers)
+
+
+async def _create(self: ResourceHandler, ids: dict[str, int]) -> IdempotentResponse:
     values = self.parse_values("create")
     created = await self.resource.create(values, **ids)  # type: ignore[attr-defined]
     body = self.represent(created)
     location = self.absolute_origin() + self.request.path.rstrip("/") + "/" + str(created["id"])
-    await self._send(201, body, {"Location": location, "ETag": etag_of(body)})
+    return IdempotentResponse(201, {"Location": location, "ETag": etag_of(body)}, body)
 
 
 async def _run_replace(self: ResourceHandler, ids: dict[str, int]) -> None:

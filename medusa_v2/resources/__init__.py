@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from ..resource import Resource
+from .message import MessageResource
+from .ticket import TicketResource
 
-BUILTIN: dict[str, type[Resource]] = {}
+BUILTIN: dict[str, type[Resource]] = {"ticket": TicketResource, "message": MessageResource}

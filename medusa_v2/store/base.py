@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -21,11 +22,24 @@ class StoreUnavailable(StoreError):
 
 
 class NotFound(StoreError):
-    """The addressed row does not exist (or not under that parent)."""
+    """The addressed row does not exist (or not under that parent).
+
+    `resource` and `id` name what was missing (for a nested row, possibly its parent).
+    """
+
+    def __init__(self, resource: str = "", id: int | None = None) -> None:
+        super().__init__(f"{resource} {id} not found" if resource else "not found")
+        self.resource = resource
+        self.id = id
 
 
 class AlreadyExists(StoreError):
     """A create chose an id that is taken."""
+
+    def __init__(self, resource: str = "", id: int | None = None) -> None:
+        super().__init__(f"{resource} {id} already exists" if resource else "already exists")
+        self.resource = resource
+        self.id = id
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +91,114 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def clear_login_failures(self, client: str) -> None:
         """Forget a client's failed logins (after a successful one)."""
+
+    # -- resource rows, generic over a resource declaration --
+    #
+    # `decl` is a `medusa_v2.declaration.Declaration` (the store reads only its
+    # name, field names, sortable/filter/search flags): table = decl.name, columns =
+    # field names. Rows are dicts keyed by field name. `parent` is
+    # (parent declaration, its id): the row must belong to that parent, and a row
+    # under another parent is NotFound. `now` is the app clock's time in seconds.
+
+    @abc.abstractmethod
+    async def list_rows(self, decl: Any, query: Any, parent: Parent | None = None) -> RowPage:
+        """Return one page of rows matching `query` (a ListQuery) and the number matching."""
+
+    @abc.abstractmethod
+    async def get_row(self, decl: Any, id: int, parent: Parent | None = None) -> dict[str, Any]:
+        """Return one row; NotFound when absent (or under another parent)."""
+
+    @abc.abstractmethod
+    async def insert_row(
+        self,
+        decl: Any,
+        values: Mapping[str, Any],
+        now: float,
+        parent: Parent | None = None,
+        check_parent: Check | None = None,
+    ) -> dict[str, Any]:
+        """Insert a row (id assigned unless given; AlreadyExists when taken); return it.
+
+        `check_parent` is called with the parent row inside the transaction.
+        """
+
+    @abc.abstractmethod
+    async def update_row(
+        self,
+        decl: Any,
+        id: int,
+        values: Mapping[str, Any],
+        now: float,
+        check: Check | None = None,
+        parent: Parent | None = None,
+    ) -> dict[str, Any]:
+        """Set `values` (updated_at always moves forward), after `check`; return the new row."""
+
+    @abc.abstractmethod
+    async def delete_row(self, decl: Any, id: int, check: Check | None = None, parent: Parent | None = None) -> None:
+        """Delete a row (and, by foreign key, its children), after `check`."""
+
+    # -- idempotency keys, shared by every process on this store --
+
+    @abc.abstractmethod
+    async def claim_idempotency_key(
+        self, scope: str, key: str, fingerprint: str, now: float, *, expire_before: float, stale_before: float
+    ) -> IdempotentResponse | None:
+        """Claim (scope, key) for a new request, or return the response to replay.
+
+        Returns None when the caller now holds the key (in flight). Raises
+        KeyInFlight when another request holds it since `stale_before` or later,
+        KeyMismatch when it was used with another fingerprint. Keys created before
+        `expire_before` are forgotten (purged).
+        """
+
+    @abc.abstractmethod
+    async def complete_idempotency_key(self, scope: str, key: str, response: IdempotentResponse) -> None:
+        """Record the response of the request holding (scope, key)."""
+
+    @abc.abstractmethod
+    async def release_idempotency_key(self, scope: str, key: str) -> None:
+        """Forget an in-flight key (its request failed and may be retried)."""
+
+
+class KeyInFlight(StoreError):
+    """An idempotency key is held by a request that has not finished."""
+
+
+class KeyMismatch(StoreError):
+    """An idempotency key was already used with another request body."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowPage:
+    """One page of rows and how many rows match in all."""
+
+    rows: Sequence[dict[str, Any]]
+    count: int
+
+
+Parent = tuple[Any, int]
+"""(parent declaration, parent id) for a nested resource's rows."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def timestamp(seconds: float) -> str:
+    """Return RFC 3339 UTC with microseconds (`2026-11-27T20:11:02.123456Z`).
+
+    Fixed width, so the text sorts in time order (and sorts in SQL as text).
+    """
+    return (_EPOCH + timedelta(microseconds=round(seconds * 1_000_000))).strftime(_FORMAT)
+
+
+def next_timestamp(seconds: float, previous: str) -> str:
+    """Return the time `seconds`, or one microsecond after `previous` if that is later.
+
+    Every modification moves updatedAt forward even when the clock did not (same
+    microsecond, a clock stepped back), so its ETag changes.
+    """
+    now = round(seconds * 1_000_000)
+    before = (datetime.strptime(previous, _FORMAT).replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+    return (_EPOCH + timedelta(microseconds=max(now, before + 1))).strftime(_FORMAT)

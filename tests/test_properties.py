@@ -1,0 +1,155 @@
+"""Property tests: valid tickets round-trip unchanged; garbage never gets a 5xx."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+# The app and its store live for the whole test; each example adds to them, which is
+# what a long-running daemon sees too.
+PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# Any Unicode scalar value but NUL (refused by design) and lone surrogates (not text).
+CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+
+
+def text(low: int, high: int):
+    return st.text(CHARS, min_size=low, max_size=high)
+
+
+TICKETS = st.fixed_dictionaries(
+    {"title": text(1, 200)},
+    optional={
+        "description": text(0, 300) | st.just("d" * 10000),
+        "state": st.sampled_from(["open", "pending", "closed"]),
+        "priority": st.integers(1, 5),
+        "assignee": st.none() | text(1, 100),
+    },
+)
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+NAMES = [
+    "id",
+    "title",
+    "description",
+    "state",
+    "priority",
+    "assignee",
+    "createdAt",
+    "updatedAt",
+    "author",
+    "body",
+    "ticketId",
+]
+# Bodies that look almost right: real field names with wrong values, and the odd stranger.
+NEAR = st.dictionaries(st.sampled_from(NAMES) | st.text(max_size=8), JSON, max_size=6)
+RAW = st.one_of(
+    NEAR.map(lambda d: json.dumps(d).encode()),
+    JSON.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=60),
+    st.text(max_size=60).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
+
+
+def call(io_loop, coro_fn):
+    return io_loop.run_sync(coro_fn)
+
+
+@PROPERTY
+@given(ticket=TICKETS)
+def test_valid_tickets_round_trip_unchanged(io_loop, client, ticket):
+    async def go():
+        created = await client.post("/ticket", json_body=ticket)
+        assert created.code == 201, created.body
+        got = await client.get(f"/ticket/{created.json['id']}")
+        assert got.code == 200
+        assert got.json == created.json
+        expected = {"description": "", "state": "open", "priority": 3, "assignee": None, **ticket}
+        assert {k: got.json[k] for k in expected} == expected
+        # And so does the raw UTF-8 form of the same body.
+        raw = json.dumps(ticket, ensure_ascii=False).encode("utf-8")
+        again = await client.post("/ticket", body=raw, headers={"Content-Type": "application/json"})
+        assert again.code == 201
+        assert {k: again.json[k] for k in expected} == expected
+
+    call(io_loop, go)
+
+
+@pytest.fixture
+def existing(io_loop, client):
+    async def go():
+        t = await client.post("/ticket", json_body={"title": "target"})
+        m = await client.post(f"/ticket/{t.json['id']}/message", json_body={"author": "a", "body": "b"})
+        return t.json["id"], m.json["id"]
+
+    return call(io_loop, go)
+
+
+@PROPERTY
+@given(raw=RAW, target=st.sampled_from(["POST /ticket", "PUT t", "PATCH t", "POST m", "PUT m", "PATCH m"]))
+def test_garbage_bodies_never_get_a_5xx(io_loop, client, existing, raw, target):
+    tid, mid = existing
+    method, where = target.split()
+    path = {"/ticket": "/ticket", "t": f"/ticket/{tid}", "m": f"/ticket/{tid}/message"}[where]
+    if where == "m" and method != "POST":
+        path += f"/{mid}"
+
+    async def go():
+        r = await client.request(method, path, body=raw, headers={"Content-Type": "application/json"})
+        assert r.code < 500, (r.code, r.body)
+        if r.code >= 400:
+            assert isinstance(r.json["error"], str)
+        # The resources the garbage aimed at are still there and readable.
+        assert (await client.get(f"/ticket/{tid}")).code == 200
+
+    call(io_loop, go)
+
+
+QUERY = st.dictionaries(
+    st.sampled_from(["page", "limit", "sort", "order", "q", "state", "priority", "assignee", "author", "x"]),
+    st.text(max_size=12),
+    max_size=4,
+)
+
+
+@PROPERTY
+@given(args=QUERY, nested=st.booleans())
+def test_garbage_list_queries_never_get_a_5xx(io_loop, client, existing, args, nested):
+    from urllib.parse import urlencode
+
+    tid, _ = existing
+    path = f"/ticket/{tid}/message" if nested else "/ticket"
+    query = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in args.items()})
+
+    async def go():
+        r = await client.get(f"{path}?{query}")
+        assert r.code in (200, 400), (r.code, r.body, query)
+        assert isinstance(r.json, list) or isinstance(r.json["error"], str)
+
+    call(io_loop, go)
+
+
+# Letters with case, the LIKE wildcards, FTS5 syntax and non-ASCII case pairs.
+SEARCH_ALPHABET = st.sampled_from(list('aAbB %_"*()-^:.éÉ\u200fÿŸß'))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(title=st.text(SEARCH_ALPHABET, min_size=1, max_size=12), q=st.text(SEARCH_ALPHABET, min_size=1, max_size=5))
+def test_q_matches_exactly_the_case_insensitive_substrings(io_loop, store, title, q):
+    from medusa_v2.listing import ListQuery
+    from medusa_v2.resources.ticket import TICKET
+
+    async def go():
+        store.db.execute("DELETE FROM ticket")
+        await store.insert_row(TICKET, {"title": title, "description": ""}, 0.0)
+        return await store.list_rows(TICKET, ListQuery(q=q))
+
+    page = call(io_loop, go)
+    assert page.count == (1 if q.lower() in title.lower() else 0), (title, q)

@@ -1,0 +1,242 @@
+"""The SQLite store: migrations, generic row methods, transactions, index use."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from medusa_v2.errors import ApiError
+from medusa_v2.listing import ListQuery
+from medusa_v2.resources.message import MESSAGE
+from medusa_v2.resources.ticket import TICKET
+from medusa_v2.store.base import AlreadyExists, NotFound, next_timestamp, timestamp
+from medusa_v2.store.sqlite import MIGRATIONS, SQLiteStore
+
+NOW = 1_800_000_000.0
+
+
+def run(io_loop, coro):
+    return io_loop.run_sync(lambda: coro)
+
+
+def test_timestamps():
+    assert timestamp(0) == "1970-01-01T00:00:00.000000Z"
+    assert timestamp(NOW + 0.123456) == "2027-01-15T08:00:00.123456Z"
+    assert next_timestamp(NOW + 5, timestamp(NOW)) == timestamp(NOW + 5)
+    assert next_timestamp(NOW, timestamp(NOW)) == "2027-01-15T08:00:00.000001Z"
+    assert next_timestamp(NOW - 60, timestamp(NOW)) == "2027-01-15T08:00:00.000001Z"  # clock stepped back
+    assert sorted([timestamp(NOW + 10), timestamp(NOW + 9.5), timestamp(NOW)]) == [
+        timestamp(NOW),
+        timestamp(NOW + 9.5),
+        timestamp(NOW + 10),
+    ]
+
+
+def test_migrating_from_version_1_keeps_auth_state(io_loop, tmp_path):
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version VALUES (1)")
+    db.execute("INSERT INTO revoked_token VALUES ('jti-1', 1e12)")
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    run(io_loop, store.open())
+    try:
+        assert store.db.execute("SELECT version FROM schema_version").fetchone()[0] == len(MIGRATIONS)
+        assert run(io_loop, store.is_token_revoked("jti-1"))
+        row = run(io_loop, store.insert_row(TICKET, {"title": "t", "priority": 3, "state": "open"}, NOW))
+        assert row["id"] == 1
+    finally:
+        run(io_loop, store.close())
+
+
+def test_auth_methods_still_work(io_loop, store):
+    run(io_loop, store.revoke_token("j", NOW + 10))
+    assert run(io_loop, store.is_token_revoked("j"))
+    run(io_loop, store.record_login_failure("c", NOW, NOW - 100))
+    assert list(run(io_loop, store.login_failures("c", NOW - 1))) == [NOW]
+    run(io_loop, store.clear_login_failures("c"))
+    assert list(run(io_loop, store.login_failures("c", 0))) == []
+
+
+def test_rows_survive_reopening(io_loop, tmp_path):
+    path = str(tmp_path / "d.db")
+    store = SQLiteStore(path)
+    run(io_loop, store.open())
+    run(io_loop, store.insert_row(TICKET, {"title": "durable"}, NOW))
+    run(io_loop, store.close())
+    again = SQLiteStore(path)
+    run(io_loop, again.open())
+    assert run(io_loop, again.get_row(TICKET, 1))["title"] == "durable"
+    run(io_loop, again.close())
+
+
+def test_insert_get_update_delete(io_loop, store):
+    row = run(io_loop, store.insert_row(TICKET, {"title": "t", "description": "", "priority": 2}, NOW))
+    assert row["created_at"] == row["updated_at"] == timestamp(NOW)
+    with pytest.raises(AlreadyExists):
+        run(io_loop, store.insert_row(TICKET, {"id": row["id"], "title": "again"}, NOW))
+    updated = run(io_loop, store.update_row(TICKET, row["id"], {"priority": 4}, NOW))
+    assert updated["priority"] == 4
+    assert updated["updated_at"] > row["updated_at"]
+    assert updated["created_at"] == row["created_at"]
+    with pytest.raises(NotFound) as caught:
+        run(io_loop, store.update_row(TICKET, 999, {"priority": 4}, NOW))
+    assert (caught.value.resource, caught.value.id) == ("ticket", 999)
+    run(io_loop, store.delete_row(TICKET, row["id"]))
+    with pytest.raises(NotFound):
+        run(io_loop, store.get_row(TICKET, row["id"]))
+
+
+def test_a_failing_check_changes_nothing(io_loop, store):
+    row = run(io_loop, store.insert_row(TICKET, {"title": "t"}, NOW))
+
+    def refuse(current):
+        assert current == row
+        raise ApiError(412, "stale")
+
+    with pytest.raises(ApiError):
+        run(io_loop, store.update_row(TICKET, row["id"], {"title": "changed"}, NOW + 1, refuse))
+    with pytest.raises(ApiError):
+        run(io_loop, store.delete_row(TICKET, row["id"], refuse))
+    assert run(io_loop, store.get_row(TICKET, row["id"])) == row
+    assert not store.db.in_transaction
+
+
+def test_cascade_removes_messages_and_their_search_rows(io_loop, store):
+    t = run(io_loop, store.insert_row(TICKET, {"title": "t"}, NOW))
+    for i in range(3):
+        run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": f"needle {i}"}, NOW, (TICKET, t["id"])))
+    run(io_loop, store.delete_row(TICKET, t["id"]))
+    db = store.db
+    assert db.execute("SELECT COUNT(*) FROM message").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM message_search WHERE message_search MATCH 'needle'").fetchone()[0] == 0
+    db.execute("INSERT INTO message_search (message_search) VALUES ('integrity-check')")
+    db.execute("INSERT INTO ticket_search (ticket_search) VALUES ('integrity-check')")
+
+
+def test_message_parent_rules(io_loop, store):
+    t = run(io_loop, store.insert_row(TICKET, {"title": "t"}, NOW))
+    with pytest.raises(NotFound) as caught:
+        run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "b"}, NOW, (TICKET, t["id"] + 1)))
+    assert caught.value.resource == "ticket"
+    m = run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "b"}, NOW, (TICKET, t["id"])))
+    assert m["ticket_id"] == t["id"]
+    other = run(io_loop, store.insert_row(TICKET, {"title": "u"}, NOW))
+    with pytest.raises(NotFound) as caught:
+        run(io_loop, store.get_row(MESSAGE, m["id"], (TICKET, other["id"])))
+    assert caught.value.resource == "message"
+
+
+# -- query plans: every list this API serves is index-backed --
+
+# sqlite_stat1 of a database of 1,000,000 tickets and 300,000 messages (ANALYZE), so
+# the planner chooses here what it would choose in production.
+STATS = [
+    ("ticket", "ticket_state", "1000000 333334 1"),
+    ("ticket", "ticket_state_updated_at", "1000000 333334 1 1"),
+    ("ticket", "ticket_updated_at", "1000000 1 1"),
+    ("ticket", "ticket_created_at", "1000000 1 1"),
+    ("ticket", "ticket_title", "1000000 1 1"),
+    ("ticket", "ticket_assignee", "1000000 19608 1"),
+    ("ticket", "ticket_priority", "1000000 200000 1"),
+    ("ticket", "ticket_state_priority", "1000000 333334 66667 1"),
+    ("message", "message_ticket_updated_at", "300000 3 3 1"),
+    ("message", "message_ticket_author", "300000 3 1 1"),
+    ("message", "message_ticket", "300000 3 1"),
+]
+
+
+@pytest.fixture
+def big(io_loop, store):
+    for i in range(3):
+        run(
+            io_loop,
+            store.insert_row(TICKET, {"title": f"printer {i}", "state": "open", "priority": 2, "assignee": "ann"}, NOW),
+        )
+        run(io_loop, store.insert_row(MESSAGE, {"author": "ann", "body": "needle"}, NOW, (TICKET, 1)))
+    db = store.db
+    db.execute("ANALYZE")
+    db.execute("DELETE FROM sqlite_stat1 WHERE tbl IN ('ticket', 'message')")
+    db.executemany("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)", STATS)
+    db.execute("ANALYZE sqlite_schema")  # reload the statistics
+    return store
+
+
+def plans(io_loop, store, decl, query, parent=None) -> list[list[str]]:
+    """Return the EXPLAIN QUERY PLAN of each statement a list runs."""
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    try:
+        run(io_loop, store.list_rows(decl, query, parent))
+    finally:
+        store.db.set_trace_callback(None)
+    out = []
+    for sql in statements:
+        if sql.startswith("SELECT") and f'FROM "{decl.name}"' in sql:
+            out.append([row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + sql)])
+    return out
+
+
+def unbounded_scan(plan: list[str], table: str) -> bool:
+    """Return whether a plan reads the whole table, or sorts a result it could not bound."""
+    bare = any(line == f"SCAN {table}" for line in plan)
+    return bare and any("TEMP B-TREE" in line for line in plan)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        ListQuery(),
+        ListQuery(page=3, limit=1),
+        ListQuery(sort=(("priority", True),)),
+        ListQuery(sort=(("priority", False),)),
+        ListQuery(sort=(("updated_at", True),)),
+        ListQuery(sort=(("created_at", False),)),
+        ListQuery(sort=(("title", False),)),
+        ListQuery(sort=(("assignee", True),)),
+        ListQuery(sort=(("state", True),)),
+        ListQuery(filters={"state": ("open",)}, sort=(("priority", True),)),
+        ListQuery(filters={"state": ("open",)}, sort=(("updated_at", True),)),
+        ListQuery(filters={"priority": (2,)}),
+        ListQuery(filters={"assignee": ("ann",)}),
+        ListQuery(filters={"state": ("open",), "priority": (1, 2)}),
+        ListQuery(q="printer"),
+        ListQuery(q="printer", filters={"state": ("open",)}, sort=(("priority", True),)),
+    ],
+)
+def test_ticket_lists_use_indexes(io_loop, big, query):
+    count_plan, page_plan = plans(io_loop, big, TICKET, query)  # both run: the page is not past the end
+    for plan in (count_plan, page_plan):
+        assert not unbounded_scan(plan, "ticket"), plan
+    if query.sort and not query.q and not query.filters:
+        # Served in index order: the page is read, not the table sorted.
+        assert not any("TEMP B-TREE" in line for line in page_plan), page_plan
+    if query.filters and not query.q:
+        assert any("INDEX" in line for line in count_plan), count_plan
+    if query.q:
+        for plan in (count_plan, page_plan):
+            assert any("ticket_search VIRTUAL TABLE INDEX" in line for line in plan), plan
+            # Each match is looked up by its id, not the table scanned for matches.
+            assert any(line.startswith("SEARCH ticket") and ("rowid=?" in line or "id=?" in line) for line in plan), (
+                plan
+            )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        ListQuery(),
+        ListQuery(filters={"author": ("ann",)}),
+        ListQuery(sort=(("author", False),)),
+        ListQuery(sort=(("updated_at", True),)),
+        ListQuery(q="needle"),
+        ListQuery(q="ne"),
+    ],
+)
+def test_message_lists_use_the_ticket_index(io_loop, big, query):
+    for plan in plans(io_loop, big, MESSAGE, query, (TICKET, 1)):
+        assert any(line.startswith("SEARCH message USING") and "ticket_id=?" in line for line in plan), plan
