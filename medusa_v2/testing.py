@@ -65,7 +65,8 @@ class Client:
         self.http = http_client
         self.base = base_url
         self.root = root
-        self.headers = dict(headers or {})
+        # No headers given: authenticate with the test API key, the common case.
+        self.headers = {"X-Api-Key": API_KEY} if headers is None else dict(headers)
 
     def url(self, path: str, **query: Any) -> str:
         """Return the absolute URL of an API path."""
@@ -189,7 +190,7 @@ def jwt_client(http_client: Any, base_url: str, settings: Any, app: Any) -> Clie
 @pytest.fixture
 def anonymous_client(http_client: Any, base_url: str, settings: Any) -> Client:
     """Return a client that sends no credentials."""
-    return Client(http_client, base_url, settings.web_root + "/api/v2")
+    return Client(http_client, base_url, settings.web_root + "/api/v2", {})
 
 
 @pytest.fixture
