@@ -38,9 +38,17 @@ class _Tracking(tornado.web.Application):
     """An Application that counts requests in flight, so shutdown can wait for them."""
 
     inflight = 0
+    draining = False
 
     def find_handler(self, request: Any, **kwargs: Any) -> Any:
         self.inflight += 1
+        if self.draining:
+            # A request on a kept-alive connection while stopping: answer it, with
+            # `Connection: close`, so the client reconnects elsewhere (tornado adds the
+            # header and closes once the response is written).
+            connection = request.connection
+            if hasattr(connection, "_disconnect_on_finish"):
+                connection._disconnect_on_finish = True
         return super().find_handler(request, **kwargs)
 
     def log_request(self, handler: tornado.web.RequestHandler) -> None:
@@ -126,6 +134,7 @@ async def run_worker(
     await stopping.wait()
     log.info("shutting down: no new connections; finishing %d request(s) in flight", app.inflight)
     server.stop()
+    app.draining = True
     deadline = time.monotonic() + settings.shutdown_timeout
     while app.inflight > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.02)

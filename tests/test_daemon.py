@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -237,9 +238,20 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path, daemon_facto
         target=lambda: results.append(d.request("/slow/15", headers={"X-Api-Key": "0123456789abcdef0123456789abcdef"}))
     )
     t.start()
-    time.sleep(0.5)  # the request is in flight (it sleeps 1.5 s)
+    kept = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)  # a kept-alive client
+    kept.request("GET", "/api/v2/slow/1", headers={"X-Api-Key": "0123456789abcdef0123456789abcdef"})
+    first = kept.getresponse()
+    assert first.status == 200 and first.getheader("Connection") != "close"
+    first.read()
+    time.sleep(0.3)  # the slow request is in flight (it sleeps 1.5 s)
     started = time.monotonic()
     d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    # While draining, a request on the kept-alive connection is answered, with Connection: close.
+    kept.request("GET", "/api/v2/slow/1", headers={"X-Api-Key": "0123456789abcdef0123456789abcdef"})
+    second = kept.getresponse()
+    assert second.status == 200 and json.loads(second.read())["slept"] is True
+    assert second.getheader("Connection") == "close"
     t.join(10)
     assert results and results[0][0] == 200
     assert json.loads(results[0][2]) == {"id": 15, "slept": True}
