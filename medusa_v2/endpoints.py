@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from .auth import unauthorized
 from .errors import ApiError
-from .handler import ApiHandler
+from .handler import ApiHandler, etag_of
 from .store import StoreUnavailable
+
+if TYPE_CHECKING:
+    from .context import ApiContext
 
 
 class AuthenticateHandler(ApiHandler):
@@ -51,6 +54,30 @@ class HealthHandler(ApiHandler):
     async def head(self) -> None:
         """Answer as GET does, without the body (load balancers often probe with HEAD)."""
         await self.get()
+
+
+class OpenAPIHandler(ApiHandler):
+    """Serve the API description, built once with the URL table; no credentials needed."""
+
+    routes: ClassVar = {"single": ("GET",)}
+    public: ClassVar = frozenset({"GET"})
+
+    def initialize(  # type: ignore[override]
+        self, api: ApiContext, kind: str, document: bytes, etag: str | None = None
+    ) -> None:
+        """Receive the encoded document (and its ETag) from the URL table."""
+        self.document = document
+        self.etag = etag or etag_of(document)
+        super().initialize(api, kind)
+
+    async def get(self) -> None:
+        """Answer the document with its ETag, or 304 when If-None-Match names it."""
+        etag = self.etag
+        inm = self.request.headers.get("If-None-Match")
+        if inm is not None and any(tag.strip().removeprefix("W/") in (etag, "*") for tag in inm.split(",")):
+            await self._send(304, None, {"ETag": etag})
+            return
+        await self._send(200, self.document, {"ETag": etag})
 
 
 class NotFoundHandler(ApiHandler):

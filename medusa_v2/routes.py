@@ -9,8 +9,9 @@ from collections.abc import Iterable
 import tornado.web
 
 from .context import ApiContext
-from .endpoints import AuthenticateHandler, HealthHandler, NotFoundHandler
-from .handler import ApiHandler
+from .endpoints import AuthenticateHandler, HealthHandler, NotFoundHandler, OpenAPIHandler
+from .handler import ApiHandler, encode_json, etag_of
+from .openapi import OPENAPI_PATH, build_openapi
 from .resource import Resource, ResourceHandler
 
 
@@ -69,7 +70,11 @@ def get_apiv2_handlers(
             raise ValueError(f"{cls.__qualname__}: extra handlers must be Resource or ApiHandler (with a path) classes")
 
     rules: list[tuple[int, tornado.web.URLSpec]] = []
-    fixed: list[tuple[str, type[ApiHandler]]] = [("/authenticate", AuthenticateHandler), ("/health", HealthHandler)]
+    fixed: list[tuple[str, type[ApiHandler]]] = [
+        ("/authenticate", AuthenticateHandler),
+        ("/health", HealthHandler),
+        (OPENAPI_PATH, OpenAPIHandler),
+    ]
     fixed += [(cls.path, cls) for cls in plain]  # type: ignore[attr-defined]
     taken = [path for path, _ in fixed] + ["/" + r.name for r in mounted if r.parent is None]
     for path in taken:
@@ -84,8 +89,15 @@ def get_apiv2_handlers(
         item = f"{prefix}{path}/(?P<{res.id_key()}>[^/]+)/?"
         rules.append((depth + 1, tornado.web.url(item, ResourceHandler, {"api": api, "kind": "item", "resource": instance})))
         rules.append((depth, tornado.web.url(f"{prefix}{path}/?", ResourceHandler, {"api": api, "kind": "collection", "resource": instance})))
+    # The API description, built once from the same resources and handlers as the rules.
+    document = encode_json(build_openapi(base, mounted, api.settings, handlers=fixed))
     for path, handler in fixed:
-        rules.append((path.count("/"), tornado.web.url(f"{prefix}{path}/?", handler, {"api": api, "kind": "single"})))
+        kwargs: dict[str, object] = {"api": api, "kind": "single"}
+        pattern = path
+        if handler is OpenAPIHandler:
+            kwargs.update(document=document, etag=etag_of(document))
+            pattern = re.escape(path)
+        rules.append((path.count("/"), tornado.web.url(f"{prefix}{pattern}/?", handler, kwargs)))
     # Most specific first; the JSON 404 for anything else under the API root last.
     rules.sort(key=lambda rule: -rule[0])
     table = [rule for _, rule in rules]
