@@ -95,6 +95,14 @@ class ApiHandler(tornado.web.RequestHandler):
         self._body_too_large = False
         self._query: dict[str, list[str]] | None = None
         self._apply_default_headers()
+        headers = self.request.headers
+        if "Transfer-Encoding" not in headers and headers.get("Content-Length", "0") == "0":
+            # Bodies are streamed, so tornado calls prepare() before it marks the read
+            # done, and an answer given there (401, 404, 405) would close the kept-alive
+            # connection. A request without a body has nothing left to read: say so.
+            connection = self.request.connection
+            if getattr(connection, "_read_finished", True) is False:
+                connection._read_finished = True  # type: ignore[union-attr]
 
     def compute_etag(self) -> str | None:
         """Leave ETags to the resource runners (tornado would hash every GET body)."""

@@ -612,3 +612,28 @@ async def test_star_origin_list_means_any_origin(client):
     r = await client.get("/widget/1", headers={"Origin": "https://anything.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "*"
     assert "Vary" not in r.headers
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("path,headers,status", [
+    ("/widget", {"X-Api-Key": "wrong"}, 401),
+    ("/widget", {}, 401),
+    ("/no-such-route", {}, 404),
+])
+async def test_errors_answered_before_the_body_keep_the_connection_alive(http_server, base_url, path, headers, status):
+    """A refused GET must not cost the client its kept-alive connection."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = f"GET /api/v2{path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+    for _ in range(2):  # the same connection answers twice
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(f"HTTP/1.1 {status}".encode()), head
+        assert b"Connection: close" not in head
+        length = int(next(l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")).split(b":")[1])
+        await reader.readexactly(length)
+    writer.close()
