@@ -330,3 +330,50 @@ def test_processes_2_forks_workers_replaces_a_dead_one_and_stops_all(tmp_path, d
     for pid in pids | fresh:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_https_serves_tls_with_the_configured_certificate(tmp_path, daemon_factory):
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None and not os.environ.get("CI"):
+        pytest.skip("openssl is needed to make a test certificate")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(tmp_path / "server.key"), "-out", str(tmp_path / "server.crt")],
+        check=True, capture_output=True, timeout=60,
+    )
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\nenable_https = 1\n")  # server.crt/server.key beside config.ini, Medusa's defaults
+    d = daemon_factory(config)
+    assert re.search(r"serving https://", d.stderr)
+    context = ssl.create_default_context(cafile=str(tmp_path / "server.crt"))
+    context.check_hostname = False
+    with urllib.request.urlopen(f"https://127.0.0.1:{d.port}/api/v2/health", context=context, timeout=10) as r:
+        assert r.status == 200 and json.loads(r.read()) == {"status": "ok"}
+    with pytest.raises(OSError):  # plain HTTP is not served on the TLS port
+        urllib.request.urlopen(f"http://127.0.0.1:{d.port}/api/v2/health", timeout=5).read()
+    assert d.stop() == 0
+
+
+@pytest.mark.parametrize("gzip", [True, False])
+def test_web_use_gzip_compresses_responses(tmp_path, daemon_factory, gzip):
+    import gzip as gz
+
+    key = "0123456789abcdef0123456789abcdef"
+    config = tmp_path / "config.ini"
+    config.write_text(f"[General]\napi_key = {key}\nweb_use_gzip = {int(gzip)}\n")
+    d = daemon_factory(config)
+    for i in range(10):
+        d.request("/ticket", method="POST", body={"title": f"ticket {i}", "description": "x" * 100},
+                  headers={"X-Api-Key": key})
+    req = urllib.request.Request(d.url("/ticket"), headers={"X-Api-Key": key, "Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        raw = r.read()
+        encoding = r.headers.get("Content-Encoding")
+    if gzip:
+        assert encoding == "gzip"
+        assert len(json.loads(gz.decompress(raw))) == 10
+    else:
+        assert encoding is None and len(json.loads(raw)) == 10
+    assert d.stop() == 0
