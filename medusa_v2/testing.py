@@ -12,15 +12,25 @@ fixtures available (pytest-tornado provides `io_loop`, `http_client`, `base_url`
 - `app`: the Tornado application; `client` / `jwt_client`: HTTP clients
   authenticated by API key / by a token; `anonymous_client`: none.
 - `create_url(path, **query)`: the absolute URL of an API path, as Medusa's tests have.
+- `database_backend` / `database_url`: which store the test runs on ("sqlite" unless
+  the test, its class or module is marked `@pytest.mark.stores("sqlite", "postgresql")`,
+  which runs it once per store). PostgreSQL tests use a server named by the
+  environment variable MEDUSA_V2_TEST_PG_URL (any database on it; the plugin creates
+  `medusa_v2_test_<random>` there for the session, empties it before each test and
+  drops it at the end). Without that variable they are skipped, unless CI=true: then
+  they run against postgresql://postgres@127.0.0.1:5432/postgres and an unreachable
+  server fails them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
@@ -61,7 +71,9 @@ class Response:
 class Client:
     """Speak JSON to the app over real HTTP; never raises on an error status."""
 
-    def __init__(self, http_client: Any, base_url: str, root: str = "/api/v2", headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, http_client: Any, base_url: str, root: str = "/api/v2", headers: Mapping[str, str] | None = None
+    ) -> None:
         self.http = http_client
         self.base = base_url
         self.root = root
@@ -110,6 +122,155 @@ class Client:
         raise AttributeError(verb)
 
 
+STORES = ("sqlite", "postgresql")
+PG_URL_ENV = "MEDUSA_V2_TEST_PG_URL"
+CI_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pytest_configure(config: Any) -> None:
+    """Register the `stores` marker."""
+    config.addinivalue_line(
+        "markers", "stores(*names): run the test once per named store (default: sqlite and postgresql)"
+    )
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    """Parametrise `database_backend` for tests marked `stores(...)`."""
+    if "database_backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("stores")
+    if marker is None:
+        return
+    names = tuple(marker.args) or STORES
+    unknown = set(names) - set(STORES)
+    if unknown:
+        raise pytest.UsageError(f"@pytest.mark.stores: unknown store(s) {sorted(unknown)} (known: {', '.join(STORES)})")
+    metafunc.parametrize("database_backend", names, indirect=True)
+
+
+def pytest_runtest_setup(item: Any) -> None:
+    """Skip PostgreSQL runs when no server is configured (outside CI), folded into one summary line."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("database_backend") == "postgresql":
+        if not os.environ.get(PG_URL_ENV, "").strip() and not _in_ci():
+            pytest.skip(_NO_SERVER)
+
+
+_NO_SERVER = f"PostgreSQL tests need {PG_URL_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """Return the URL of the PostgreSQL server for tests; skip (outside CI) or fail without one."""
+    url = os.environ.get(PG_URL_ENV, "").strip()
+    if not url:
+        if not _in_ci():
+            pytest.skip(_NO_SERVER)
+        url = CI_PG_URL
+    try:
+        import psycopg
+    except ImportError:
+        pytest.fail(f"{PG_URL_ENV}/CI=true asks for PostgreSQL tests but psycopg is not installed", pytrace=False)
+    try:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL for tests unreachable at {_redacted(url)}: {exc}".strip(), pytrace=False)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_server_url: str) -> Iterator[Any]:
+    """Create a database of our own for the session; drop it at the end."""
+    import psycopg
+
+    name = f"medusa_v2_test_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        # Tests need no durability across a crash of the server: commits without fsync.
+        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    url = urlsplit(postgres_server_url)._replace(path="/" + name).geturl()
+    database = _PostgresDatabase(url)
+    try:
+        yield database
+    finally:
+        database.close()
+        with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class _PostgresDatabase:
+    """A test database and one connection that empties it between tests."""
+
+    # Every table but schema_version emptied and every sequence (ids) restarted, in one
+    # round trip. DELETE, not TRUNCATE: a test leaves a few rows, and DELETE of a few
+    # rows is ten times faster than TRUNCATE's new files for every table and index.
+    RESET = """
+    DO $$
+    DECLARE r record;
+    BEGIN
+        FOR r IN SELECT tablename FROM pg_tables
+                  WHERE schemaname = current_schema() AND tablename <> 'schema_version' LOOP
+            EXECUTE 'DELETE FROM ' || quote_ident(r.tablename);
+        END LOOP;
+        FOR r IN SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema() LOOP
+            EXECUTE 'ALTER SEQUENCE ' || quote_ident(r.sequencename) || ' RESTART';
+        END LOOP;
+    END $$
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+
+    def reset(self) -> None:
+        import psycopg
+
+        for attempt in range(2):
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.url, autocommit=True)
+                self._conn.execute("SET lock_timeout = '20s'")
+            try:
+                self._conn.execute(self.RESET)
+                return
+            except psycopg.OperationalError:  # a test terminated this connection too
+                self._conn.close()
+                if attempt:
+                    raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@")).geturl()
+    return url
+
+
+@pytest.fixture
+def database_backend(request: Any) -> str:
+    """Return the store this test runs on: "sqlite" unless parametrised by `@pytest.mark.stores`."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def database_url(request: Any, database_backend: str, tmp_path: Any) -> str:
+    """Return the `[Database] url` of an empty database for this test."""
+    if database_backend == "postgresql":
+        database = request.getfixturevalue("postgres_database")
+        database.reset()
+        # A small pool: tests open a store (or two) each.
+        return database.url + ("&" if "?" in database.url else "?") + "pool_min_size=1&pool_max_size=4"
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     """Return a settable clock the app uses for tokens, throttling and timestamps."""
@@ -117,7 +278,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def config_values(tmp_path: Any) -> dict[str, dict[str, str]]:
+def config_values(database_url: str) -> dict[str, dict[str, str]]:
     """Return config.ini's sections for the test app (override to change a key)."""
     return {
         "General": {
@@ -127,7 +288,7 @@ def config_values(tmp_path: Any) -> dict[str, dict[str, str]]:
             "web_password": PASSWORD,
             "web_use_gzip": "0",
         },
-        "Database": {"url": f"sqlite:///{tmp_path / 'test.db'}"},
+        "Database": {"url": database_url},
     }
 
 

@@ -9,3 +9,32 @@ from __future__ import annotations
 from medusa_v2.testing import API_KEY, PASSWORD, SECRET, USERNAME, Client, FakeClock, Response
 
 __all__ = ["API_KEY", "PASSWORD", "SECRET", "USERNAME", "Client", "FakeClock", "Response"]
+
+
+import pytest  # noqa: E402
+
+# The contract suites run once per store (see `@pytest.mark.stores` in medusa_v2.testing):
+# SQLite always; PostgreSQL in CI, or when MEDUSA_V2_TEST_PG_URL names a server.
+BOTH_STORES = {
+    "test_ticket",
+    "test_message",
+    "test_listing",
+    "test_idempotency",
+    "test_auth",
+    "test_health",
+}
+# Tests that open a second SQLite store on the same file themselves stay on SQLite
+# (tests/test_shared_state.py covers those behaviours on both stores).
+SQLITE_ONLY_FIXTURES = {"other_app"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc):
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if (
+        module in BOTH_STORES
+        and "database_backend" in metafunc.fixturenames
+        and not SQLITE_ONLY_FIXTURES & set(metafunc.fixturenames)
+        and metafunc.definition.get_closest_marker("stores") is None
+    ):
+        metafunc.definition.add_marker(pytest.mark.stores("sqlite", "postgresql"))

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from .base import AlreadyExists, IdempotentResponse, NotFound, Store, StoreError, StoreUnavailable
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 
 def store_from_url(url: str) -> Store:
-    """Return an unopened store for a `[Database] url`."""
+    """Return an unopened store for a `[Database] url` (`sqlite:...` or `postgresql://...`)."""
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
+    if url.startswith(POSTGRES_SCHEMES):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:  # the optional driver is not installed
+            raise StoreUnavailable(
+                f"[Database] url is PostgreSQL but its driver is missing ({exc.name}): "
+                "pip install 'medusa-v2[postgresql]'"
+            ) from None
+        return PostgresStore.from_url(url)
     scheme = url.split(":", 1)[0]
-    raise ValueError(f"unsupported database url scheme {scheme!r} (supported: sqlite)")
+    raise ValueError(f"unsupported database url scheme {scheme!r} (supported: sqlite, postgresql)")
 
 
 async def open_store(url: str) -> Store:

@@ -7,7 +7,7 @@ without touching handlers. The store never imports tornado and knows nothing of 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -137,6 +137,46 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_row(self, decl: Any, id: int, check: Check | None = None, parent: Parent | None = None) -> None:
         """Delete a row (and, by foreign key, its children), after `check`."""
+
+    # -- bulk transfer (medusa-v2 export / import), generic like the row methods --
+    #
+    # `decl` is a top-level declaration (ticket) and `child` a declaration nested
+    # under it (message, whose `parent_field` holds decl's id), or None. Rows are
+    # complete store rows (every field of the declaration, snake_case keys, ids and
+    # created_at/updated_at included), exactly as get_row returns them.
+
+    @abc.abstractmethod
+    def export_rows(
+        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+        """Yield every row of `decl` in id order, in batches of at most `batch_size`.
+
+        Each item is (row, its child rows in id order). All batches come from one
+        consistent snapshot (a backup never mixes two states); memory stays bounded
+        by one batch (keyset pagination by id, never the whole table).
+        Implementations are async generators (`async def ... yield`).
+        """
+
+    @abc.abstractmethod
+    async def import_rows(
+        self,
+        decl: Any,
+        child: Any | None,
+        batches: AsyncIterable[Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]],
+        *,
+        replace: bool = False,
+    ) -> int:
+        """Insert every (row, child rows) of `batches` as given, in ONE transaction; return the row count.
+
+        Ids, created_at and updated_at are kept as given (already validated by the
+        caller); child rows carry their parent's id in `child.parent_field`. An id of
+        `decl` that exists raises AlreadyExists(decl.name, id) unless `replace`, which
+        first deletes that row and its children; an id given twice in one run, and a
+        child id that exists (after replaced rows are gone), raise AlreadyExists too.
+        Any exception (including one raised by `batches` itself, e.g. a bad input
+        line) rolls the whole run back: nothing of it is applied. Search indexes and
+        any counters stay consistent with the rows.
+        """
 
     # -- idempotency keys, shared by every process on this store --
 

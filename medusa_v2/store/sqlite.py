@@ -7,10 +7,12 @@ Every write is one transaction committed before the method returns.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .base import (
@@ -123,6 +125,40 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_key_created_at ON idempotency_key (created_at);
     """,
+    # 3: assigned ids come from a counter that never goes back, so a deleted row's id
+    # is never given out again; ids chosen by clients (POST with id, imports) leave it
+    # alone. Seeded past the ids assigned so far (MAX(id) + 1: what was next before).
+    """
+    CREATE TABLE id_counter (
+        name TEXT PRIMARY KEY,
+        next_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO id_counter (name, next_id) SELECT 'ticket', COALESCE(MAX(id), 0) + 1 FROM ticket;
+    INSERT INTO id_counter (name, next_id) SELECT 'message', COALESCE(MAX(id), 0) + 1 FROM message;
+    """,
+    # 4: lists stay flat at millions of rows (docs/benchmarks.md). The unfiltered
+    # count comes from a total kept exact by triggers, in the transaction of every
+    # insert and delete (COUNT(*) read the whole table); the sort pair the benchmark
+    # uses, with and without the state filter, is served in index order; deep pages
+    # skip rows on narrow indexes.
+    """
+    CREATE TABLE row_total (
+        name TEXT PRIMARY KEY,
+        total INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO row_total (name, total) SELECT 'ticket', COUNT(*) FROM ticket;
+    CREATE TRIGGER ticket_total_insert AFTER INSERT ON ticket BEGIN
+        UPDATE row_total SET total = total + 1 WHERE name = 'ticket';
+    END;
+    CREATE TRIGGER ticket_total_delete AFTER DELETE ON ticket BEGIN
+        UPDATE row_total SET total = total - 1 WHERE name = 'ticket';
+    END;
+    CREATE INDEX ticket_priority_updated_at ON ticket (priority DESC, updated_at, id);
+    CREATE INDEX ticket_state_priority_updated_at ON ticket (state, priority DESC, updated_at, id);
+    -- The ids alone, in order: a deep page of the default order skips rows on this
+    -- narrow index (a few MB at 1M rows) instead of walking the table's full rows.
+    CREATE INDEX ticket_id_order ON ticket (id);
+    """,
 ]
 
 
@@ -177,12 +213,16 @@ class SQLiteStore(Store):
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a committed transaction survives a crash of the process;
-        # FULL would also survive power loss at one fsync per commit (docs/durability.md).
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA foreign_keys = ON")
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")  # needs a lock: busy while another process migrates
+            # NORMAL in WAL mode: a committed transaction survives a crash of the process;
+            # FULL would also survive power loss at one fsync per commit (docs/durability.md).
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
         # Short `q` (under 3 characters) cannot use the trigram index: those rows are
         # matched with this fold, close to the index's own case folding (Unicode).
         db.create_function("medusa_fold", 1, _fold, deterministic=True)
@@ -216,8 +256,13 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"the database is busy: {exc}") from exc
         try:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            if db.in_transaction:  # SQLite may already have rolled back (e.g. after SQLITE_FULL)
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if _busy(exc):
+                # Another process holds a lock longer than the busy timeout: retryable (503).
+                raise StoreUnavailable(f"the database is busy: {exc}") from exc
             raise
         else:
             try:
@@ -297,14 +342,22 @@ class SQLiteStore(Store):
         try:
             db.execute("BEGIN")  # one read snapshot for the count and the page
             try:
-                count = db.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0]
+                if not where and decl.name in _TOTALS:
+                    count = db.execute("SELECT total FROM row_total WHERE name = ?", (decl.name,)).fetchone()[0]
+                else:
+                    count = db.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0]
                 rows: list[dict[str, Any]] = []
                 if query.offset < count:
-                    cursor = db.execute(
-                        f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT ? OFFSET ?",
-                        [*params, query.limit, query.offset],
-                    )
-                    rows = _dicts(cursor)
+                    if query.offset >= _DEEP_OFFSET:
+                        # Skip rows on the ids alone (an index, or the narrow rowid
+                        # order), then read only the page's rows in full.
+                        sql = (
+                            f"SELECT * FROM {table} WHERE id IN (SELECT id FROM {table}{where}"
+                            f" ORDER BY {order} LIMIT ? OFFSET ?) ORDER BY {order}"
+                        )
+                    else:
+                        sql = f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT ? OFFSET ?"
+                    rows = _dicts(db.execute(sql, [*params, query.limit, query.offset]))
             finally:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -328,17 +381,13 @@ class SQLiteStore(Store):
             raise StoreUnavailable(str(exc)) from exc
 
     def _get(self, db: sqlite3.Connection, decl: Any, id: int, parent: Parent | None) -> dict[str, Any]:
-        sql = f"SELECT * FROM {_name(decl.name)} WHERE id = ?"
-        params: list[Any] = [id]
-        if parent is not None:
-            sql += f" AND {_name(decl.parent_field)} = ?"
-            params.append(parent[1])
-        rows = _dicts(db.execute(sql, params))
-        if not rows:
+        names, sql = _get_sql(decl, parent is not None)
+        found = db.execute(sql, (id,) if parent is None else (id, parent[1])).fetchone()
+        if found is None:
             if parent is not None:
                 self._require_parent(parent)  # say which one is missing
             raise NotFound(decl.name, id)
-        return rows[0]
+        return dict(zip(names, found, strict=True))
 
     async def insert_row(
         self,
@@ -363,12 +412,11 @@ class SQLiteStore(Store):
                 if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row["id"],)).fetchone():
                     raise AlreadyExists(decl.name, row["id"])
             else:
-                row.pop("id", None)
+                row["id"] = _assign_id(db, decl.name, table)
             columns = ", ".join(_name(c) for c in row)
             marks = ", ".join("?" for _ in row)
-            new_id = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values())).lastrowid
-            assert new_id is not None  # an INSERT always sets it
-            return self._get(db, decl, new_id, None)
+            db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
+            return self._get(db, decl, row["id"], None)
 
     async def update_row(
         self,
@@ -399,6 +447,126 @@ class SQLiteStore(Store):
             if check is not None:
                 check(current)
             db.execute(f"DELETE FROM {_name(decl.name)} WHERE id = ?", (id,))
+
+    # -- bulk transfer (export / import) --
+
+    async def export_rows(
+        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+        """Yield rows by id (keyset pages) with their children, from one read snapshot.
+
+        A file database is read on a connection of its own, so the snapshot does not
+        hold this store's connection (requests keep being served while it runs).
+        """
+        table = _name(decl.name)
+        page_sql = f"SELECT * FROM {table} WHERE id > ? ORDER BY id LIMIT ?"
+        child_sql = ""
+        if child is not None:
+            parent_field = _name(child.parent_field)
+            child_sql = (
+                f"SELECT * FROM {_name(child.name)} WHERE {parent_field} BETWEEN ? AND ? ORDER BY {parent_field}, id"
+            )
+        own = self.path != ":memory:"
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False) if own else self.db
+            if own:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("BEGIN")  # one snapshot for every page
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            after = 0
+            while True:
+                try:
+                    rows = _dicts(db.execute(page_sql, (after, batch_size)))
+                    children: dict[int, list[dict[str, Any]]] = {}
+                    if rows and child is not None:
+                        key = child.parent_field
+                        for item in _dicts(db.execute(child_sql, (rows[0]["id"], rows[-1]["id"]))):
+                            children.setdefault(item[key], []).append(item)
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(str(exc)) from exc
+                if not rows:
+                    return
+                yield [(row, children.get(row["id"], [])) for row in rows]
+                after = rows[-1]["id"]
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("COMMIT")
+            if own:
+                db.close()
+
+    async def import_rows(
+        self,
+        decl: Any,
+        child: Any | None,
+        batches: AsyncIterable[Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]],
+        *,
+        replace: bool = False,
+    ) -> int:
+        """Insert batch by batch inside one BEGIN IMMEDIATE transaction, pipelined.
+
+        A file database is written on a connection of its own, from one worker
+        thread: SQLite works (without the GIL) on batch N while the caller's
+        iterator parses and validates batch N + 1 on the event loop. The write lock
+        is held for the whole run: other writers wait (busy timeout), then get
+        StoreUnavailable.
+        """
+        loop = asyncio.get_running_loop()
+        own = self.path != ":memory:"
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="medusa-import") if own else None
+
+        async def call(fn: Callable[..., Any], *args: Any) -> Any:
+            try:
+                if executor is None:
+                    return fn(*args)
+                return await loop.run_in_executor(executor, fn, *args)
+            except sqlite3.IntegrityError as exc:
+                raise StoreUnavailable(f"the import broke a database constraint: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(str(exc)) from exc
+
+        try:
+            db = await call(self._bulk_connection) if own else self.db
+        except BaseException:
+            if executor is not None:
+                executor.shutdown()
+            raise
+        job = _Import(db, decl, child, replace)
+        try:
+            await call(job.begin)
+            iterator = aiter(batches)
+            pending: asyncio.Future[Any] = asyncio.ensure_future(anext(iterator, None))
+            try:
+                while True:
+                    batch = await pending
+                    if batch is None:
+                        break
+                    pending = asyncio.ensure_future(anext(iterator, None))  # parsed while SQLite writes
+                    await call(job.add, batch)
+            finally:
+                if not pending.done():
+                    pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            await call(job.finish)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                await call(job.abort)
+            raise
+        finally:
+            if own:
+                await call(db.close)
+            if executor is not None:
+                executor.shutdown()
+        return job.count
+
+    def _bulk_connection(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
 
     # -- idempotency keys --
 
@@ -443,6 +611,61 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM idempotency_key WHERE scope = ? AND key = ? AND status IS NULL", (scope, key))
 
 
+def _busy(exc: BaseException) -> bool:
+    """Return whether an error is SQLite's "database is locked"/busy (retryable)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _assign_id(db: sqlite3.Connection, name: str, table: str) -> int:
+    """Take the next id from the table's counter (inside the insert's transaction).
+
+    The counter only moves forward: a deleted row's id is never given out again. An
+    id a client chose (which does not move the counter) is skipped: the first free
+    id after it is taken instead.
+    """
+    found = db.execute("SELECT next_id FROM id_counter WHERE name = ?", (name,)).fetchone()
+    candidate = found[0] if found is not None else 1
+    if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (candidate,)).fetchone() is not None:
+        candidate = db.execute(
+            f"SELECT t.id + 1 FROM {table} t WHERE t.id >= ?"
+            f" AND NOT EXISTS (SELECT 1 FROM {table} u WHERE u.id = t.id + 1) ORDER BY t.id LIMIT 1",
+            (candidate,),
+        ).fetchone()[0]
+    db.execute(
+        "INSERT INTO id_counter (name, next_id) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET next_id = excluded.next_id",
+        (name, candidate + 1),
+    )
+    return candidate
+
+
+_TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row_total (migration 4)
+_DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
+_TEXT_CHUNK = 10_000  # rows per search-index statement in an import
+
+
+_GET_SQL: dict[tuple[int, bool], tuple[Any, tuple[str, ...], str]] = {}
+
+
+def _get_sql(decl: Any, nested: bool) -> tuple[tuple[str, ...], str]:
+    """Return (column names, SQL) reading one row by id (and parent), built once per declaration."""
+    found = _GET_SQL.get((id(decl), nested))
+    if found is None or found[0] is not decl:
+        names = tuple(f.name for f in decl.fields)
+        sql = f"SELECT {', '.join(_name(n) for n in names)} FROM {_name(decl.name)} WHERE id = ?"
+        if nested:
+            sql += f" AND {_name(decl.parent_field)} = ?"
+        if len(_GET_SQL) > 1024:
+            _GET_SQL.clear()
+        found = _GET_SQL[(id(decl), nested)] = (decl, names, sql)
+    return found[1], found[2]
+
+
 def _fold(text: str | None) -> str | None:
     return None if text is None else text.lower()
 
@@ -456,7 +679,198 @@ def _name(identifier: str) -> str:
 
 def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return [dict(zip(names, row, strict=False)) for row in cursor.fetchall()]  # strict: slower, never needed
+
+
+def _insert_values(
+    db: sqlite3.Connection, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], most: int = 500
+) -> None:
+    """Insert rows with multi-row INSERT statements (hundreds of rows each).
+
+    Not executemany: FTS5 flushes its pending terms at every statement's end, so one
+    statement per row makes one tiny index segment per row (5x slower imports).
+    """
+    names = ", ".join(_name(c) for c in columns)
+    one = "(" + ", ".join("?" for _ in columns) + ")"
+    per = max(1, min(most, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns)))
+    full_sql = ""
+    for start in range(0, len(values), per):
+        chunk = values[start : start + per]
+        if len(chunk) == per and full_sql:
+            sql = full_sql
+        else:
+            sql = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * len(chunk))
+            if len(chunk) == per:
+                full_sql = sql
+        db.execute(sql, [v for row in chunk for v in row])
+
+
+class _Import:
+    """One import run on one connection: begin, add batches, finish (commit) or abort."""
+
+    def __init__(self, db: sqlite3.Connection, decl: Any, child: Any | None, replace: bool) -> None:
+        self.db = db
+        self.decl = decl
+        self.child = child
+        self.replace = replace
+        self.table = _name(decl.name)
+        self.columns = [f.name for f in decl.fields]
+        self.child_columns = [f.name for f in child.fields] if child is not None else []
+        self.aside: list[str] | None = None
+        self.text: dict[str, list[tuple[Any, ...]]] = {}  # search index rows not yet written
+        self.count = 0
+        self.cache_before = -2000
+
+    def begin(self) -> None:
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"the database is busy: {exc}") from exc
+        # A larger page cache for the indexes of a big table, restored at the end.
+        self.cache_before = int(db.execute("PRAGMA cache_size").fetchone()[0])
+        db.execute("PRAGMA cache_size = -65536")
+        tables = [self.decl.name] + ([self.child.name] if self.child is not None else [])
+        # Into empty tables (a restore, a migration, a benchmark seed), keeping every
+        # index and trigger up to date row by row costs 5-10x more than building
+        # them at the end: set them aside, inside this transaction.
+        if _all_empty(db, tables):
+            self.aside = _set_aside(db, tables)
+            for d in (self.decl, self.child):
+                if d is not None and d.search_fields:
+                    # No merging while loading: segments are big already (see _index_text).
+                    search = _name(d.name + "_search")
+                    db.execute(f"INSERT INTO {search} ({search}, rank) VALUES ('automerge', 0)")
+        if self.replace:
+            # Ids inserted by this run: seeing one again is a duplicate, not a replacement.
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS medusa_import_seen (id INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM temp.medusa_import_seen")
+
+    def add(self, batch: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]) -> None:
+        db, decl, child, table = self.db, self.decl, self.child, self.table
+        ids = [row["id"] for row, _ in batch]
+        _refuse_repeats(decl.name, ids)
+        existing = _existing(db, table, ids)
+        if existing:
+            if not self.replace:
+                raise AlreadyExists(decl.name, next(i for i in ids if i in existing))
+            again = _existing(db, "temp.medusa_import_seen", sorted(existing))
+            if again:
+                raise AlreadyExists(decl.name, next(i for i in ids if i in again))
+            gone = sorted(existing)
+            for start in range(0, len(gone), 5000):  # one statement per chunk (see _insert_values)
+                chunk = gone[start : start + 5000]
+                db.execute(f"DELETE FROM {table} WHERE id IN ({', '.join('?' for _ in chunk)})", chunk)
+        if self.replace:
+            _insert_values(db, "temp.medusa_import_seen", ["id"], [(i,) for i in ids])
+        rows = [row for row, _ in batch]
+        _insert_values(db, table, self.columns, [tuple([row[c] for c in self.columns]) for row in rows])
+        if self.aside is not None:
+            self._index_text(decl, rows)
+        if child is not None:
+            items = [item for _, items in batch for item in items]
+            if items:
+                child_ids = [item["id"] for item in items]
+                _refuse_repeats(child.name, child_ids)
+                taken = _existing(db, _name(child.name), child_ids)
+                if taken:
+                    raise AlreadyExists(child.name, next(i for i in child_ids if i in taken))
+                cols = self.child_columns
+                _insert_values(db, _name(child.name), cols, [tuple([item[c] for c in cols]) for item in items])
+                if self.aside is not None:
+                    self._index_text(child, items)
+        self.count += len(batch)
+
+    def _index_text(self, decl: Any, rows: Sequence[Mapping[str, Any]], flush: bool = False) -> None:
+        """Add rows to the search index (its triggers are set aside), ~10k rows per statement.
+
+        FTS5 writes a segment at every statement's end: big statements mean few
+        segments and little merging (what its own 'rebuild' does), yet the work
+        is spread over the run, overlapping the caller's parsing of the next batch.
+        """
+        fields = [f.name for f in decl.search_fields]
+        if not fields:
+            return
+        waiting = self.text.setdefault(decl.name, [])
+        waiting.extend((row["id"], *[row[f] for f in fields]) for row in rows)
+        if len(waiting) >= _TEXT_CHUNK or (flush and waiting):
+            _insert_values(self.db, _name(decl.name + "_search"), ["rowid", *fields], waiting, most=_TEXT_CHUNK)
+            waiting.clear()
+
+    def finish(self) -> None:
+        db = self.db
+        if self.aside is not None:
+            decls = [d for d in (self.decl, self.child) if d is not None]
+            for d in decls:
+                self._index_text(d, [], flush=True)
+                if d.search_fields:  # back to FTS5's default incremental merging
+                    search = _name(d.name + "_search")
+                    db.execute(f"INSERT INTO {search} ({search}, rank) VALUES ('automerge', 4)")
+            _restore(db, self.aside, decls)
+        db.execute(f"PRAGMA cache_size = {self.cache_before}")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"the commit failed: {exc}") from exc
+
+    def abort(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        self.db.execute(f"PRAGMA cache_size = {self.cache_before}")
+
+
+def _all_empty(db: sqlite3.Connection, tables: Sequence[str]) -> bool:
+    return all(db.execute(f"SELECT 1 FROM {_name(t)} LIMIT 1").fetchone() is None for t in tables)
+
+
+def _set_aside(db: sqlite3.Connection, tables: Sequence[str]) -> list[str]:
+    """Drop the tables' own indexes and triggers; return the SQL that recreates them.
+
+    Their effects are redone: the search index is filled batch by batch
+    (`_Import._index_text`), indexes are rebuilt by `_restore` (one sort each), row
+    totals recounted there. A trigger added later with other effects must be redone
+    there too.
+    """
+    marks = ", ".join("?" for _ in tables)
+    found = db.execute(
+        f"SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND sql IS NOT NULL"
+        f" AND tbl_name IN ({marks}) ORDER BY type, name",
+        list(tables),
+    ).fetchall()
+    for kind, name, _ in found:
+        db.execute(f"DROP {kind.upper()} {_name(name)}")
+    return [sql for _, _, sql in found]
+
+
+def _restore(db: sqlite3.Connection, statements: Sequence[str], decls: Sequence[Any]) -> None:
+    """Recreate what `_set_aside` dropped and redo its effects for the rows now present."""
+    for sql in statements:
+        db.execute(sql)
+    for decl in decls:  # the search index was filled batch by batch (_Import._index_text)
+        if decl.name in _TOTALS:
+            db.execute(
+                f"UPDATE row_total SET total = (SELECT COUNT(*) FROM {_name(decl.name)}) WHERE name = ?", (decl.name,)
+            )
+
+
+def _refuse_repeats(resource: str, ids: Sequence[int]) -> None:
+    """Raise AlreadyExists for the first id given twice in one batch."""
+    if len(set(ids)) != len(ids):
+        seen: set[int] = set()
+        for i in ids:
+            if i in seen:
+                raise AlreadyExists(resource, i)
+            seen.add(i)
+
+
+def _existing(db: sqlite3.Connection, table: str, ids: Sequence[int]) -> set[int]:
+    """Return which of `ids` are rows of `table` (looked up by primary key, in chunks)."""
+    found: set[int] = set()
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        marks = ", ".join("?" for _ in chunk)
+        found.update(r[0] for r in db.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk))
+    return found
 
 
 def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]]:

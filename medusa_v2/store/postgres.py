@@ -1,0 +1,780 @@
+"""The PostgreSQL store: psycopg 3 (async) over a connection pool, forward migrations.
+
+Selected by `[Database] url = postgresql://user@host:port/db`. It keeps exactly the
+semantics of the SQLite store (same ordering, filters, search, timestamps, errors), so
+the same contract tests pass on both:
+
+- text columns use the "C" collation: ORDER BY, equality and the (key, id) indexes
+  compare bytes, like SQLite's BINARY collation; NULLs sort first ascending and last
+  descending, as in SQLite;
+- `q` is ILIKE over the search fields in the database's default collation (whose
+  LC_CTYPE folds case: create the database with a UTF-8 locale such as C.UTF-8),
+  backed by pg_trgm GIN indexes; `%`, `_` and `\\` in q are escaped (literal);
+- ids come from a sequence that never goes back; a chosen id does not move it;
+- every write is one transaction, committed before the method returns; checks run on
+  the row locked by SELECT ... FOR UPDATE inside that transaction;
+- a lost connection (server restart, failover, terminated backend) or a pool that
+  cannot hand out a connection in time is StoreUnavailable (503 + Retry-After): the
+  broken connection is dropped and the pool opens fresh ones, so later requests work.
+
+Each process opens its own pool (the daemon's workers open theirs after the fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from .base import (
+    AlreadyExists,
+    Check,
+    IdempotentResponse,
+    KeyInFlight,
+    KeyMismatch,
+    NotFound,
+    Parent,
+    RowPage,
+    Store,
+    StoreUnavailable,
+    next_timestamp,
+    timestamp,
+)
+
+log = logging.getLogger("medusa_v2.store.postgres")
+
+T = TypeVar("T")
+
+# Key of the advisory lock that serialises migrations (any constant unique to medusa_v2).
+MIGRATION_LOCK = 0x6D656475_73613276 & 0x7FFFFFFFFFFFFFFF  # "medusa2v"
+CONNECT_TIMEOUT = 5.0  # seconds to establish one connection
+POOL_TIMEOUT = 5.0  # seconds a request waits for a free connection before 503
+POOL_MIN_SIZE = 2
+POOL_MAX_SIZE = 10
+
+# Forward migrations: entry N brings the schema from version N to N + 1.
+# Never edit a released entry; append a new one. Same numbering as SQLite's where
+# the content is the same (1: auth state, 2: tickets and messages); the SQLite id
+# counter table (its 3) is a sequence here, created with the tables.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE revoked_token (
+        jti TEXT COLLATE "C" PRIMARY KEY,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX revoked_token_expires ON revoked_token (expires_at);
+    CREATE TABLE login_failure (
+        client TEXT COLLATE "C" NOT NULL,
+        at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX login_failure_client_at ON login_failure (client, at);
+    """,
+    """
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+
+    CREATE TABLE ticket (
+        id BIGINT PRIMARY KEY CHECK (id > 0),
+        title TEXT COLLATE "C" NOT NULL,
+        description TEXT COLLATE "C" NOT NULL DEFAULT '',
+        state TEXT COLLATE "C" NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'pending', 'closed')),
+        priority INTEGER NOT NULL DEFAULT 3 CHECK (priority BETWEEN 1 AND 5),
+        assignee TEXT COLLATE "C",
+        created_at TEXT COLLATE "C" NOT NULL,
+        updated_at TEXT COLLATE "C" NOT NULL
+    );
+    -- Assigned ids: never reused (a sequence only moves forward).
+    CREATE SEQUENCE ticket_id_seq AS BIGINT OWNED BY ticket.id;
+    -- One index per filter + sort combination a list asks for, id last. NULLs first,
+    -- as SQLite sorts them ascending (and last descending: the backward scan).
+    CREATE INDEX ticket_state ON ticket (state, id);
+    CREATE INDEX ticket_state_priority ON ticket (state, priority, id);
+    CREATE INDEX ticket_priority ON ticket (priority, id);
+    CREATE INDEX ticket_assignee ON ticket (assignee NULLS FIRST, id);
+    CREATE INDEX ticket_title ON ticket (title, id);
+    CREATE INDEX ticket_created_at ON ticket (created_at, id);
+    CREATE INDEX ticket_updated_at ON ticket (updated_at, id);
+    CREATE INDEX ticket_state_updated_at ON ticket (state, updated_at, id);
+    -- q: trigram indexes in the default collation (the one ILIKE folds case with).
+    CREATE INDEX ticket_title_trgm ON ticket USING gin (title COLLATE "default" gin_trgm_ops);
+    CREATE INDEX ticket_description_trgm ON ticket USING gin (description COLLATE "default" gin_trgm_ops);
+
+    CREATE TABLE message (
+        id BIGINT PRIMARY KEY CHECK (id > 0),
+        ticket_id BIGINT NOT NULL REFERENCES ticket (id) ON DELETE CASCADE,
+        author TEXT COLLATE "C" NOT NULL,
+        body TEXT COLLATE "C" NOT NULL,
+        created_at TEXT COLLATE "C" NOT NULL,
+        updated_at TEXT COLLATE "C" NOT NULL
+    );
+    CREATE SEQUENCE message_id_seq AS BIGINT OWNED BY message.id;
+    CREATE INDEX message_ticket ON message (ticket_id, id);
+    CREATE INDEX message_ticket_author ON message (ticket_id, author, id);
+    CREATE INDEX message_ticket_created_at ON message (ticket_id, created_at, id);
+    CREATE INDEX message_ticket_updated_at ON message (ticket_id, updated_at, id);
+    CREATE INDEX message_body_trgm ON message USING gin (body COLLATE "default" gin_trgm_ops);
+
+    CREATE TABLE idempotency_key (
+        scope TEXT COLLATE "C" NOT NULL,
+        key TEXT COLLATE "C" NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        status INTEGER,  -- NULL while the first request is in flight
+        headers TEXT,
+        body BYTEA,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX idempotency_key_created_at ON idempotency_key (created_at);
+    """,
+]
+
+# Errors that mean "the database cannot serve this now; retry": a lost or refused
+# connection, a pool with no free connection in time (PoolTimeout is an
+# OperationalError), a deadlock or serialization failure (TransactionRollback), a
+# cancelled statement, and a standby that refuses writes during a failover.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a migration script at `;` line ends (no function bodies in these scripts)."""
+    statements: list[str] = []
+    buf: list[str] = []
+    for line in script.splitlines():
+        stripped = line.split("--", 1)[0].rstrip()
+        if not stripped.strip():
+            continue
+        buf.append(stripped)
+        if stripped.endswith(";"):
+            statements.append("\n".join(buf))
+            buf = []
+    if buf:
+        raise ValueError(f"incomplete SQL statement in migration: {buf[0][:60]!r}")
+    return statements
+
+
+class PostgresStore(Store):
+    """Rows and shared state in PostgreSQL, through a per-process connection pool."""
+
+    def __init__(self, url: str, *, min_size: int = POOL_MIN_SIZE, max_size: int = POOL_MAX_SIZE) -> None:
+        self.url = url
+        self.min_size = min_size
+        self.max_size = max(min_size, max_size)
+        self._pool: AsyncConnectionPool | None = None
+        self._checking: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """Return a store for a `postgresql://` (or `postgres://`) url.
+
+        Two query parameters of our own size each process's pool and are removed
+        before the url reaches libpq: `pool_min_size` (default 2) and `pool_max_size`
+        (default 10), e.g. `postgresql://medusa@db/medusa?pool_max_size=20`. Every
+        other parameter is libpq's (sslmode, connect_timeout, target_session_attrs...).
+        """
+        parts = urlsplit(url)
+        kept: list[tuple[str, str]] = []
+        sizes = {"pool_min_size": POOL_MIN_SIZE, "pool_max_size": POOL_MAX_SIZE}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in sizes:
+                if not value.isdigit() or not 1 <= int(value) <= 1000:
+                    raise ValueError(f"[Database] url: {key} must be an integer from 1 to 1000")
+                sizes[key] = int(value)
+            else:
+                kept.append((key, value))
+        clean = urlunsplit(parts._replace(query=urlencode(kept)))
+        return cls(clean, min_size=sizes["pool_min_size"], max_size=sizes["pool_max_size"])
+
+    # -- connections --
+
+    async def open(self) -> None:
+        """Migrate on one direct connection (clear errors at start), then open the pool."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        try:
+            await self._migrate(conn)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL migration failed: {_first_line(exc)}") from exc
+        finally:
+            await conn.close()
+        pool = AsyncConnectionPool(
+            self.url,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            timeout=POOL_TIMEOUT,
+            open=False,
+            name="medusa_v2",
+        )
+        try:
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreUnavailable(f"cannot open the PostgreSQL connection pool: {_first_line(exc)}") from exc
+        self._pool = pool
+
+    async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Apply pending migrations in one transaction, under an advisory lock.
+
+        The lock makes concurrent first starts (several hosts, several workers) wait
+        for each other instead of racing to create the same tables.
+        """
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
+            version = row[0] if row else 0
+            if row is None:
+                await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+            if version > len(MIGRATIONS):
+                raise StoreUnavailable(
+                    f"the database schema (version {version}) is newer than this medusa_v2 "
+                    f"(version {len(MIGRATIONS)}); upgrade medusa_v2"
+                )
+            for script in MIGRATIONS[version:]:
+                for statement in split_statements(script):
+                    await conn.execute(statement)
+            if version < len(MIGRATIONS):
+                await conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
+
+    async def close(self) -> None:
+        """Close the pool (idempotent)."""
+        pool, self._pool = self._pool, None
+        if self._checking is not None:
+            self._checking.cancel()
+            with contextlib.suppress(BaseException):
+                await self._checking
+            self._checking = None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """Return the open pool, or raise StoreUnavailable."""
+        if self._pool is None:
+            raise StoreUnavailable("the store is closed")
+        return self._pool
+
+    async def _run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], *, read: bool = False) -> T:
+        """Run `work` on a pooled connection; map connection trouble to StoreUnavailable.
+
+        A read whose connection turns out to be dead (the server restarted or killed
+        it while it sat in the pool) is tried once more on another connection: reads
+        are safe to repeat. A write is not repeated (its commit may have happened):
+        the request gets 503 and the client retries.
+        """
+        attempts = 3 if read else 1
+        for attempt in range(attempts):
+            try:
+                async with self.pool.connection() as conn:
+                    return await work(conn)
+            except _UNAVAILABLE as exc:
+                self._recover()
+                broken = isinstance(exc, psycopg.OperationalError) and not isinstance(
+                    exc, psycopg.errors.TransactionRollback | psycopg.errors.QueryCanceled
+                )
+                if attempt + 1 < attempts and broken:
+                    continue
+                raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    def _recover(self) -> None:
+        """Have the pool test its idle connections (in the background), dropping dead ones.
+
+        After a server restart every idle connection is dead: one failed request
+        triggers the check, so the following ones get fresh connections.
+        """
+        if self._pool is None or (self._checking is not None and not self._checking.done()):
+            return
+        self._checking = asyncio.get_running_loop().create_task(self._check_pool(self._pool))
+
+    @staticmethod
+    async def _check_pool(pool: AsyncConnectionPool) -> None:
+        with contextlib.suppress(Exception):
+            await pool.check()
+
+    async def ping(self) -> None:
+        """Run a trivial query on the schema table."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute("SELECT version FROM schema_version")
+
+        await self._run(work, read=True)
+
+    # -- authentication state --
+
+    async def revoke_token(self, jti: str, expires_at: float) -> None:
+        """Insert the revocation (a repeat is a no-op)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "INSERT INTO revoked_token (jti, expires_at) VALUES (%s, %s) ON CONFLICT (jti) DO NOTHING",
+                (jti, expires_at),
+            )
+
+        await self._run(work)
+
+    async def purge_expired_revocations(self, now: float) -> None:
+        """Delete revocations of tokens that have expired (they are refused anyway)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute("DELETE FROM revoked_token WHERE expires_at < %s", (now,))
+
+        await self._run(work)
+
+    async def is_token_revoked(self, jti: str) -> bool:
+        """Look the jti up in the revocation table."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
+            cur = await conn.execute("SELECT 1 FROM revoked_token WHERE jti = %s", (jti,))
+            return await cur.fetchone() is not None
+
+        return await self._run(work, read=True)
+
+    async def login_failures(self, client: str, since: float) -> Sequence[float]:
+        """Return the client's failure times in the window, oldest first."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[float]:
+            cur = await conn.execute(
+                "SELECT at FROM login_failure WHERE client = %s AND at >= %s ORDER BY at", (client, since)
+            )
+            return [r[0] for r in await cur.fetchall()]
+
+        return await self._run(work, read=True)
+
+    async def record_login_failure(self, client: str, at: float, forget_before: float) -> None:
+        """Insert one failure and drop this client's stale ones in the same transaction."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.transaction():
+                await conn.execute("DELETE FROM login_failure WHERE client = %s AND at < %s", (client, forget_before))
+                await conn.execute("INSERT INTO login_failure (client, at) VALUES (%s, %s)", (client, at))
+
+        await self._run(work)
+
+    async def clear_login_failures(self, client: str) -> None:
+        """Delete the client's failures."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute("DELETE FROM login_failure WHERE client = %s", (client,))
+
+        await self._run(work)
+
+    # -- resource rows --
+
+    async def list_rows(self, decl: Any, query: Any, parent: Parent | None = None) -> RowPage:
+        """Count the matching rows and read one page, in one statement (one snapshot)."""
+        table = _name(decl.name)
+        where, params = _where(decl, query, parent)
+        order = _order_by(decl, query.sort)
+        # The count and the page come from one statement: one snapshot, one round trip.
+        # An empty page (past the end) still yields the count, with NULL row columns.
+        sql = (
+            f"WITH page AS (SELECT * FROM {table}{where} ORDER BY {order} LIMIT %s OFFSET %s)"
+            f" SELECT (SELECT COUNT(*) FROM {table}{where}) AS medusa_count, page.*"
+            " FROM (SELECT 1) AS one LEFT JOIN page ON TRUE"
+        )
+        args = [*params, query.limit, query.offset, *params]
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> RowPage:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                if parent is not None:
+                    await self._require_parent(cur, parent)
+                # Not prepared: each q gets a plan for its own pattern (trigram index).
+                await cur.execute(sql, args, prepare=False)
+                result = await cur.fetchall()
+            count = result[0]["medusa_count"] if result else 0
+            rows = []
+            for r in result:
+                if r["id"] is None:
+                    continue
+                del r["medusa_count"]
+                rows.append(r)
+            return RowPage(rows, count)
+
+        return await self._run(work, read=True)
+
+    async def _require_parent(self, cur: psycopg.AsyncCursor[Any], parent: Parent, lock: str = "") -> dict[str, Any]:
+        parent_decl, parent_id = parent
+        await cur.execute(f"SELECT * FROM {_name(parent_decl.name)} WHERE id = %s{lock}", (parent_id,))
+        found = await cur.fetchone()
+        if found is None:
+            raise NotFound(parent_decl.name, parent_id)
+        return dict(found)
+
+    async def _get(
+        self, cur: psycopg.AsyncCursor[Any], decl: Any, id: int, parent: Parent | None, lock: str = ""
+    ) -> dict[str, Any]:
+        sql = f"SELECT * FROM {_name(decl.name)} WHERE id = %s"
+        params: list[Any] = [id]
+        if parent is not None:
+            sql += f" AND {_name(decl.parent_field)} = %s"
+            params.append(parent[1])
+        await cur.execute(sql + lock, params)
+        row = await cur.fetchone()
+        if row is None:
+            if parent is not None:
+                await self._require_parent(cur, parent)  # say which one is missing
+            raise NotFound(decl.name, id)
+        return dict(row)
+
+    async def get_row(self, decl: Any, id: int, parent: Parent | None = None) -> dict[str, Any]:
+        """Return one row by id (under its parent)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                return await self._get(cur, decl, id, parent)
+
+        return await self._run(work, read=True)
+
+    async def insert_row(
+        self,
+        decl: Any,
+        values: Mapping[str, Any],
+        now: float,
+        parent: Parent | None = None,
+        check_parent: Check | None = None,
+    ) -> dict[str, Any]:
+        """Insert in one transaction: parent locked and checked, chosen id refused when taken."""
+        row = dict(values)
+        row["created_at"] = row["updated_at"] = timestamp(now)
+        table = _name(decl.name)
+        chosen = row.pop("id", None)
+        if parent is not None:
+            row[decl.parent_field] = parent[1]
+        columns = ", ".join(["id", *(_name(c) for c in row)])
+        marks = ", ".join(["%s"] * (len(row) + 1))
+        insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING RETURNING *"
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+            async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                if parent is not None:
+                    # FOR SHARE: the parent cannot change (be closed) or go until this commits.
+                    parent_row = await self._require_parent(cur, parent, " FOR SHARE")
+                    if check_parent is not None:
+                        check_parent(parent_row)
+                if chosen is not None:
+                    await cur.execute(insert, [chosen, *row.values()])
+                    created = await cur.fetchone()
+                    if created is None:
+                        raise AlreadyExists(decl.name, chosen)
+                    return dict(created)
+                sequence = _sequence(decl.name)
+                while True:
+                    await cur.execute(f"SELECT nextval('{sequence}')")
+                    (new_id,) = (await cur.fetchone()).values()  # type: ignore[union-attr]
+                    await cur.execute(insert, [new_id, *row.values()])
+                    created = await cur.fetchone()
+                    if created is not None:
+                        return dict(created)
+                    await _skip_taken(cur, table, sequence, new_id)
+
+        return await self._run(work)
+
+    async def update_row(
+        self,
+        decl: Any,
+        id: int,
+        values: Mapping[str, Any],
+        now: float,
+        check: Check | None = None,
+        parent: Parent | None = None,
+    ) -> dict[str, Any]:
+        """Lock and check the current row, then set `values` and a later updated_at."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+            async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                current = await self._get(cur, decl, id, parent, " FOR UPDATE")
+                if check is not None:
+                    check(current)
+                if not values:
+                    return current  # nothing to change (a PATCH of ignored fields only)
+                row = dict(values)
+                row["updated_at"] = next_timestamp(now, current["updated_at"])
+                assignments = ", ".join(f"{_name(c)} = %s" for c in row)
+                await cur.execute(
+                    f"UPDATE {_name(decl.name)} SET {assignments} WHERE id = %s RETURNING *", [*row.values(), id]
+                )
+                return dict(await cur.fetchone())  # type: ignore[arg-type]
+
+        return await self._run(work)
+
+    async def delete_row(self, decl: Any, id: int, check: Check | None = None, parent: Parent | None = None) -> None:
+        """Lock and check the current row, then delete it (children go by ON DELETE CASCADE)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                current = await self._get(cur, decl, id, parent, " FOR UPDATE")
+                if check is not None:
+                    check(current)
+                await cur.execute(f"DELETE FROM {_name(decl.name)} WHERE id = %s", (id,))
+
+        await self._run(work)
+
+    # -- bulk transfer (export / import) --
+
+    async def export_rows(
+        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+        """Yield rows by id (keyset pages) with their children, from one REPEATABLE READ snapshot."""
+        table = _name(decl.name)
+        page_sql = f"SELECT * FROM {table} WHERE id > %s ORDER BY id LIMIT %s"
+        child_sql = ""
+        if child is not None:
+            parent_field = _name(child.parent_field)
+            child_sql = (
+                f"SELECT * FROM {_name(child.name)} WHERE {parent_field} BETWEEN %s AND %s"
+                f" ORDER BY {parent_field}, id"
+            )
+        try:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    after = 0
+                    async with conn.cursor(row_factory=dict_row) as cur:
+                        while True:
+                            await cur.execute(page_sql, (after, batch_size))
+                            rows = [dict(r) for r in await cur.fetchall()]
+                            if not rows:
+                                return
+                            children: dict[int, list[dict[str, Any]]] = {}
+                            if child is not None:
+                                await cur.execute(child_sql, (rows[0]["id"], rows[-1]["id"]))
+                                for item in await cur.fetchall():
+                                    children.setdefault(item[child.parent_field], []).append(dict(item))
+                            yield [(row, children.get(row["id"], [])) for row in rows]
+                            after = rows[-1]["id"]
+        except _UNAVAILABLE as exc:
+            self._recover()
+            raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+
+    async def import_rows(
+        self,
+        decl: Any,
+        child: Any | None,
+        batches: AsyncIterable[Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]],
+        *,
+        replace: bool = False,
+    ) -> int:
+        """Insert batch by batch in one transaction; ids and timestamps kept as given.
+
+        Chosen ids do not move the id sequences (an assigned id that collides later
+        skips ahead).
+        """
+        table = _name(decl.name)
+        columns = [f.name for f in decl.fields]
+        insert = _insert_sql(table, columns)
+        child_columns = [f.name for f in child.fields] if child is not None else []
+        child_insert = _insert_sql(_name(child.name), child_columns) if child is not None else ""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> int:
+            count = 0
+            seen: set[int] = set()
+            async with conn.transaction(), conn.cursor() as cur:
+                async for batch in batches:
+                    ids = [row["id"] for row, _ in batch]
+                    _refuse_repeats(decl.name, ids)
+                    for i in ids:
+                        if i in seen:
+                            raise AlreadyExists(decl.name, i)
+                    seen.update(ids)
+                    existing = await _existing(cur, table, ids)
+                    if existing:
+                        if not replace:
+                            raise AlreadyExists(decl.name, next(i for i in ids if i in existing))
+                        await cur.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", (sorted(existing),))
+                    await cur.executemany(insert, [tuple(row[c] for c in columns) for row, _ in batch])
+                    if child is not None:
+                        items = [item for _, items in batch for item in items]
+                        if items:
+                            child_ids = [item["id"] for item in items]
+                            _refuse_repeats(child.name, child_ids)
+                            taken = await _existing(cur, _name(child.name), child_ids)
+                            if taken:
+                                raise AlreadyExists(child.name, next(i for i in child_ids if i in taken))
+                            await cur.executemany(
+                                child_insert, [tuple(item[c] for c in child_columns) for item in items]
+                            )
+                    count += len(batch)
+            return count
+
+        try:
+            return await self._run(work)
+        except psycopg.IntegrityError as exc:
+            raise StoreUnavailable(f"the import broke a database constraint: {_first_line(exc)}") from exc
+
+    # -- idempotency keys --
+
+    async def claim_idempotency_key(
+        self, scope: str, key: str, fingerprint: str, now: float, *, expire_before: float, stale_before: float
+    ) -> IdempotentResponse | None:
+        """Purge expired keys, then claim this one or report how it is taken."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> IdempotentResponse | None:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute("DELETE FROM idempotency_key WHERE created_at < %s", (expire_before,))
+                # A concurrent claim of the same key waits here for the first to commit.
+                await cur.execute(
+                    "INSERT INTO idempotency_key (scope, key, fingerprint, created_at) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (scope, key) DO NOTHING RETURNING 1",
+                    (scope, key, fingerprint, now),
+                )
+                if await cur.fetchone() is not None:
+                    return None
+                await cur.execute(
+                    "SELECT fingerprint, created_at, status, headers, body FROM idempotency_key"
+                    " WHERE scope = %s AND key = %s FOR UPDATE",
+                    (scope, key),
+                )
+                found = await cur.fetchone()
+                if found is None:  # released between the insert and this read: claim it now
+                    await cur.execute(
+                        "INSERT INTO idempotency_key (scope, key, fingerprint, created_at) VALUES (%s, %s, %s, %s)",
+                        (scope, key, fingerprint, now),
+                    )
+                    return None
+                stored_fingerprint, created_at, status, headers, body = found
+                if stored_fingerprint != fingerprint:
+                    raise KeyMismatch(key)
+                if status is not None:
+                    return IdempotentResponse(status, json.loads(headers), bytes(body) if body is not None else b"")
+                if created_at >= stale_before:
+                    raise KeyInFlight(key)
+                # Held by a request that never finished (its process died): take it over.
+                await cur.execute(
+                    "UPDATE idempotency_key SET created_at = %s WHERE scope = %s AND key = %s", (now, scope, key)
+                )
+                return None
+
+        return await self._run(work)
+
+    async def complete_idempotency_key(self, scope: str, key: str, response: IdempotentResponse) -> None:
+        """Store the response to replay."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "UPDATE idempotency_key SET status = %s, headers = %s, body = %s WHERE scope = %s AND key = %s",
+                (response.status, json.dumps(dict(response.headers)), response.body, scope, key),
+            )
+
+        await self._run(work)
+
+    async def release_idempotency_key(self, scope: str, key: str) -> None:
+        """Delete the in-flight key (a finished one is kept)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "DELETE FROM idempotency_key WHERE scope = %s AND key = %s AND status IS NULL", (scope, key)
+            )
+
+        await self._run(work)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _name(identifier: str) -> str:
+    """Quote a table or column name (names come from declarations, never from clients)."""
+    if not identifier.replace("_", "").isalnum() or not identifier.isascii():
+        raise ValueError(f"not a plain SQL identifier: {identifier!r}")
+    return f'"{identifier}"'
+
+
+def _sequence(table: str) -> str:
+    _name(table)  # validated
+    return f"{table}_id_seq"
+
+
+async def _skip_taken(cur: psycopg.AsyncCursor[Any], table: str, sequence: str, taken: int) -> None:
+    """Move the sequence past the block of chosen ids that starts at `taken`.
+
+    Only forward (nextval), never setval: concurrent inserts can never be handed an
+    id twice, and a deleted id never comes back.
+    """
+    await cur.execute(
+        f"SELECT t.id FROM {table} t WHERE t.id >= %s"
+        f" AND NOT EXISTS (SELECT 1 FROM {table} u WHERE u.id = t.id + 1) ORDER BY t.id LIMIT 1",
+        (taken,),
+    )
+    found = await cur.fetchone()
+    last = next(iter(found.values())) if found else taken  # the end of the taken block
+    if last > taken:
+        await cur.execute(
+            f"SELECT MAX(v) FROM (SELECT nextval('{sequence}') AS v FROM generate_series(1, %s)) s", (last - taken,)
+        )
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(_name(c) for c in columns)}) VALUES ({', '.join('%s' for _ in columns)})"
+
+
+def _refuse_repeats(resource: str, ids: Sequence[int]) -> None:
+    """Raise AlreadyExists for the first id given twice in one batch."""
+    if len(set(ids)) != len(ids):
+        seen: set[int] = set()
+        for i in ids:
+            if i in seen:
+                raise AlreadyExists(resource, i)
+            seen.add(i)
+
+
+async def _existing(cur: psycopg.AsyncCursor[Any], table: str, ids: Sequence[int]) -> set[int]:
+    """Return which of `ids` are rows of `table`."""
+    if not ids:
+        return set()
+    await cur.execute(f"SELECT id FROM {table} WHERE id = ANY(%s)", (list(ids),))
+    return {r[0] if isinstance(r, tuple) else r["id"] for r in await cur.fetchall()}
+
+
+def _like_pattern(q: str) -> str:
+    """Return an ILIKE pattern matching `q` as a literal substring (`\\` is LIKE's default escape)."""
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]]:
+    """Return ` WHERE ...` and its parameters for a list's parent, filters and q."""
+    terms: list[str] = []
+    params: list[Any] = []
+    if parent is not None:
+        terms.append(f"{_name(decl.parent_field)} = %s")
+        params.append(parent[1])
+    for name, allowed in query.filters.items():
+        terms.append(f"{_name(name)} IN ({', '.join('%s' for _ in allowed)})")
+        params.extend(allowed)
+    if query.q:
+        # ILIKE in the default collation (case folded by its LC_CTYPE), which the
+        # trigram indexes are built in, so the planner can use them for q of 3+ characters.
+        fields = [f.name for f in decl.search_fields]
+        terms.append("(" + " OR ".join(f'({_name(f)} COLLATE "default") ILIKE %s' for f in fields) + ")")
+        params.extend([_like_pattern(query.q)] * len(fields))
+    return (" WHERE " + " AND ".join(terms) if terms else ""), params
+
+
+def _order_by(decl: Any, sort: Sequence[tuple[str, bool]]) -> str:
+    """Return the ORDER BY list: the requested keys, then id in the last key's direction.
+
+    As in SQLite: NULLs first ascending, last descending (said only for nullable
+    columns: their index is built NULLS FIRST, and its backward scan gives DESC NULLS
+    LAST; a NOT NULL column keeps the default, which its plain index serves both
+    ways); the id makes the order total.
+    """
+    nullable = {f.name for f in decl.fields if getattr(f, "nullable", False)}
+    terms: list[str] = []
+    for name, desc in sort:
+        nulls = (" NULLS LAST" if desc else " NULLS FIRST") if name in nullable else ""
+        terms.append(f"{_name(name)} {'DESC' if desc else 'ASC'}{nulls}")
+        if name == "id":
+            return ", ".join(terms)  # unique: later keys could not change the order
+    terms.append("id DESC" if sort and sort[-1][1] else "id ASC")
+    return ", ".join(terms)

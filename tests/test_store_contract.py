@@ -1,0 +1,349 @@
+"""The Store contract, run unchanged on SQLite and on PostgreSQL (`stores` marker).
+
+Whatever one store answers, the other answers identically: ids, timestamps, list
+order (NULLs, ties), filters, `q`, errors, idempotency keys and auth state.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from medusa_v2.errors import ApiError
+from medusa_v2.listing import ListQuery
+from medusa_v2.resources.message import MESSAGE
+from medusa_v2.resources.ticket import TICKET
+from medusa_v2.store.base import (
+    AlreadyExists,
+    IdempotentResponse,
+    KeyInFlight,
+    KeyMismatch,
+    NotFound,
+    StoreUnavailable,
+    timestamp,
+)
+
+pytestmark = pytest.mark.stores("sqlite", "postgresql")
+
+NOW = 1_800_000_000.0
+MAX_ID = 2**63 - 1
+
+
+def run(io_loop, coro):
+    return io_loop.run_sync(lambda: coro)
+
+
+def add(io_loop, store, **values):
+    values.setdefault("title", "t")
+    return run(io_loop, store.insert_row(TICKET, values, NOW))
+
+
+def ids(page):
+    return [r["id"] for r in page.rows]
+
+
+# -- rows --
+
+
+def test_insert_get_update_delete(io_loop, store):
+    row = add(io_loop, store, title="t", description="", priority=2)
+    assert row == {
+        "id": 1,
+        "title": "t",
+        "description": "",
+        "state": "open",
+        "priority": 2,
+        "assignee": None,
+        "created_at": timestamp(NOW),
+        "updated_at": timestamp(NOW),
+    }
+    assert run(io_loop, store.get_row(TICKET, 1)) == row
+    with pytest.raises(AlreadyExists) as caught:
+        add(io_loop, store, id=1, title="again")
+    assert (caught.value.resource, caught.value.id) == ("ticket", 1)
+    updated = run(io_loop, store.update_row(TICKET, 1, {"priority": 4}, NOW))
+    assert updated["priority"] == 4
+    assert updated["updated_at"] == "2027-01-15T08:00:00.000001Z"  # moved forward on the same clock
+    assert updated["created_at"] == row["created_at"]
+    assert run(io_loop, store.update_row(TICKET, 1, {}, NOW + 5)) == updated  # nothing to change
+    with pytest.raises(NotFound) as caught:
+        run(io_loop, store.update_row(TICKET, 999, {"priority": 4}, NOW))
+    assert (caught.value.resource, caught.value.id) == ("ticket", 999)
+    with pytest.raises(NotFound):
+        run(io_loop, store.delete_row(TICKET, 999))
+    run(io_loop, store.delete_row(TICKET, 1))
+    with pytest.raises(NotFound):
+        run(io_loop, store.get_row(TICKET, 1))
+
+
+def test_a_failing_check_changes_nothing(io_loop, store):
+    row = add(io_loop, store)
+    seen = []
+
+    def refuse(current):
+        seen.append(current)
+        raise ApiError(412, "stale")
+
+    with pytest.raises(ApiError):
+        run(io_loop, store.update_row(TICKET, row["id"], {"title": "changed"}, NOW + 1, refuse))
+    with pytest.raises(ApiError):
+        run(io_loop, store.delete_row(TICKET, row["id"], refuse))
+    assert seen == [row, row]
+    assert run(io_loop, store.get_row(TICKET, row["id"])) == row
+    # the store is still usable (no transaction left open)
+    assert run(io_loop, store.update_row(TICKET, row["id"], {"title": "ok"}, NOW + 2))["title"] == "ok"
+
+
+def test_check_parent_refusal_creates_nothing(io_loop, store):
+    t = add(io_loop, store, state="closed")
+
+    def closed(parent_row):
+        assert parent_row == t
+        raise ApiError(409, "closed")
+
+    with pytest.raises(ApiError):
+        run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "b"}, NOW, (TICKET, t["id"]), closed))
+    assert run(io_loop, store.list_rows(MESSAGE, ListQuery(), (TICKET, t["id"]))).count == 0
+
+
+def test_message_parent_rules_and_cascade(io_loop, store):
+    t = add(io_loop, store)
+    with pytest.raises(NotFound) as caught:
+        run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "b"}, NOW, (TICKET, t["id"] + 1)))
+    assert caught.value.resource == "ticket"
+    m = run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "b"}, NOW, (TICKET, t["id"])))
+    assert m == {
+        "id": 1,
+        "ticket_id": t["id"],
+        "author": "a",
+        "body": "b",
+        "created_at": timestamp(NOW),
+        "updated_at": timestamp(NOW),
+    }
+    other = add(io_loop, store)
+    with pytest.raises(NotFound) as caught:
+        run(io_loop, store.get_row(MESSAGE, m["id"], (TICKET, other["id"])))
+    assert caught.value.resource == "message"
+    with pytest.raises(NotFound) as caught:
+        run(io_loop, store.get_row(MESSAGE, m["id"], (TICKET, 12345)))
+    assert caught.value.resource == "ticket"
+    with pytest.raises(NotFound) as caught:
+        run(io_loop, store.list_rows(MESSAGE, ListQuery(), (TICKET, 12345)))
+    assert caught.value.resource == "ticket"
+    for i in range(3):
+        run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": f"needle {i}"}, NOW, (TICKET, t["id"])))
+    run(io_loop, store.delete_row(TICKET, t["id"]))
+    with pytest.raises(NotFound):
+        run(io_loop, store.get_row(MESSAGE, m["id"]))
+    other_m = run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "needle"}, NOW, (TICKET, other["id"])))
+    page = run(io_loop, store.list_rows(MESSAGE, ListQuery(q="needle"), (TICKET, other["id"])))
+    assert ids(page) == [other_m["id"]]
+
+
+# -- ids: a counter that never goes back --
+
+
+def test_a_deleted_id_is_never_assigned_again(io_loop, store):
+    for _ in range(3):
+        add(io_loop, store)
+    run(io_loop, store.delete_row(TICKET, 3))
+    assert add(io_loop, store)["id"] == 4
+    run(io_loop, store.delete_row(TICKET, 4))
+    run(io_loop, store.delete_row(TICKET, 2))
+    assert add(io_loop, store)["id"] == 5
+
+
+def test_chosen_ids_do_not_move_the_counter_and_are_skipped(io_loop, store):
+    assert add(io_loop, store, id=MAX_ID)["id"] == MAX_ID  # does not exhaust anything
+    assert add(io_loop, store)["id"] == 1
+    for chosen in (2, 3, 4):
+        add(io_loop, store, id=chosen)
+    assert add(io_loop, store)["id"] == 5  # 2..4 taken: skipped, in one step
+    assert add(io_loop, store)["id"] == 6
+    add(io_loop, store, id=100)
+    assert [add(io_loop, store)["id"] for _ in range(2)] == [7, 8]
+    with pytest.raises(AlreadyExists):
+        add(io_loop, store, id=7)
+
+
+def test_message_ids_never_reused_either(io_loop, store):
+    t = add(io_loop, store)
+    made = [
+        run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "b"}, NOW, (TICKET, t["id"]))) for _ in range(2)
+    ]
+    run(io_loop, store.delete_row(MESSAGE, made[-1]["id"]))
+    again = run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "b"}, NOW, (TICKET, t["id"])))
+    assert again["id"] == 3
+
+
+# -- lists --
+
+TITLES = ["b", "A", "a", "é", "É", "Z", "b", "_x", "%y", "\\z"]
+ASSIGNEES = [None, "ann", "Bob", None, "ann", "zed", None, "ann", "bob", "Ann"]
+
+
+@pytest.fixture
+def rows(io_loop, store):
+    made = []
+    for i, (title, assignee) in enumerate(zip(TITLES, ASSIGNEES, strict=True)):
+        made.append(
+            add(
+                io_loop,
+                store,
+                title=title,
+                description=f"desc {i} 100% done_{i}" if i % 3 == 0 else "",
+                state=("open", "pending", "closed")[i % 3],
+                priority=1 + i % 5,
+                assignee=assignee,
+            )
+        )
+    # different creation times
+    for i, r in enumerate(made):
+        run(io_loop, store.update_row(TICKET, r["id"], {"priority": r["priority"]}, NOW + 100 - i * 7))
+    return [run(io_loop, store.get_row(TICKET, r["id"])) for r in made]
+
+
+def expected(rows, sort):
+    """SQLite's order: NULLs first ascending / last descending, bytes for text, id last."""
+    ordered = sorted(rows, key=lambda r: r["id"], reverse=bool(sort) and sort[-1][1])
+    if any(name == "id" for name, _ in sort):
+        ordered = sorted(rows, key=lambda r: r["id"])
+    for name, desc in reversed(sort):
+        if name == "id":
+            ordered = sorted(ordered, key=lambda r: r["id"], reverse=desc)
+            continue
+        ordered = sorted(ordered, key=lambda r: (r[name] is not None, r[name] or 0), reverse=desc)
+    return [r["id"] for r in ordered]
+
+
+SORTS = [
+    (),
+    (("assignee", False),),
+    (("assignee", True),),
+    (("title", False),),
+    (("title", True),),
+    (("priority", True), ("title", False)),
+    (("state", False), ("assignee", True)),
+    (("updated_at", True),),
+    (("created_at", False),),
+    (("id", True), ("title", False)),
+    (("priority", False), ("id", True)),
+]
+
+
+@pytest.mark.parametrize("sort", SORTS, ids=lambda s: ",".join(("-" if d else "") + n for n, d in s) or "default")
+def test_list_order_is_sqlites_including_nulls_and_ties(io_loop, store, rows, sort):
+    want = expected(rows, sort)
+    page = run(io_loop, store.list_rows(TICKET, ListQuery(sort=sort, limit=1000)))
+    assert (ids(page), page.count) == (want, len(rows))
+    # pages in a row give the same order, without overlap
+    paged = []
+    for number in range(1, 5):
+        paged += ids(run(io_loop, store.list_rows(TICKET, ListQuery(sort=sort, page=number, limit=3))))
+    assert paged == want
+
+
+def test_page_past_the_end_still_counts(io_loop, store, rows):
+    page = run(io_loop, store.list_rows(TICKET, ListQuery(page=50, limit=5)))
+    assert (page.rows, page.count) == ([], len(rows))
+    empty = run(io_loop, store.list_rows(TICKET, ListQuery(filters={"assignee": ("nobody",)})))
+    assert (list(empty.rows), empty.count) == ([], 0)
+
+
+@pytest.mark.parametrize(
+    ("filters", "match"),
+    [
+        ({"state": ("open",)}, lambda r: r["state"] == "open"),
+        ({"state": ("open", "closed")}, lambda r: r["state"] in ("open", "closed")),
+        ({"priority": (2, 5)}, lambda r: r["priority"] in (2, 5)),
+        ({"assignee": ("ann",)}, lambda r: r["assignee"] == "ann"),  # case-sensitive equality
+        ({"state": ("pending",), "priority": (2,)}, lambda r: r["state"] == "pending" and r["priority"] == 2),
+    ],
+)
+def test_filters(io_loop, store, rows, filters, match):
+    page = run(io_loop, store.list_rows(TICKET, ListQuery(filters=filters, limit=1000)))
+    want = [r["id"] for r in rows if match(r)]
+    assert (ids(page), page.count) == (want, len(want))
+
+
+@pytest.mark.parametrize("q", ["a", "É", "é", "_", "%", "\\", "_x", "%y", "\\z", "100%", "done_3", "DESC 0", "zz", "b"])
+def test_q_is_a_literal_case_insensitive_substring(io_loop, store, rows, q):
+    folded = q.lower()
+    want = [r["id"] for r in rows if folded in r["title"].lower() or folded in r["description"].lower()]
+    page = run(io_loop, store.list_rows(TICKET, ListQuery(q=q, limit=1000)))
+    assert (ids(page), page.count) == (want, len(want))
+
+
+def test_q_with_filters_and_sort(io_loop, store, rows):
+    query = ListQuery(q="done", filters={"state": ("open",)}, sort=(("priority", True),))
+    matching = [r for r in rows if "done" in r["description"] and r["state"] == "open"]
+    assert ids(run(io_loop, store.list_rows(TICKET, query))) == expected(matching, query.sort)
+
+
+# -- auth state --
+
+
+def test_revocations(io_loop, store):
+    assert not run(io_loop, store.is_token_revoked("j"))
+    run(io_loop, store.revoke_token("j", NOW + 10))
+    run(io_loop, store.revoke_token("j", NOW + 10))  # twice: no error
+    assert run(io_loop, store.is_token_revoked("j"))
+    assert not run(io_loop, store.is_token_revoked("J"))
+
+
+def test_login_failures(io_loop, store):
+    run(io_loop, store.record_login_failure("c", NOW, NOW - 100))
+    run(io_loop, store.record_login_failure("c", NOW + 1.5, NOW - 100))
+    run(io_loop, store.record_login_failure("other", NOW, NOW - 100))
+    assert list(run(io_loop, store.login_failures("c", NOW - 1))) == [NOW, NOW + 1.5]
+    assert list(run(io_loop, store.login_failures("c", NOW + 1))) == [NOW + 1.5]
+    # recording forgets this client's failures before `forget_before`
+    run(io_loop, store.record_login_failure("c", NOW + 200, NOW + 1))
+    assert list(run(io_loop, store.login_failures("c", 0))) == [NOW + 1.5, NOW + 200]
+    run(io_loop, store.clear_login_failures("c"))
+    assert list(run(io_loop, store.login_failures("c", 0))) == []
+    assert list(run(io_loop, store.login_failures("other", 0))) == [NOW]
+
+
+# -- idempotency keys --
+
+
+def claim(io_loop, store, key="k", fp="f1", now=NOW, scope="s"):
+    return run(
+        io_loop, store.claim_idempotency_key(scope, key, fp, now, expire_before=now - 3600, stale_before=now - 60)
+    )
+
+
+def test_idempotency_key_lifecycle(io_loop, store):
+    assert claim(io_loop, store) is None  # claimed
+    with pytest.raises(KeyInFlight):
+        claim(io_loop, store, now=NOW + 1)
+    with pytest.raises(KeyMismatch):
+        claim(io_loop, store, fp="f2", now=NOW + 1)
+    response = IdempotentResponse(201, {"Location": "http://x/ticket/1", "ETag": '"e"'}, b'{"id": 1}\x00\xff')
+    run(io_loop, store.complete_idempotency_key("s", "k", response))
+    assert claim(io_loop, store, now=NOW + 2) == response
+    run(io_loop, store.release_idempotency_key("s", "k"))  # a finished key is kept
+    assert claim(io_loop, store, now=NOW + 3) == response
+    assert claim(io_loop, store, scope="other", now=NOW + 3) is None  # scopes are separate
+    # expired: forgotten, claimable again (even with another body)
+    assert claim(io_loop, store, fp="f2", now=NOW + 3601) is None
+
+
+def test_released_and_stale_keys_can_be_claimed_again(io_loop, store):
+    assert claim(io_loop, store) is None
+    run(io_loop, store.release_idempotency_key("s", "k"))
+    assert claim(io_loop, store, now=NOW + 1) is None
+    with pytest.raises(KeyInFlight):
+        claim(io_loop, store, now=NOW + 60)
+    assert claim(io_loop, store, now=NOW + 62) is None  # its holder died: taken over
+    with pytest.raises(KeyInFlight):
+        claim(io_loop, store, now=NOW + 63)
+
+
+def test_a_closed_store_is_unavailable(io_loop, store):
+    run(io_loop, store.close())
+    run(io_loop, store.close())  # idempotent
+    with pytest.raises(StoreUnavailable):
+        run(io_loop, store.get_row(TICKET, 1))
+    with pytest.raises(StoreUnavailable):
+        run(io_loop, store.ping())
