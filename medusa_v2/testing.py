@@ -278,8 +278,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def config_values(database_url: str) -> dict[str, dict[str, str]]:
-    """Return config.ini's sections for the test app (override to change a key)."""
+def config_values(database_url: str) -> dict[str, dict[str, Any]]:
+    """Return config.ini's sections for the test app (override to change a key; lists allowed)."""
     return {
         "General": {
             "api_key": API_KEY,
@@ -306,7 +306,10 @@ def settings(tmp_path: Any, config_values: Mapping[str, Mapping[str, str]]) -> A
     return load_config(path)
 
 
-def _quoted(value: str) -> str:
+def _quoted(value: str | list[str] | tuple[str, ...]) -> str:
+    """Write a value so configobj reads it back as given; a list becomes a comma list."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_quoted(item) for item in value) + ("," if len(value) == 1 else "")
     return '"' + value + '"' if value and (value != value.strip() or any(c in value for c in ',#"')) else value
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
 
 
@@ -45,3 +47,12 @@ def test_a_broken_embedder_resource_fails_the_embedders_test(tmp_path):
         timeout=120,
     )
     assert result.returncode == 1 and "1 failed" in result.stdout
+
+
+@pytest.fixture
+def config_values(config_values):
+    return {**config_values, "API": {"cors_origins": ["https://a.example", "https://b.example:8443"]}}
+
+
+def test_config_values_take_lists(settings):
+    assert settings.cors_origins == ("https://a.example", "https://b.example:8443")
