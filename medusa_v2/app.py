@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +18,53 @@ from .settings import Settings
 from .store import Store, open_store
 
 access_log = logging.getLogger("medusa_v2.access")
+
+
+class LoopBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes its lines once per event-loop iteration.
+
+    Under load one loop iteration answers several requests: their access-log lines
+    go out in one write instead of a write and a flush each. WARNING and above, and
+    records logged outside a running loop, are written at once; `flush()` (called
+    by logging.shutdown) writes whatever is pending.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING:
+            self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._scheduled = False
+            if self._pending:
+                lines, self._pending = self._pending, []
+                try:
+                    self.stream.write(self.terminator.join(lines) + self.terminator)
+                except Exception:
+                    pass  # like StreamHandler: a broken stderr must not break requests
+            super().flush()
+        finally:
+            self.release()
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

@@ -1,4 +1,4 @@
-"""The `medusa-v2` command: serve (default), set-password, --version."""
+"""The `medusa-v2` command: serve (default), set-password, export, import, --version."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from . import __version__
 
-COMMANDS = ("serve", "set-password")
+COMMANDS = ("serve", "set-password", "export", "import")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the Medusa-style API v2 (ticket API) from a config.ini.",
     )
     parser.add_argument("--version", action="version", version=f"medusa-v2 {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{serve,set-password}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,set-password,export,import}")
 
     def add_config(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -38,6 +38,30 @@ def _parser() -> argparse.ArgumentParser:
     setpw.add_argument("--username", default=None, help="also set [General] web_username")
     setpw.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input instead of a prompt"
+    )
+
+    export = sub.add_parser(
+        "export",
+        help="write every ticket, with its messages, as JSON Lines (a backup; FILE '-' is stdout)",
+        description="Write every ticket, with its messages, as JSON Lines: one ticket per line in its API "
+        "representation, ids and timestamps kept. FILE '-' writes to standard output. Exit status: 0 done, "
+        "1 the store failed, 2 usage or config.ini error.",
+    )
+    add_config(export)
+    export.add_argument("file", metavar="FILE", help="the file to write ('-': standard output)")
+
+    imp = sub.add_parser(
+        "import",
+        help="load tickets and messages from JSON Lines written by export (FILE '-' is stdin)",
+        description="Load JSON Lines written by `export` (or by hand, in the same format) in one transaction: "
+        "every line is validated as POST would; the first bad line or taken id stops the import and "
+        "nothing of it is applied. Exit status: 0 done, 1 bad data or the store failed, 2 usage or "
+        "config.ini error.",
+    )
+    add_config(imp)
+    imp.add_argument("file", metavar="FILE", help="the file to read ('-': standard input)")
+    imp.add_argument(
+        "--replace", action="store_true", help="replace tickets whose ids exist (and their messages) instead of failing"
     )
     return parser
 
@@ -72,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     if args.command == "set-password":
         return _set_password(path, args.username, args.password_stdin)
+    if args.command in ("export", "import"):
+        return _transfer(settings, args)
 
     from .daemon import StartupError, serve
 
@@ -105,6 +131,68 @@ def _set_password(path: str, username: str | None, from_stdin: bool) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     print(f"medusa-v2: password hash written to {path}", file=sys.stderr)
+    return 0
+
+
+def _transfer(settings: object, args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import os
+    import time
+
+    from .store import StoreUnavailable, open_store
+    from .transfer import TransferError, export_jsonl, import_jsonl, input_size, progress_stream
+
+    async def run() -> tuple[int, int]:
+        store = await open_store(settings.database_url)  # type: ignore[attr-defined]
+        try:
+            if args.command == "export":
+                if args.file == "-":
+                    return await export_jsonl(store, sys.stdout.buffer, progress=progress_stream())
+                # Written beside the target and renamed at the end: never half a backup.
+                partial = f"{args.file}.partial"
+                try:
+                    with open(partial, "wb") as out:
+                        counts = await export_jsonl(store, out, progress=progress_stream())
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.replace(partial, args.file)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(partial)
+                    raise
+                return counts
+            if args.file == "-":
+                return await import_jsonl(
+                    store, sys.stdin.buffer, replace=args.replace, progress=progress_stream(), size=None
+                )
+            with open(args.file, "rb") as source:
+                return await import_jsonl(
+                    store, source, replace=args.replace, progress=progress_stream(), size=input_size(source)
+                )
+        finally:
+            await store.close()
+
+    start = time.monotonic()
+    try:
+        tickets, messages = asyncio.run(run())
+    except TransferError as exc:
+        done = "nothing was imported" if args.command == "import" else "the export is incomplete"
+        return _fail(f"{args.command} failed: {exc}; {done}", 1)
+    except StoreUnavailable as exc:
+        return _fail(f"{args.command} failed: the store is unavailable: {exc}", 1)
+    except OSError as exc:
+        return _fail(f"{args.command} failed: {exc.strerror or exc}: {exc.filename or args.file}", 1)
+    except KeyboardInterrupt:
+        return _fail(f"{args.command} interrupted; nothing was {args.command}ed", 1)
+    seconds = time.monotonic() - start
+    verb = "exported to" if args.command == "export" else "imported from"
+    where = ("standard output" if args.command == "export" else "standard input") if args.file == "-" else args.file
+    print(
+        f"medusa-v2: {tickets} ticket(s) and {messages} message(s) {verb} {where} in {seconds:.1f} s"
+        f" ({tickets / max(seconds, 1e-9):,.0f} tickets/s)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -31,9 +31,12 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _HOST = re.compile(r"^[A-Za-z0-9.\-_]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # built once, not per call
+
+
 def encode_json(value: Any) -> bytes:
     """Serialise compactly; ASCII-only output is valid UTF-8 whatever the text holds."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+    return _ENCODE(value).encode("ascii")
 
 
 def etag_of(body: bytes) -> str:
@@ -47,6 +50,8 @@ def redact_uri(uri: str) -> str:
     Tornado percent-decodes parameter names, so `api%5Fkey=...` authenticates too:
     names are compared decoded.
     """
+    if "%" not in uri and "+" not in uri and "api_key" not in uri.lower():
+        return uri  # the common case, one scan: nothing to hide
     uri = re.sub(r"(?i)([?&;]api_key=)[^&;#]*", r"\1[redacted]", uri)
     path, sep, query = uri.partition("?")
     if not sep or "%" not in query and "+" not in query:
@@ -57,6 +62,9 @@ def redact_uri(uri: str) -> str:
         if eq and urllib.parse.unquote_plus(name).strip().lower() == "api_key":
             parts[i] = name + "=[redacted]"
     return path + sep + "".join(parts)
+
+
+_VERB_TABLES: dict[tuple[Any, str, Any], tuple[frozenset[str], str]] = {}
 
 
 class _AnyMethod(tuple):  # type: ignore[type-arg]
@@ -88,7 +96,15 @@ class ApiHandler(tornado.web.RequestHandler):
         """Receive this app's context and the route kind from the URL table."""
         self.api = api
         self.kind = kind
-        self.verbs, self.allow = self.verb_table(kind)
+        # The verb table depends on the handler class, the route kind and the resource
+        # only: computed once, not per request.
+        key = (type(self), kind, getattr(self, "resource", None))
+        table = _VERB_TABLES.get(key)
+        if table is None:
+            if len(_VERB_TABLES) > 4096:  # apps built and dropped (tests): stay bounded
+                _VERB_TABLES.clear()
+            table = _VERB_TABLES[key] = self.verb_table(kind)
+        self.verbs, self.allow = table
         self.identity: Identity | None = None
         self._body_parts: list[bytes] = []
         self._body_size = 0
@@ -119,14 +135,20 @@ class ApiHandler(tornado.web.RequestHandler):
             self._apply_default_headers()
 
     def _apply_default_headers(self) -> None:
+        # Straight into the header table: these values are constants of the code and
+        # of config.ini (an echoed Origin is one of the configured ones), checked
+        # once, so set_header's per-call conversion and validation is skipped.
+        headers = self._headers
         for name, value in self.api.base_headers:
-            self.set_header(name, value)
-        self.set_header("Access-Control-Allow-Methods", self.allow)
-        allowed = self.api.allow_origin(self.request.headers.get("Origin"))
-        if allowed is not None:
-            self.set_header("Access-Control-Allow-Origin", allowed)
-        if not self.api.any_origin:
-            self.set_header("Vary", "Origin")
+            headers[name] = value
+        headers["Access-Control-Allow-Methods"] = self.allow
+        if self.api.any_origin:
+            headers["Access-Control-Allow-Origin"] = "*"
+        else:
+            allowed = self.api.allow_origin(self.request.headers.get("Origin"))
+            if allowed is not None:
+                headers["Access-Control-Allow-Origin"] = allowed
+            headers["Vary"] = "Origin"
 
     # -- the request pipeline --
 

@@ -1,0 +1,324 @@
+"""Bulk export and import (medusa-v2 export / import): JSON Lines round trips."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from medusa_v2.handler import encode_json
+from medusa_v2.store.sqlite import SQLiteStore
+from medusa_v2.transfer import TransferError, export_jsonl, import_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = ROOT / "bin" / "medusa-v2"
+
+T0 = "2026-01-02T03:04:05.000001Z"
+T1 = "2026-01-03T03:04:05.123456Z"
+
+
+def ticket(id, title="t", messages=(), **over):
+    doc = {
+        "id": id,
+        "title": title,
+        "description": "",
+        "state": "open",
+        "priority": 3,
+        "assignee": None,
+        "createdAt": T0,
+        "updatedAt": T1,
+    }
+    doc.update(over)
+    doc["messages"] = list(messages)
+    return doc
+
+
+def message(id, ticket_id, body="b", **over):
+    doc = {"id": id, "ticketId": ticket_id, "author": "ann", "body": body, "createdAt": T0, "updatedAt": T0}
+    doc.update(over)
+    return doc
+
+
+def jsonl(*docs) -> bytes:
+    return b"".join(encode_json(d) + b"\n" for d in docs)
+
+
+SAMPLE = [
+    ticket(
+        1, "Drucker streikt — ü ß 日本語 🙂", [message(10, 1, "Привет 🙂"), message(11, 1, "second")], assignee="zoë"
+    ),
+    ticket(2, "no messages", description='multi\nline "quoted" \\ text', state="pending", priority=5),
+    ticket(9_223_372_036_854_775_807, "largest id", [message(12, 9_223_372_036_854_775_807)], state="closed"),
+]
+
+
+def run(io_loop, coro):
+    return io_loop.run_sync(lambda: coro)
+
+
+def lines_of(data: bytes):
+    return io.BytesIO(data)
+
+
+def export_bytes(io_loop, store) -> bytes:
+    out = io.BytesIO()
+    run(io_loop, export_jsonl(store, out))
+    return out.getvalue()
+
+
+def count(store, table):
+    return store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+@pytest.mark.gen_test
+async def test_import_then_get_is_the_exported_representation(io_loop, store, client):
+    data = jsonl(*SAMPLE)
+    assert await import_jsonl(store, lines_of(data)) == (3, 3)
+    for doc in SAMPLE:
+        r = await client.get(f"/ticket/{doc['id']}")
+        assert r.code == 200
+        expected = {k: v for k, v in doc.items() if k != "messages"}
+        assert r.body == encode_json(expected)  # byte for byte what the line holds
+        r = await client.get(f"/ticket/{doc['id']}/message")
+        assert r.body == encode_json(doc["messages"])
+    out = io.BytesIO()
+    assert await export_jsonl(store, out) == (3, 3)
+    assert out.getvalue() == data
+
+
+@pytest.mark.gen_test
+async def test_round_trip_of_data_made_through_the_api(io_loop, store, client, tmp_path):
+    for i in range(25):
+        r = await client.post("/ticket", json_body={"title": f"printer {i} ✓", "assignee": "bob" if i % 2 else None})
+        assert r.code == 201
+        if i % 3 == 0:
+            await client.post(f"/ticket/{r.json['id']}/message", json_body={"author": "ann", "body": f"hello {i} ⚙"})
+    await client.patch("/ticket/3", json_body={"state": "closed"})
+    await client.delete("/ticket/4")
+    exported = io.BytesIO()
+    await export_jsonl(store, exported)
+    other = SQLiteStore(str(tmp_path / "other.db"))
+    await other.open()
+    try:
+        await import_jsonl(other, lines_of(exported.getvalue()))
+        again = io.BytesIO()
+        await export_jsonl(other, again)
+        assert again.getvalue() == exported.getvalue()
+        for table in ("ticket", "message"):
+            assert count(other, table) == count(store, table)
+        # The search index and the counts follow the imported rows.
+        other.db.execute("INSERT INTO ticket_search (ticket_search) VALUES ('integrity-check')")
+        other.db.execute("INSERT INTO message_search (message_search) VALUES ('integrity-check')")
+    finally:
+        await other.close()
+    assert len(exported.getvalue().splitlines()) == 24
+
+
+@pytest.mark.gen_test
+async def test_imported_rows_are_searchable_and_counted(io_loop, store, client):
+    await import_jsonl(store, lines_of(jsonl(*SAMPLE)))
+    r = await client.get("/ticket?" + urlencode({"q": "日本語"}))
+    assert [t["id"] for t in r.json] == [1]
+    r = await client.get("/ticket")
+    assert r.headers["X-Pagination-Count"] == "3"
+    r = await client.get("/ticket/1/message?" + urlencode({"q": "Привет"}))
+    assert [m["id"] for m in r.json] == [10]
+
+
+@pytest.mark.gen_test
+async def test_export_streams_in_batches(io_loop, store, monkeypatch):
+    import medusa_v2.transfer as transfer
+
+    monkeypatch.setattr(transfer, "BATCH", 7)
+    docs = [ticket(i, f"t{i}", [message(1000 + i, i)] if i % 5 == 0 else []) for i in range(1, 51)]
+    await import_jsonl(store, lines_of(jsonl(*docs)))
+    out = io.BytesIO()
+    assert await export_jsonl(store, out) == (50, 10)
+    assert out.getvalue() == jsonl(*docs)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"{not json", "malformed JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"\xff\xfe", "not valid UTF-8"),
+        (encode_json({k: v for k, v in ticket(3).items() if k != "title"}), "title: required field"),
+        (encode_json(ticket(3, "")), "title: must not be empty"),
+        (encode_json(ticket(3, priority=9)), "priority: must be between 1 and 5"),
+        (encode_json(ticket(3, priority=True)), "priority: must be an integer"),
+        (encode_json(ticket(3, state="done")), "state: must be one of"),
+        (encode_json(ticket(3, colour="red")), "colour: unknown field"),
+        (encode_json(ticket(0)), "id: must be between 1 and"),
+        (encode_json(ticket(2**63)), "id: must be between 1 and"),
+        (encode_json({k: v for k, v in ticket(3).items() if k != "id"}), "id: required field"),
+        (encode_json(ticket(3, createdAt="2026-01-02 03:04:05Z")), "createdAt: must be RFC 3339"),
+        (encode_json(ticket(3, updatedAt="2026-13-02T03:04:05.000000Z")), "updatedAt: must be RFC 3339"),
+        (encode_json(ticket(3, updatedAt="2025-01-01T00:00:00.000000Z")), "updatedAt: must not be earlier"),
+        (encode_json(ticket(3, "nul \u0000 inside")), "title: must not contain NUL"),
+        (
+            b'{"id": 3, "title": "lone \\ud800", "createdAt": "'
+            + T0.encode()
+            + b'", "updatedAt": "'
+            + T1.encode()
+            + b'"}',
+            "title: must be valid Unicode",
+        ),
+        (b'{"id": 3, "title": "x", "priority": NaN}', "NaN is not valid JSON"),
+        (encode_json(ticket(3, messages=[message(20, 4)])), "messages[0].ticketId: must be the id"),
+        (encode_json(ticket(3, messages=[message(20, 3, body="")])), "messages[0].body: must not be empty"),
+        (
+            encode_json(ticket(3, messages=[{"id": 20, "ticketId": 3, "author": "a", "body": "b"}])),
+            "messages[0].createdAt: required field",
+        ),
+        (encode_json({**ticket(3), "messages": {"id": 1}}), "messages: must be an array"),
+    ],
+)
+@pytest.mark.gen_test
+async def test_a_bad_line_stops_the_import_and_nothing_is_applied(io_loop, store, line, reason):
+    data = jsonl(ticket(1, messages=[message(1, 1)]), ticket(2)) + line + b"\n" + jsonl(ticket(4))
+    with pytest.raises(TransferError) as caught:
+        await import_jsonl(store, lines_of(data))
+    assert str(caught.value).startswith("line 3: "), str(caught.value)
+    assert reason in str(caught.value)
+    assert count(store, "ticket") == count(store, "message") == 0
+    assert not store.db.in_transaction
+
+
+@pytest.mark.gen_test
+async def test_a_bad_line_in_a_later_batch_undoes_earlier_batches(io_loop, store, monkeypatch):
+    import medusa_v2.transfer as transfer
+
+    schema = store.db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    monkeypatch.setattr(transfer, "BATCH", 2)
+    data = jsonl(*[ticket(i) for i in range(1, 8)]) + b"{}\n"
+    with pytest.raises(TransferError, match="^line 8: "):
+        await import_jsonl(store, lines_of(data))
+    assert count(store, "ticket") == 0
+    # Indexes and triggers set aside for a load into empty tables are back.
+    assert store.db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall() == schema
+    r = await store.list_rows(transfer.TICKET, transfer.ListQuery())
+    assert r.count == 0
+
+
+@pytest.mark.gen_test
+async def test_blank_lines_are_skipped_and_ticket_id_may_be_omitted(io_loop, store):
+    m = {k: v for k, v in message(5, 1).items() if k != "ticketId"}
+    data = b"\n" + jsonl(ticket(1, messages=[m])) + b"  \n"
+    assert await import_jsonl(store, lines_of(data)) == (1, 1)
+    assert (await store.get_row(transfer_message(), 5))["ticket_id"] == 1
+
+
+def transfer_message():
+    from medusa_v2.resources.message import MESSAGE
+
+    return MESSAGE
+
+
+@pytest.mark.gen_test
+async def test_an_existing_id_is_an_error_and_nothing_is_applied(io_loop, store, client):
+    r = await client.post("/ticket", json_body={"id": 2, "title": "already here"})
+    assert r.code == 201
+    data = jsonl(ticket(1), ticket(2, "new"), ticket(3))
+    with pytest.raises(TransferError) as caught:
+        await import_jsonl(store, lines_of(data))
+    assert str(caught.value) == (
+        "line 2: ticket id 2 already exists or is given twice (use --replace to replace existing items)"
+    )
+    assert [row[0] for row in store.db.execute("SELECT id FROM ticket")] == [2]
+    assert (await client.get("/ticket/2")).json["title"] == "already here"
+
+
+@pytest.mark.gen_test
+async def test_an_existing_message_id_is_an_error(io_loop, store, client):
+    await client.post("/ticket", json_body={"id": 1, "title": "x"})
+    r = await client.post("/ticket/1/message", json_body={"author": "a", "body": "b"})
+    taken = r.json["id"]
+    with pytest.raises(TransferError, match=f"^line 2: message id {taken} already exists"):
+        await import_jsonl(store, lines_of(jsonl(ticket(5), ticket(6, messages=[message(taken, 6)]))))
+    assert count(store, "ticket") == 1
+
+
+@pytest.mark.gen_test
+async def test_an_id_given_twice_is_an_error(io_loop, store):
+    for replace in (False, True):
+        with pytest.raises(TransferError, match="^line 3: ticket id 1 already exists or is given twice"):
+            await import_jsonl(store, lines_of(jsonl(ticket(1), ticket(2), ticket(1))), replace=replace)
+        assert count(store, "ticket") == 0
+    with pytest.raises(TransferError, match="^line 2: message id 7 "):
+        await import_jsonl(
+            store, lines_of(jsonl(ticket(1, messages=[message(7, 1)]), ticket(2, messages=[message(7, 2)])))
+        )
+
+
+@pytest.mark.gen_test
+async def test_replace_replaces_tickets_and_their_messages(io_loop, store, client):
+    await import_jsonl(store, lines_of(jsonl(ticket(1, "old", [message(1, 1), message(2, 1)]), ticket(2, "keep"))))
+    new = ticket(1, "new", [message(3, 1, "fresh")], priority=1)
+    assert await import_jsonl(store, lines_of(jsonl(new, ticket(5))), replace=True) == (2, 1)
+    assert (await client.get("/ticket/1")).body == encode_json({k: v for k, v in new.items() if k != "messages"})
+    assert [m["id"] for m in (await client.get("/ticket/1/message")).json] == [3]
+    assert (await client.get("/ticket/2")).json["title"] == "keep"
+    assert (await client.get("/ticket?q=old")).json == []
+    assert (await client.get("/ticket")).headers["X-Pagination-Count"] == "3"
+    store.db.execute("INSERT INTO ticket_search (ticket_search) VALUES ('integrity-check')")
+
+
+# -- the commands --
+
+
+def cli(settings, *args, stdin: bytes | None = None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(LAUNCHER), *args[:1], "--config", str(settings.config_path), *args[1:]],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_commands_round_trip_through_files_and_pipes(settings, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(jsonl(*SAMPLE))
+    done = cli(settings, "import", str(source))
+    assert done.returncode == 0, done.stderr
+    assert b"3 ticket(s) and 3 message(s) imported" in done.stderr
+    assert b"\r" not in done.stderr  # no progress bar when stderr is not a terminal
+    out = cli(settings, "export", "-")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == jsonl(*SAMPLE)
+    target = tmp_path / "backup.jsonl"
+    assert cli(settings, "export", str(target)).returncode == 0
+    assert target.read_bytes() == jsonl(*SAMPLE)
+    assert not (tmp_path / "backup.jsonl.partial").exists()
+    # stdin: a conflict without --replace, then with it.
+    again = cli(settings, "import", "-", stdin=jsonl(ticket(2, "changed")))
+    assert again.returncode == 1
+    assert b"line 1: ticket id 2 already exists" in again.stderr
+    assert b"nothing was imported" in again.stderr
+    replaced = cli(settings, "import", "-", "--replace", stdin=jsonl(ticket(2, "changed")))
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads(cli(settings, "export", "-").stdout.splitlines()[1])["title"] == "changed"
+
+
+def test_command_reports_a_bad_line_with_status_1(settings):
+    bad = cli(settings, "import", "-", stdin=jsonl(ticket(1)) + b'{"id": 2}\n')
+    assert bad.returncode == 1
+    assert bad.stderr.decode().strip() == (
+        "medusa-v2: import failed: line 2: createdAt: required field (an import keeps ids and timestamps); "
+        "title: required field; updatedAt: required field (an import keeps ids and timestamps); nothing was imported"
+    )
+    assert cli(settings, "export", "-").stdout == b""
+
+
+def test_command_missing_file_is_status_1(settings, tmp_path):
+    r = cli(settings, "import", str(tmp_path / "nope.jsonl"))
+    assert r.returncode == 1
+    assert b"No such file or directory" in r.stderr
