@@ -285,7 +285,9 @@ def _store_secrets(path: str, generated: dict[str, str], label: str) -> dict[str
 # -- writing ----------------------------------------------------------------------------
 
 
-def write_settings(path: str | os.PathLike[str], changes: Mapping[str, Mapping[str, str]]) -> None:
+def write_settings(
+    path: str | os.PathLike[str], changes: Mapping[str, Mapping[str, str | list[str] | tuple[str, ...]]]
+) -> None:
     """Set `changes` (section → key → value) in config.ini, atomically, keeping the rest.
 
     Lines of other keys, comments and order are left byte-for-byte; a missing key is
@@ -385,8 +387,15 @@ def _checked_name(name: str) -> str:
     return name
 
 
-def _quoted(value: str) -> str:
-    """Return `value` as configobj reads it back: bare when possible, else quoted."""
+def _quoted(value: str | list[str] | tuple[str, ...]) -> str:
+    """Return `value` as configobj reads it back: bare when possible, else quoted.
+
+    A list or tuple becomes a comma list (`a, b`; `a,` for one item; `,` for none).
+    """
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return ","
+        return ", ".join(_quoted(item) for item in value) + ("," if len(value) == 1 else "")
     if not isinstance(value, str) or "\n" in value or "\r" in value:
         raise ValueError("config.ini values must be single-line strings")
     if value and value == value.strip() and not any(c in value for c in "\"',#"):

@@ -63,8 +63,7 @@ class ApiContext:
         self.version = __version__
         self.log = log or logging.getLogger("medusa_v2")
         self.auth = Authenticator(settings, store, clock, __version__)
-        self.allowed_origins = frozenset(o for o in settings.cors_origins if o != "*")
-        self.any_origin = not self.allowed_origins
+        self._set_origins(settings)
         # Headers every response carries, computed once (the request path is hot).
         self.base_headers: tuple[tuple[str, str], ...] = (
             ("Content-Type", "application/json; charset=UTF-8"),
@@ -73,6 +72,19 @@ class ApiContext:
             ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
             ("Access-Control-Max-Age", "600"),
         )
+
+    def _set_origins(self, settings: Settings) -> None:
+        self.allowed_origins = frozenset(o for o in settings.cors_origins if o != "*")
+        self.any_origin = not self.allowed_origins
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Switch the running app to new settings (PATCH /config, config.ini reloads).
+
+        Handlers read `api.settings` per request, so the next request sees them.
+        """
+        self.settings = settings
+        self.auth.settings = settings
+        self._set_origins(settings)
 
     def allow_origin(self, origin: str | None) -> str | None:
         """Return the Access-Control-Allow-Origin value for a request's Origin."""

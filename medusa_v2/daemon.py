@@ -15,11 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.netutil
 import tornado.web
 
 from . import __version__
-from .app import make_app
+from .app import LoopBufferedHandler, make_app
+from .runtime import ConfigWatcher
 from .settings import Settings
 from .store import StoreUnavailable, open_store
 
@@ -57,9 +59,9 @@ class _Tracking(tornado.web.Application):
 
 
 def setup_logging(developer: bool) -> None:
-    """Log to stderr, one line per event."""
+    """Log to stderr, one line per event (written once per event-loop iteration)."""
     logging.basicConfig(
-        stream=sys.stderr,
+        handlers=[LoopBufferedHandler(sys.stderr)],
         level=logging.DEBUG if developer else logging.INFO,
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
@@ -122,8 +124,14 @@ async def run_worker(
         return 1
     app = make_app(settings, store, app_class=_Tracking)
     assert isinstance(app, _Tracking)
+    api = app.settings["medusa_v2_api"]
     server = tornado.httpserver.HTTPServer(app, xheaders=settings.handle_reverse_proxy, ssl_options=tls)
     server.add_sockets(sockets)
+    watcher = None
+    if settings.config_path:
+        # Another worker's PATCH /config (or an edit) reaches this one within a second.
+        watcher = tornado.ioloop.PeriodicCallback(ConfigWatcher(api, settings.config_path).check, 1000)
+        watcher.start()
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,8 +142,10 @@ async def run_worker(
     await stopping.wait()
     log.info("shutting down: no new connections; finishing %d request(s) in flight", app.inflight)
     server.stop()
+    if watcher is not None:
+        watcher.stop()
     app.draining = True
-    deadline = time.monotonic() + settings.shutdown_timeout
+    deadline = time.monotonic() + api.settings.shutdown_timeout
     while app.inflight > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     if app.inflight > 0:

@@ -13,6 +13,7 @@ from .endpoints import AuthenticateHandler, HealthHandler, NotFoundHandler, Open
 from .handler import ApiHandler, encode_json, etag_of
 from .openapi import OPENAPI_PATH, build_openapi
 from .resource import Resource, ResourceHandler
+from .runtime import ConfigHandler
 
 
 def builtin_resources() -> dict[str, type[Resource]]:
@@ -74,6 +75,7 @@ def get_apiv2_handlers(
         ("/authenticate", AuthenticateHandler),
         ("/health", HealthHandler),
         (OPENAPI_PATH, OpenAPIHandler),
+        ("/config", ConfigHandler),
     ]
     fixed += [(cls.path, cls) for cls in plain]  # type: ignore[attr-defined]
     taken = [path for path, _ in fixed] + ["/" + r.name for r in mounted if r.parent is None]

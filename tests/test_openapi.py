@@ -396,7 +396,7 @@ def test_plain_handlers_are_described_from_their_routes():
     assert entry["get"]["security"] == []
     assert entry["post"]["summary"] == "Ping back"
     assert {"200", "401"} <= set(entry["post"]["responses"]) and entry["post"]["security"]
-    assert set(doc["paths"]) == {"/ping/{name}", "/authenticate", "/health", "/openapi.json"}
+    assert set(doc["paths"]) == {"/ping/{name}", "/authenticate", "/health", "/openapi.json", "/config"}
 
 
 # -- what the document says is what the API does --------------------------------------

@@ -1,0 +1,230 @@
+"""Runtime settings: GET/PATCH /config, and picking up config.ini changes in every worker.
+
+`GET /config` shows the non-secret settings. `PATCH /config` changes the whitelisted
+runtime ones (CORS origins, body limit, login throttling, shutdown timeout), writes
+them to config.ini atomically (temp file, fsync, rename; comments, order and mode
+0600 kept) and applies them to the running app. Other worker processes of the same
+daemon notice the file changed (`ConfigWatcher`) and apply the same keys.
+Secrets (web_password, api_key, encryption_secret) and anything derived from them,
+including the database url (it may hold a password), are never shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from .config import ConfigError, load_config, write_settings
+from .errors import ApiError
+from .handler import ApiHandler, encode_json, etag_of
+from .settings import Settings, SettingsError
+
+log = logging.getLogger("medusa_v2.config")
+
+# JSON name -> (Settings field, config.ini section, how to write it back)
+RUNTIME: Mapping[str, tuple[str, str, Callable[[Any], Any]]] = {
+    "corsOrigins": ("cors_origins", "API", list),
+    "maxBodySize": ("max_body_size", "API", str),
+    "loginMaxFailures": ("login_max_failures", "API", str),
+    "loginWindow": ("login_window", "API", str),
+    "shutdownTimeout": ("shutdown_timeout", "API", lambda v: format(v, "g")),
+}
+SHOWN: Mapping[str, str] = {
+    "webHost": "web_host",
+    "webPort": "web_port",
+    "webRoot": "web_root",
+    "webUseGzip": "web_use_gzip",
+    "handleReverseProxy": "handle_reverse_proxy",
+    "enableHttps": "enable_https",
+    "developer": "developer",
+    "tokenApiKey": "token_api_key",
+    "resources": "resources",
+    "processes": "processes",
+    **{name: spec[0] for name, spec in RUNTIME.items()},
+}
+
+
+def describe(settings: Settings, version: str) -> dict[str, Any]:
+    """Return the non-secret view of the settings."""
+    doc: dict[str, Any] = {}
+    for name, attr in SHOWN.items():
+        value = getattr(settings, attr)
+        doc[name] = list(value) if isinstance(value, tuple) else value
+    doc["authRequired"] = settings.auth_required
+    doc["database"] = "postgresql" if settings.database_url.startswith("postgres") else "sqlite"
+    doc["version"] = version
+    doc["writable"] = sorted(RUNTIME)
+    return doc
+
+
+def _checked_value(name: str, value: Any) -> Any:
+    if name == "corsOrigins":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("must be a list of origins (strings)")
+        return tuple(value)
+    if name == "shutdownTimeout":
+        if type(value) not in (int, float):
+            raise ValueError("must be a number of seconds")
+        return float(value)
+    if type(value) is not int:
+        raise ValueError("must be an integer")
+    if name == "maxBodySize" and value < MIN_PATCHED_BODY_SIZE:
+        raise ValueError(f"must be at least {MIN_PATCHED_BODY_SIZE} (set a smaller limit in config.ini)")
+    return value
+
+
+def parse_patch(body: Mapping[str, Any], current: Settings) -> tuple[dict[str, Any], Settings]:
+    """Return the accepted fields (JSON names) and the new Settings; 400 naming bad fields."""
+    accepted: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, value in body.items():
+        if name not in RUNTIME:
+            continue  # PATCH rules: unknown and read-only fields are ignored
+        try:
+            accepted[name] = _checked_value(name, value)
+        except ValueError as exc:
+            errors[name] = str(exc)
+    if not errors:
+        try:
+            new = current.replace(**{RUNTIME[name][0]: value for name, value in accepted.items()})
+        except SettingsError as exc:
+            json_name = next((n for n, spec in RUNTIME.items() if spec[0] == exc.field), exc.field)
+            errors[json_name] = exc.problem
+    if errors:
+        listed = "; ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
+        raise ApiError(400, f"Invalid request body: {listed}", errors=errors)
+    return accepted, new
+
+
+def apply_runtime(api: Any, source: Settings) -> Settings:
+    """Apply the runtime keys of `source` to the running app; return the new settings."""
+    new = api.settings.replace(**{spec[0]: getattr(source, spec[0]) for spec in RUNTIME.values()})
+    if new != api.settings:
+        api.apply_settings(new)
+    return new
+
+
+MIN_PATCHED_BODY_SIZE = 1024  # over the API, a limit that could lock clients out is refused
+
+
+def _settings_schema() -> dict[str, Any]:
+    writable = {
+        "corsOrigins": {"type": "array", "items": {"type": "string", "pattern": "^https?://[^/?#]+$"}},
+        "maxBodySize": {"type": "integer", "minimum": MIN_PATCHED_BODY_SIZE, "maximum": 1073741824},
+        "loginMaxFailures": {"type": "integer", "minimum": 1, "maximum": 1000000},
+        "loginWindow": {"type": "integer", "minimum": 1, "maximum": 2592000},
+        "shutdownTimeout": {"type": "number", "minimum": 0, "maximum": 3600},
+    }
+    return writable
+
+
+def _openapi() -> dict[str, Any]:
+    writable = _settings_schema()
+    view = {
+        "type": "object",
+        "properties": {
+            **writable,
+            "webHost": {"type": "string"},
+            "webPort": {"type": "integer"},
+            "webRoot": {"type": "string"},
+            "authRequired": {"type": "boolean"},
+            "database": {"enum": ["sqlite", "postgresql"]},
+            "version": {"type": "string"},
+            "writable": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["version", "writable", *writable],
+    }
+    json_of = {"application/json": {"schema": view}}
+    return {
+        "GET": {
+            "summary": "The non-secret settings",
+            "responses": {"200": {"description": "The settings", "content": json_of}},
+        },
+        "PATCH": {
+            "summary": "Change runtime settings (written to config.ini, applied at once)",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object", "properties": writable}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "Exactly the accepted fields with their new values",
+                    "content": {"application/json": {"schema": {"type": "object", "properties": writable}}},
+                }
+            },
+        },
+    }
+
+
+class ConfigHandler(ApiHandler):
+    """GET /config: the non-secret settings; PATCH /config: change the runtime ones."""
+
+    routes: ClassVar = {"single": ("GET", "PATCH")}
+    openapi: ClassVar = _openapi()
+
+    async def get(self) -> None:
+        """Answer the settings view with an ETag (304 on a match)."""
+        body = encode_json(describe(self.api.settings, self.api.version))
+        etag = etag_of(body)
+        inm = self.request.headers.get("If-None-Match")
+        if inm is not None and any(t.strip().removeprefix("W/") in (etag, "*") for t in inm.split(",")):
+            await self._send(304, None, {"ETag": etag})
+            return
+        await self._send(200, body, {"ETag": etag})
+
+    async def patch(self) -> None:
+        """Validate, persist atomically, apply; answer exactly the accepted fields."""
+        body = self.json_body()
+        current = self.api.settings
+        if_match = self.request.headers.get("If-Match")
+        if if_match is not None:
+            etag = etag_of(encode_json(describe(current, self.api.version)))
+            if not any(t.strip() in (etag, "*") for t in if_match.split(",")):
+                raise ApiError(412, "Precondition failed: the settings have changed (If-Match does not match)")
+        accepted, new = parse_patch(body, current)
+        if accepted and current.config_path:
+            changes: dict[str, dict[str, Any]] = {}
+            for name in accepted:
+                attr, section, write = RUNTIME[name]
+                changes.setdefault(section, {})[attr] = write(getattr(new, attr))
+            try:
+                write_settings(current.config_path, changes)
+            except (ConfigError, OSError, ValueError) as exc:
+                log.error("PATCH /config could not write %s: %s", current.config_path, exc)
+                raise ApiError(503, "The settings could not be saved; nothing changed", headers={"Retry-After": "5"}) from None
+        if accepted:
+            self.api.apply_settings(new)
+        shown = describe(new, self.api.version)
+        answer = {name: shown[name] for name in accepted}
+        await self._send(200, encode_json(answer), {"ETag": etag_of(encode_json(shown))})
+
+
+class ConfigWatcher:
+    """Re-read config.ini when it changes and apply its runtime keys (other workers' PATCHes)."""
+
+    def __init__(self, api: Any, path: str) -> None:
+        self.api = api
+        self.path = path
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def check(self) -> None:
+        """Apply the file's runtime keys if it changed since the last look (cheap: one stat)."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._seen:
+            return
+        self._seen = stamp
+        try:
+            fresh = load_config(self.path, write_back=False)
+        except ConfigError as exc:
+            log.warning("config.ini changed but is not valid; keeping the running settings: %s", exc)
+            return
+        apply_runtime(self.api, fresh)
