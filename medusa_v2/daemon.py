@@ -100,6 +100,8 @@ async def check_startup(settings: Settings) -> None:
     """
     try:
         store = await open_store(settings.database_url)
+    except ValueError as exc:  # a url option the store does not know
+        raise StartupError(f"[Database] url: {exc}") from None
     except StoreUnavailable as exc:
         raise StartupError(f"[Database] url: {exc}", status=1) from None
     try:

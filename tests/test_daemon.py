@@ -128,6 +128,7 @@ def test_version_flag(tmp_path):
         ("[General]\nweb_use_gzip = maybe\n", "web_use_gzip"),
         ("[API]\nmax_body_size = -1\n", "max_body_size"),
         ("[API]\nresources = ticket, nosuchthing\n", "resources"),
+        ("[Database]\nurl = sqlite:///tmp/x.db?synchronus=full\n", "[Database] url"),
     ],
 )
 def test_bad_value_exits_2_with_one_line_naming_the_key(tmp_path, text, key):

@@ -282,3 +282,24 @@ def test_a_deep_page_is_the_same_rows_as_a_plain_offset(io_loop, store):
         finally:
             sqlite_store._DEEP_OFFSET = old
         assert deep == plain and deep.rows, query
+
+
+@pytest.mark.parametrize("url,expected", [("", 1), ("?synchronous=full", 2), ("?synchronous=normal", 1)])
+def test_sqlite_url_chooses_the_synchronous_level(tmp_path, url, expected):
+    import asyncio
+
+    from medusa_v2.store import store_from_url
+
+    store = store_from_url(f"sqlite:///{tmp_path / 'db.sqlite'}{url}")
+    asyncio.run(store.open())
+    try:
+        assert store.db.execute("PRAGMA synchronous").fetchone()[0] == expected  # 1 NORMAL, 2 FULL
+    finally:
+        asyncio.run(store.close())
+
+
+def test_sqlite_url_refuses_unknown_options(tmp_path):
+    from medusa_v2.store import store_from_url
+
+    with pytest.raises(ValueError, match="synchronus"):
+        store_from_url(f"sqlite:///{tmp_path / 'db.sqlite'}?synchronus=full")

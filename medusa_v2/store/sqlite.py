@@ -193,12 +193,23 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.synchronous = "NORMAL"
         self._db: sqlite3.Connection | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
-        """Return a store for an `sqlite:` database url."""
-        return cls(path_from_url(url))
+        """Return a store for an `sqlite:` url; `?synchronous=full` also survives power loss."""
+        path, _, query = url.partition("?")
+        options = dict(item.partition("=")[::2] for item in query.split("&") if item)
+        unknown = set(options) - {"synchronous"}
+        if unknown:
+            raise ValueError(f"unknown sqlite url option(s): {', '.join(sorted(unknown))} (known: synchronous)")
+        synchronous = options.get("synchronous", "normal").lower()
+        if synchronous not in ("normal", "full"):
+            raise ValueError("sqlite url option synchronous must be 'normal' or 'full'")
+        store = cls(path_from_url(path))
+        store.synchronous = synchronous.upper()
+        return store
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -217,8 +228,8 @@ class SQLiteStore(Store):
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_mode = WAL")  # needs a lock: busy while another process migrates
             # NORMAL in WAL mode: a committed transaction survives a crash of the process;
-            # FULL would also survive power loss at one fsync per commit (docs/durability.md).
-            db.execute("PRAGMA synchronous = NORMAL")
+            # FULL also survives power loss at one fsync per commit (docs/durability.md).
+            db.execute(f"PRAGMA synchronous = {self.synchronous}")
             db.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             db.close()
