@@ -63,6 +63,8 @@ resources = force_list(default=list('ticket', 'message'))
 extra_handlers = force_list(default=list())
 processes = integer(default=1)
 shutdown_timeout = float(default=10.0)
+idle_timeout = float(default=60.0)
+body_timeout = float(default=60.0)
 """
 
 # Settings field → (section, key) in config.ini.
@@ -76,6 +78,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     **{name: ("API", name) for name in (
         "cors_origins", "max_body_size", "login_max_failures", "login_window",
         "token_api_key", "resources", "extra_handlers", "processes", "shutdown_timeout",
+        "idle_timeout", "body_timeout",
     )},
 }
 # Keys whose values never appear in an error message (a database URL may hold a password).

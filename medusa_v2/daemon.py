@@ -26,6 +26,7 @@ from .settings import Settings
 from .store import StoreUnavailable, open_store
 
 log = logging.getLogger("medusa_v2.daemon")
+MAX_HEADER_BYTES = 64 * 1024  # the request line and headers; beyond it the connection is closed
 
 
 class StartupError(Exception):
@@ -127,7 +128,16 @@ async def run_worker(
     app = make_app(settings, store, app_class=_Tracking)
     assert isinstance(app, _Tracking)
     api = app.settings["medusa_v2_api"]
-    server = tornado.httpserver.HTTPServer(app, xheaders=settings.handle_reverse_proxy, ssl_options=tls)
+    server = tornado.httpserver.HTTPServer(
+        app,
+        xheaders=settings.handle_reverse_proxy,
+        ssl_options=tls,
+        # Slow or idle clients cannot hold a connection for ever: headers must arrive
+        # within idle_timeout of the connection going quiet, a body within body_timeout.
+        idle_connection_timeout=settings.idle_timeout,
+        body_timeout=settings.body_timeout,
+        max_header_size=MAX_HEADER_BYTES,
+    )
     server.add_sockets(sockets)
     watcher = None
     if settings.config_path:

@@ -65,6 +65,8 @@ class Settings:
     extra_handlers: tuple[str, ...] = ()
     processes: int = 1
     shutdown_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    body_timeout: float = 60.0
     config_path: str | None = None
 
     def __post_init__(self) -> None:
@@ -321,5 +323,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "extra_handlers": _extra_handlers,
     "processes": _integer(0, 256),
     "shutdown_timeout": _number(0, 3600),
+    "idle_timeout": _number(0.1, 86400),
+    "body_timeout": _number(0.1, 86400),
     "config_path": _config_path,
 }

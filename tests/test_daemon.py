@@ -378,3 +378,44 @@ def test_web_use_gzip_compresses_responses(tmp_path, daemon_factory, gzip):
     else:
         assert encoding is None and len(json.loads(raw)) == 10
     assert d.stop() == 0
+
+
+def test_slow_and_idle_clients_are_cut_off(tmp_path, daemon_factory):
+    import socket
+
+    config = tmp_path / "config.ini"
+    config.write_text("[API]\nidle_timeout = 1\nbody_timeout = 1\n")
+    d = daemon_factory(config)
+    # headers that never finish (slowloris)
+    slow = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    slow.sendall(b"GET /api/v2/health HTTP/1.1\r\nHost: x\r\n")
+    # a body that never arrives
+    stalled = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    stalled.sendall(b"POST /api/v2/authenticate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 100\r\n\r\n{")
+    started = time.monotonic()
+    assert slow.recv(100) == b""  # closed by the daemon
+    stalled.recv(65536)
+    assert stalled.recv(100) == b""
+    assert time.monotonic() - started < 5
+    # healthy clients are still served
+    status, _, _ = d.request("/health")
+    assert status == 200
+    assert d.stop() == 0
+
+
+def test_oversized_headers_close_the_connection_and_the_daemon_goes_on(tmp_path, daemon_factory):
+    import socket
+
+    config = tmp_path / "config.ini"
+    config.write_text("")
+    d = daemon_factory(config)
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    s.sendall(b"GET /api/v2/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+    try:
+        data = s.recv(100)
+    except ConnectionResetError:
+        data = b""
+    assert data == b""
+    assert d.request("/health")[0] == 200
+    assert d.stop() == 0
