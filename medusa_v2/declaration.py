@@ -126,6 +126,8 @@ class Declaration:
     sort_fields: Mapping[str, Field] = field(init=False, repr=False)
     filter_fields: tuple[Field, ...] = field(init=False, repr=False)
     search_fields: tuple[Field, ...] = field(init=False, repr=False)
+    # (store name, JSON name) of every field, in declared order: to_json's table.
+    json_pairs: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
@@ -145,6 +147,7 @@ class Declaration:
         set_(self, "sort_fields", sort_fields)
         set_(self, "filter_fields", tuple(f for f in self.fields if f.filter))
         set_(self, "search_fields", tuple(f for f in self.fields if f.searchable))
+        set_(self, "json_pairs", tuple((f.name, f.json_name) for f in self.fields))
 
     @property
     def writable(self) -> tuple[Field, ...]:
@@ -202,7 +205,15 @@ class Declaration:
 
     def to_json(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Return a store row as its JSON representation (camelCase, declared order)."""
-        return {f.json_name: row[f.name] for f in self.fields}
+        return {json_name: row[name] for name, json_name in self.json_pairs}
+
+    def rows_to_json(self, rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Return `to_json` of each row of one result (same keys, same order in every row)."""
+        if rows and tuple(rows[0]) == tuple(name for name, _ in self.json_pairs):
+            # The columns come in declared order: pair the values with the JSON names.
+            json_names = [json_name for _, json_name in self.json_pairs]
+            return [dict(zip(json_names, row.values(), strict=False)) for row in rows]  # one result: same length
+        return [self.to_json(row) for row in rows]
 
     def subset_to_json(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Return some fields (snake names) under their JSON names."""

@@ -39,9 +39,12 @@ def encode_json(value: Any) -> bytes:
     return _ENCODE(value).encode("ascii")
 
 
-def etag_of(body: bytes) -> str:
-    """Return the strong ETag of a response body."""
-    return '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest() + '"'
+def etag_of(body: bytes, suffix: bytes = b"") -> str:
+    """Return the strong ETag of a response body (followed by `suffix`, not copied)."""
+    digest = hashlib.sha1(body, usedforsecurity=False)
+    if suffix:
+        digest.update(suffix)
+    return '"' + digest.hexdigest() + '"'
 
 
 def redact_uri(uri: str) -> str:
@@ -63,6 +66,11 @@ def redact_uri(uri: str) -> str:
             parts[i] = name + "=[redacted]"
     return path + sep + "".join(parts)
 
+
+# Headers whose values the base handler makes itself from digits and hex digests.
+_SAFE_HEADERS = frozenset(
+    {"ETag", "X-Pagination-Page", "X-Pagination-Limit", "X-Pagination-Count", "X-Pagination-Total"}
+)
 
 _VERB_TABLES: dict[tuple[Any, str, Any], tuple[frozenset[str], str]] = {}
 
@@ -112,7 +120,8 @@ class ApiHandler(tornado.web.RequestHandler):
         self._query: dict[str, list[str]] | None = None
         self._apply_default_headers()
         headers = self.request.headers
-        if "Transfer-Encoding" not in headers and headers.get("Content-Length", "0") == "0":
+        self.bodiless = "Transfer-Encoding" not in headers and headers.get("Content-Length", "0") == "0"
+        if self.bodiless:
             # Bodies are streamed, so tornado calls prepare() before it marks the read
             # done, and an answer given there (401, 404, 405) would close the kept-alive
             # connection. A request without a body has nothing left to read: say so.
@@ -283,8 +292,13 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def _send(self, status: int, body: bytes | None, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
         self.set_status(status)
-        for name, value in (headers or {}).items():
-            self.set_header(name, value)
+        if headers:
+            table = self._headers
+            for name, value in headers.items():
+                if name in _SAFE_HEADERS:
+                    table[name] = value  # our own digits and hex: set_header's checks skipped
+                else:
+                    self.set_header(name, value)
         if body is None:
             self.clear_header("Content-Type")
             return self.finish()

@@ -126,8 +126,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX idempotency_key_created_at ON idempotency_key (created_at);
     """,
     # 3: assigned ids come from a counter that never goes back, so a deleted row's id
-    # is never given out again; ids chosen by clients (POST with id, imports) leave it
-    # alone. Seeded past the ids assigned so far (MAX(id) + 1: what was next before).
+    # is never given out again; ids chosen by clients (POST with id) leave it alone; an
+    # import moves it past its highest id below COUNTER_LIMIT (_Import.finish).
+    # Seeded past the ids assigned so far (MAX(id) + 1: what was next before).
     """
     CREATE TABLE id_counter (
         name TEXT PRIMARY KEY,
@@ -195,6 +196,9 @@ class SQLiteStore(Store):
         self.path = path
         self.synchronous = "NORMAL"
         self._db: sqlite3.Connection | None = None
+        # Inserts waiting for this loop iteration's group commit (_flush_inserts).
+        self._inserts: list[tuple[asyncio.Future[dict[str, Any]], Any, dict[str, Any], Parent | None, Check | None]] = []
+        self._flush_scheduled = False
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -256,6 +260,14 @@ class SQLiteStore(Store):
                 for statement in split_statements(script):
                     db.execute(statement)
             db.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+            # FTS5 merges its segments as rows come: at its default (4 segments per
+            # level) every insert transaction pays for merging; 16 writes several
+            # times less, for a few more segments to read per search. Set here, not
+            # in a migration: an import resets the value when it ends.
+            for search in ("ticket_search", "message_search"):
+                found = db.execute(f"SELECT v FROM {search}_config WHERE k = 'automerge'").fetchone()
+                if found is None or found[0] != SEARCH_AUTOMERGE:
+                    db.execute(f"INSERT INTO {search} ({search}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -284,7 +296,9 @@ class SQLiteStore(Store):
                 raise StoreUnavailable(f"the commit failed: {exc}") from exc
 
     async def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent); queued inserts are committed first."""
+        if self._inserts:
+            self._flush_inserts()
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -408,26 +422,100 @@ class SQLiteStore(Store):
         parent: Parent | None = None,
         check_parent: Check | None = None,
     ) -> dict[str, Any]:
-        """Insert in one transaction: parent checked, chosen id refused when taken."""
+        """Insert in one transaction: parent checked, chosen id refused when taken.
+
+        Group commit: the inserts asked for in one event-loop iteration share one
+        transaction (each in a SAVEPOINT of its own, so one's error leaves the others
+        alone), and each caller gets its row only after that COMMIT returned. A
+        commit per row costs far more than the row (the search index writes and
+        merges a segment per transaction).
+        """
         row = dict(values)
         row["created_at"] = row["updated_at"] = timestamp(now)
-        table = _name(decl.name)
-        with self.transaction() as db:
-            if parent is not None:
-                parent_decl, parent_id = parent
-                parent_row = self._get(db, parent_decl, parent_id, None)
-                if check_parent is not None:
-                    check_parent(parent_row)
-                row[decl.parent_field] = parent_id
-            if row.get("id") is not None:
-                if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row["id"],)).fetchone():
-                    raise AlreadyExists(decl.name, row["id"])
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._inserts.append((future, decl, row, parent, check_parent))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_inserts)
+        return await future
+
+    def _flush_inserts(self) -> None:
+        """Run the queued inserts in one transaction, then answer each one."""
+        self._flush_scheduled = False
+        jobs = [job for job in self._inserts if not job[0].done()]  # a cancelled caller: nothing to do
+        self._inserts = []
+        if not jobs:
+            return
+        outcomes: list[tuple[asyncio.Future[dict[str, Any]], BaseException | None, Any]] = []
+        try:
+            with self.transaction() as db:
+                if len(jobs) == 1:
+                    future, decl, row, parent, check_parent = jobs[0]
+                    try:
+                        outcomes.append((future, None, self._insert(db, decl, row, parent, check_parent)))
+                    except Exception as exc:  # rolled back by transaction(); the caller gets it
+                        outcomes.append((future, exc, None))
+                        raise
+                else:
+                    for future, decl, row, parent, check_parent in jobs:
+                        db.execute("SAVEPOINT medusa_insert")
+                        try:
+                            result = self._insert(db, decl, row, parent, check_parent)
+                        except Exception as exc:
+                            # Undo this row only; if SQLite cannot (the transaction is
+                            # gone), every row of the batch fails below.
+                            db.execute("ROLLBACK TO medusa_insert")
+                            db.execute("RELEASE medusa_insert")
+                            outcomes.append((future, exc, None))
+                            continue
+                        db.execute("RELEASE medusa_insert")
+                        outcomes.append((future, None, result))
+        except BaseException as exc:
+            failed = {id(f): e for f, e, _ in outcomes if e is not None}
+            for future, *_ in jobs:
+                if not future.done():
+                    error = failed.get(id(future), exc)
+                    if isinstance(error, sqlite3.OperationalError) and _busy(error):
+                        error = StoreUnavailable(f"the database is busy: {error}")
+                    future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for future, error, result in outcomes:
+            if future.done():
+                continue
+            if error is not None:
+                if isinstance(error, sqlite3.OperationalError) and _busy(error):
+                    error = StoreUnavailable(f"the database is busy: {error}")
+                future.set_exception(error)
             else:
-                row["id"] = _assign_id(db, decl.name, table)
-            columns = ", ".join(_name(c) for c in row)
-            marks = ", ".join("?" for _ in row)
-            db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
-            return self._get(db, decl, row["id"], None)
+                future.set_result(result)
+
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        decl: Any,
+        row: dict[str, Any],
+        parent: Parent | None,
+        check_parent: Check | None,
+    ) -> dict[str, Any]:
+        table = _name(decl.name)
+        if parent is not None:
+            parent_decl, parent_id = parent
+            parent_row = self._get(db, parent_decl, parent_id, None)
+            if check_parent is not None:
+                check_parent(parent_row)
+            row[decl.parent_field] = parent_id
+        if row.get("id") is not None:
+            if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row["id"],)).fetchone():
+                raise AlreadyExists(decl.name, row["id"])
+        else:
+            row["id"] = _assign_id(db, decl.name, table)
+        columns = ", ".join(_name(c) for c in row)
+        marks = ", ".join("?" for _ in row)
+        db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
+        return self._get(db, decl, row["id"], None)
 
     async def update_row(
         self,
@@ -521,7 +609,8 @@ class SQLiteStore(Store):
         thread: SQLite works (without the GIL) on batch N while the caller's
         iterator parses and validates batch N + 1 on the event loop. The write lock
         is held for the whole run: other writers wait (busy timeout), then get
-        StoreUnavailable.
+        StoreUnavailable. At the end, each id counter is moved past the highest id
+        imported below COUNTER_LIMIT (never back).
         """
         loop = asyncio.get_running_loop()
         own = self.path != ":memory:"
@@ -655,6 +744,10 @@ def _assign_id(db: sqlite3.Connection, name: str, table: str) -> int:
     return candidate
 
 
+# An import moves an id counter past its highest id below this; a huge chosen id
+# (up to 2^63 - 1) leaves the counter alone, so it is never exhausted by one row.
+COUNTER_LIMIT = 2**62
+SEARCH_AUTOMERGE = 16  # FTS5 automerge of the search indexes (see SQLiteStore._migrate)
 _TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row_total (migration 4)
 _DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
 _TEXT_CHUNK = 10_000  # rows per search-index statement in an import
@@ -731,6 +824,8 @@ class _Import:
         self.text: dict[str, list[tuple[Any, ...]]] = {}  # search index rows not yet written
         self.count = 0
         self.cache_before = -2000
+        # The highest id imported below COUNTER_LIMIT, per table: the id counters move past it.
+        self.highest: dict[str, int] = {decl.name: 0, **({child.name: 0} if child is not None else {})}
 
     def begin(self) -> None:
         db = self.db
@@ -776,6 +871,7 @@ class _Import:
             _insert_values(db, "temp.medusa_import_seen", ["id"], [(i,) for i in ids])
         rows = [row for row, _ in batch]
         _insert_values(db, table, self.columns, [tuple([row[c] for c in self.columns]) for row in rows])
+        self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(ids))
         if self.aside is not None:
             self._index_text(decl, rows)
         if child is not None:
@@ -788,6 +884,7 @@ class _Import:
                     raise AlreadyExists(child.name, next(i for i in child_ids if i in taken))
                 cols = self.child_columns
                 _insert_values(db, _name(child.name), cols, [tuple([item[c] for c in cols]) for item in items])
+                self.highest[child.name] = max(self.highest[child.name], _highest_below_limit(child_ids))
                 if self.aside is not None:
                     self._index_text(child, items)
         self.count += len(batch)
@@ -814,10 +911,21 @@ class _Import:
             decls = [d for d in (self.decl, self.child) if d is not None]
             for d in decls:
                 self._index_text(d, [], flush=True)
-                if d.search_fields:  # back to FTS5's default incremental merging
+                if d.search_fields:
                     search = _name(d.name + "_search")
-                    db.execute(f"INSERT INTO {search} ({search}, rank) VALUES ('automerge', 4)")
+                    # Merge the bulk-written segments now, inside the import, rather than
+                    # in the first POSTs after it (one of them would pay seconds for it);
+                    # then back to the store's own incremental merging.
+                    db.execute(f"INSERT INTO {search} ({search}) VALUES ('optimize')")
+                    db.execute(f"INSERT INTO {search} ({search}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,))
             _restore(db, self.aside, decls)
+        for name, top in self.highest.items():
+            if top:  # past the imported ids: the next POST does not walk them for a free id
+                db.execute(
+                    "INSERT INTO id_counter (name, next_id) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET next_id = MAX(next_id, excluded.next_id)",
+                    (name, top + 1),
+                )
         db.execute(f"PRAGMA cache_size = {self.cache_before}")
         try:
             db.execute("COMMIT")
@@ -828,6 +936,11 @@ class _Import:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         self.db.execute(f"PRAGMA cache_size = {self.cache_before}")
+
+
+def _highest_below_limit(ids: Sequence[int]) -> int:
+    """Return the highest of `ids` below COUNTER_LIMIT (0 if none)."""
+    return max((i for i in ids if i < COUNTER_LIMIT), default=0)
 
 
 def _all_empty(db: sqlite3.Connection, tables: Sequence[str]) -> bool:
