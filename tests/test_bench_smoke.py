@@ -2,6 +2,8 @@
 
 Needs wrk (`apt-get install wrk`). Skipped only when wrk is missing outside CI; in CI
 (the CI environment variable set, as .ci/run and CI services do) a missing wrk fails.
+With MEDUSA_V2_TEST_PG_URL set (CI sets it), the smoke includes a tiny PostgreSQL run
+on a database of its own, dropped at the end.
 """
 
 from __future__ import annotations
@@ -39,9 +41,24 @@ def test_bench_smoke(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     text = report.read_text()
-    for heading in ("## Machine", "## Throughput", "## Scaling", "## Import and export", "**ceiling**"):
+    for heading in (
+        "## Machine",
+        "## Throughput, SQLite",
+        "## Several processes, SQLite (`[API] processes = 2`",
+        "## Scaling, SQLite",
+        "## Import and export",
+        "**ceiling**",
+    ):
         assert heading in text
     for scenario in ("GET one (JWT)", "GET one (API key)", "(304)", "list of 20", "POST", "PATCH"):
         assert scenario in text
-    seeded = [line for line in text.splitlines() if line.startswith("| 300 |")]
-    assert seeded and "| yes |" in seeded[0]  # import then export gave back the same bytes
+    stores = ["SQLite"]
+    if os.environ.get("MEDUSA_V2_TEST_PG_URL", "").strip():
+        stores.append("PostgreSQL")
+        for heading in ("## Throughput, PostgreSQL", "## Scaling, PostgreSQL", "| PostgreSQL |"):
+            assert heading in text
+    else:
+        assert "PostgreSQL not run" in text
+    for store in stores:
+        seeded = [line for line in text.splitlines() if line.startswith(f"| {store} | 300 |")]
+        assert seeded and "| yes |" in seeded[0]  # import then export gave back the same bytes

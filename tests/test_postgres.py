@@ -173,10 +173,10 @@ def explain(url: str, query: ListQuery) -> tuple[str, str]:
     """Return the plans of the page statement and of the count, as list_rows builds them."""
     import psycopg
 
-    from medusa_v2.store.postgres import _order_by, _where
+    from medusa_v2.store.postgres import _order_by, _where, page_sql
 
     where, params = _where(TICKET, query, None)
-    page = f'SELECT * FROM "ticket"{where} ORDER BY {_order_by(TICKET, query.sort)} LIMIT %s OFFSET %s'
+    page = page_sql('"ticket"', where, _order_by(TICKET, query.sort), bool(query.q))
     count = f'SELECT COUNT(*) FROM "ticket"{where}'
     with psycopg.connect(url, autocommit=True) as conn:
         plans = []

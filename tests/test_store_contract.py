@@ -165,6 +165,79 @@ def test_chosen_ids_do_not_move_the_counter_and_are_skipped(io_loop, store):
         add(io_loop, store, id=7)
 
 
+def imported(io_loop, store, tickets, replace=False):
+    """Import tickets given as (id, [message ids]) through Store.import_rows, in two batches."""
+    stamp = timestamp(NOW)
+    docs = [
+        (
+            {
+                "id": i,
+                "title": f"imported {i}",
+                "description": "",
+                "state": "open",
+                "priority": 3,
+                "assignee": None,
+                "created_at": stamp,
+                "updated_at": stamp,
+            },
+            [
+                {"id": m, "ticket_id": i, "author": "a", "body": "b", "created_at": stamp, "updated_at": stamp}
+                for m in messages
+            ],
+        )
+        for i, messages in tickets
+    ]
+
+    async def batches():
+        half = len(docs) // 2
+        for batch in (docs[:half], docs[half:]):
+            if batch:
+                yield batch
+
+    return run(io_loop, store.import_rows(TICKET, MESSAGE, batches(), replace=replace))
+
+
+def add_message(io_loop, store, ticket_id):
+    return run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "b"}, NOW, (TICKET, ticket_id)))
+
+
+def test_an_import_moves_the_counters_past_its_ids(io_loop, store):
+    huge = 2**62  # from here on, an imported id leaves the counter alone (never exhausted)
+    assert imported(io_loop, store, [(3, [7]), (1_000_000, [900_000, 5]), (huge, [huge + 1]), (MAX_ID, [])]) == 4
+    assert add(io_loop, store)["id"] == 1_000_001  # no walk over the imported block
+    assert add_message(io_loop, store, 3)["id"] == 900_001
+    assert imported(io_loop, store, [(10, [])]) == 1  # below the counter: it does not go back
+    assert add(io_loop, store)["id"] == 1_000_002
+    assert imported(io_loop, store, [(1_000_000, [])], replace=True) == 1
+    assert add(io_loop, store)["id"] == 1_000_003
+
+
+def test_an_import_of_huge_ids_only_leaves_the_counters_alone(io_loop, store):
+    assert imported(io_loop, store, [(MAX_ID, [MAX_ID]), (2**62, [2**62])]) == 2
+    assert add(io_loop, store)["id"] == 1
+    assert add_message(io_loop, store, 1)["id"] == 1
+
+
+def test_the_unfiltered_count_follows_inserts_imports_and_deletes(io_loop, store):
+    def total():
+        return run(io_loop, store.list_rows(TICKET, ListQuery())).count
+
+    assert total() == 0
+    for _ in range(3):
+        add(io_loop, store)
+    imported(io_loop, store, [(10, [11]), (20, []), (30, [])])
+    assert total() == 6
+    imported(io_loop, store, [(20, []), (40, [])], replace=True)  # one replaced, one new
+    assert total() == 7
+    run(io_loop, store.delete_row(TICKET, 10))
+    with pytest.raises(NotFound):
+        run(io_loop, store.delete_row(TICKET, 10))
+    with pytest.raises(AlreadyExists):
+        add(io_loop, store, id=1)
+    assert total() == 6
+    assert total() == run(io_loop, store.list_rows(TICKET, ListQuery(filters={"state": ("open", "closed")}))).count
+
+
 def test_message_ids_never_reused_either(io_loop, store):
     t = add(io_loop, store)
     made = [
