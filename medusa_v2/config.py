@@ -28,7 +28,7 @@ from medusa_v2.settings import Settings, SettingsError
 try:
     import fcntl
 except ImportError:  # Windows: writers are not serialised, the rename is still atomic
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["CONFIGSPEC", "ConfigError", "default_config_path", "load_config", "write_settings"]
 
@@ -288,9 +288,7 @@ def _store_secrets(path: str, generated: dict[str, str], label: str) -> dict[str
 # -- writing ----------------------------------------------------------------------------
 
 
-def write_settings(
-    path: str | os.PathLike[str], changes: Mapping[str, Mapping[str, str | list[str] | tuple[str, ...]]]
-) -> None:
+def write_settings(path: str | os.PathLike[str], changes: Mapping[str, Mapping[str, Value]]) -> None:
     """Set `changes` (section → key → value) in config.ini, atomically, keeping the rest.
 
     Lines of other keys, comments and order are left byte-for-byte; a missing key is
@@ -301,9 +299,12 @@ def write_settings(
     _update_file(os.path.abspath(label), lambda _current: changes, label)
 
 
+Value = str | list[str] | tuple[str, ...]
+
+
 def _update_file(
     path: str,
-    compute: Callable[[ConfigObj], Mapping[str, Mapping[str, str]]],
+    compute: Callable[[ConfigObj], Mapping[str, Mapping[str, Value]]],
     label: str,
 ) -> ConfigObj:
     """Apply compute(current config) to the file under a lock; return the new config."""
@@ -361,7 +362,7 @@ def _atomic_write(path: str, data: bytes, directory_fd: int | None) -> None:
         os.fsync(directory_fd)  # make the rename itself survive a crash
 
 
-def _check_round_trip(before: ConfigObj, after: ConfigObj, changes: dict[str, dict[str, str]]) -> None:
+def _check_round_trip(before: ConfigObj, after: ConfigObj, changes: dict[str, dict[str, Value]]) -> None:
     """Refuse a patch unless it changed exactly the requested keys to the requested values."""
     expected = before.dict()
     for section, values in changes.items():
@@ -370,7 +371,7 @@ def _check_round_trip(before: ConfigObj, after: ConfigObj, changes: dict[str, di
         raise ValueError("the change cannot be written to config.ini without altering other keys")
 
 
-def _patched(old: bytes | None, changes: dict[str, dict[str, str]]) -> bytes:
+def _patched(old: bytes | None, changes: dict[str, dict[str, Value]]) -> bytes:
     """Return the file's bytes with `changes` applied line by line."""
     data = old if old is not None else _NEW_FILE_HEADER.encode()
     bom = _BOM if data.startswith(_BOM) else b""
@@ -432,6 +433,7 @@ def _replaced(line: str, value: str, newline: str) -> str:
     body = line.rstrip("\r\n")
     ending = line[len(body):] or newline
     match = _KEY_LINE.match(body)
+    assert match is not None  # _locate() only hands over lines this pattern matched
     head, old_value = body[:match.start(3)], match.group(3)
     comment = ""
     if not old_value.startswith(('"""', "'''")):

@@ -142,7 +142,9 @@ async def run_worker(
     watcher = None
     if settings.config_path:
         # Another worker's PATCH /config (or an edit) reaches this one within a second.
-        watcher = tornado.ioloop.PeriodicCallback(ConfigWatcher(api, settings.config_path).check, 1000)
+        config_watcher = ConfigWatcher(api, settings.config_path)
+        config_watcher.check()
+        watcher = tornado.ioloop.PeriodicCallback(config_watcher.check, 1000)
         watcher.start()
 
     stopping = asyncio.Event()
@@ -263,8 +265,8 @@ class Supervisor:
             if pid == 0:
                 time.sleep(0.05)
                 continue
-            slot = self.children.pop(pid, None)
-            if slot is None or self.stopping:
+            slot = self.children.pop(pid, -1)
+            if slot < 0 or self.stopping:
                 continue
             log.warning("worker %d exited (%s); starting a new one", pid, _describe(status))
             time.sleep(self.RESTART_DELAY)  # no hot loop if workers die at start

@@ -95,7 +95,7 @@ def _verify_scrypt(stored: str, candidate: bytes) -> bool:
         return False
     n, r, p = (_decimal(field) for field in fields[1:4])
     salt, expected = _from_b64url(fields[4]), _from_b64url(fields[5])
-    if None in (n, r, p) or not salt or expected is None:
+    if n is None or r is None or p is None or not salt or expected is None:
         return False
     if n < 2 or n & (n - 1) or n > _MAX_SCRYPT_N or r > _MAX_SCRYPT_R or p > _MAX_SCRYPT_P:
         return False

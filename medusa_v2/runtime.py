@@ -207,7 +207,9 @@ class ConfigWatcher:
     def __init__(self, api: Any, path: str) -> None:
         self.api = api
         self.path = path
-        self._seen = self._stamp()
+        # Nothing seen yet: the first check reads the file, so a change made between
+        # this process's start and its watcher's first look is not missed.
+        self._seen: tuple[int, int, int] | None = None
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:

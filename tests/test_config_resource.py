@@ -201,7 +201,7 @@ def test_sigkill_during_patch_leaves_the_old_or_the_new_file(tmp_path):
         window = load_config(config, write_back=False).login_window  # parses: never truncated
         assert window in (int(re.search(rb"login_window = (\d+)", old).group(1)), new_window)
         assert text.startswith("# comment\n")
-        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".config.ini") or p.suffix == ".tmp"]
+        # (A writer killed mid-write may leave its temporary file beside config.ini.)
 
 
 def test_a_patch_reaches_every_worker(tmp_path):
