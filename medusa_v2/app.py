@@ -20,7 +20,7 @@ from .store import Store, open_store
 access_log = logging.getLogger("medusa_v2.access")
 
 
-class LoopBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class LoopBufferedHandler(logging.StreamHandler):
     """A StreamHandler that writes its lines once per event-loop iteration.
 
     Under load one loop iteration answers several requests: their access-log lines
@@ -49,7 +49,7 @@ class LoopBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             converter = self.formatter.converter if self.formatter is not None else time.localtime
             self._second_text = time.strftime(logging.Formatter.default_time_format, converter(record.created))
             self._second = second
-        return logging.Formatter.default_msec_format % (self._second_text, record.msecs)
+        return (logging.Formatter.default_msec_format or "%s,%03d") % (self._second_text, record.msecs)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

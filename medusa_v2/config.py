@@ -69,21 +69,44 @@ body_timeout = float(default=60.0)
 
 # Settings field → (section, key) in config.ini.
 _KEYS: dict[str, tuple[str, str]] = {
-    **{name: ("General", name) for name in (
-        "web_host", "web_port", "web_root", "web_username", "web_password", "api_key",
-        "encryption_secret", "web_use_gzip", "handle_reverse_proxy", "enable_https",
-        "https_cert", "https_key", "developer",
-    )},
+    **{
+        name: ("General", name)
+        for name in (
+            "web_host",
+            "web_port",
+            "web_root",
+            "web_username",
+            "web_password",
+            "api_key",
+            "encryption_secret",
+            "web_use_gzip",
+            "handle_reverse_proxy",
+            "enable_https",
+            "https_cert",
+            "https_key",
+            "developer",
+        )
+    },
     "database_url": ("Database", "url"),
-    **{name: ("API", name) for name in (
-        "cors_origins", "max_body_size", "login_max_failures", "login_window",
-        "token_api_key", "resources", "extra_handlers", "processes", "shutdown_timeout",
-        "idle_timeout", "body_timeout",
-    )},
+    **{
+        name: ("API", name)
+        for name in (
+            "cors_origins",
+            "max_body_size",
+            "login_max_failures",
+            "login_window",
+            "token_api_key",
+            "resources",
+            "extra_handlers",
+            "processes",
+            "shutdown_timeout",
+            "idle_timeout",
+            "body_timeout",
+        )
+    },
 }
 # Keys whose values never appear in an error message (a database URL may hold a password).
-_HIDDEN = {("General", "web_password"), ("General", "api_key"),
-           ("General", "encryption_secret"), ("Database", "url")}
+_HIDDEN = {("General", "web_password"), ("General", "api_key"), ("General", "encryption_secret"), ("Database", "url")}
 _GENERATED_SECRETS: dict[str, Callable[[], str]] = {
     "api_key": lambda: secrets.token_hex(16),  # 32 hex digits, like Medusa's
     "encryption_secret": lambda: secrets.token_hex(32),
@@ -136,8 +159,9 @@ def _read_bytes(path: str, label: str) -> bytes | None:
 def _parse(data: bytes, label: str, configspec: list[str] | None = None) -> ConfigObj:
     """Parse config.ini text; list values on, interpolation off (values are literal)."""
     try:
-        return ConfigObj(io.BytesIO(data), configspec=configspec, encoding="utf-8",
-                         interpolation=False, raise_errors=True)
+        return ConfigObj(
+            io.BytesIO(data), configspec=configspec, encoding="utf-8", interpolation=False, raise_errors=True
+        )
     except UnicodeDecodeError:
         raise ConfigError(label, "the file is not valid UTF-8") from None
     except ConfigObjError as exc:
@@ -209,7 +233,7 @@ def _database_url(url: str, directory: str) -> str:
     if not url:
         return "sqlite:///" + _resolve(directory, "medusa_v2.db")
     if url.startswith("sqlite:") and not url.startswith("sqlite:/"):
-        relative = url[len("sqlite:"):]
+        relative = url[len("sqlite:") :]
         if relative == ":memory:":
             return "sqlite:///:memory:"
         if relative:
@@ -238,7 +262,8 @@ def _check_medusa_encryption(cfg: ConfigObj, label: str) -> None:
             label,
             f"stored encrypted by Medusa (encryption_version = {version}), which medusa_v2 "
             "cannot read; set it again with medusa-v2 set-password --config PATH",
-            "General", "web_password",
+            "General",
+            "web_password",
         )
 
 
@@ -375,8 +400,8 @@ def _patched(old: bytes | None, changes: dict[str, dict[str, Value]]) -> bytes:
     """Return the file's bytes with `changes` applied line by line."""
     data = old if old is not None else _NEW_FILE_HEADER.encode()
     bom = _BOM if data.startswith(_BOM) else b""
-    lines = data[len(bom):].decode("utf-8").splitlines(keepends=True)
-    newline = next((line[len(line.rstrip("\r\n")):] for line in lines if line.endswith(("\n", "\r"))), "\n")
+    lines = data[len(bom) :].decode("utf-8").splitlines(keepends=True)
+    newline = next((line[len(line.rstrip("\r\n")) :] for line in lines if line.endswith(("\n", "\r"))), "\n")
     if lines and not lines[-1].endswith(("\n", "\r")):
         lines[-1] += newline
     for section, values in changes.items():
@@ -419,7 +444,7 @@ def _set_line(lines: list[str], section: str, key: str, value: str, newline: str
     spans, section_ends = _locate(lines)
     if (section, key) in spans:
         first, last = spans[section, key]
-        lines[first:last + 1] = [_replaced(lines[first], value, newline)]
+        lines[first : last + 1] = [_replaced(lines[first], value, newline)]
     elif section in section_ends:
         lines.insert(section_ends[section], f"{key} = {value}{newline}")
     else:
@@ -431,10 +456,10 @@ def _set_line(lines: list[str], section: str, key: str, value: str, newline: str
 def _replaced(line: str, value: str, newline: str) -> str:
     """Return `line` with its value replaced, keeping indentation, `=` spacing and comment."""
     body = line.rstrip("\r\n")
-    ending = line[len(body):] or newline
+    ending = line[len(body) :] or newline
     match = _KEY_LINE.match(body)
     assert match is not None  # _locate() only hands over lines this pattern matched
-    head, old_value = body[:match.start(3)], match.group(3)
+    head, old_value = body[: match.start(3)], match.group(3)
     comment = ""
     if not old_value.startswith(('"""', "'''")):
         parsed = ConfigObj([f"k = {old_value}"], interpolation=False)
@@ -442,7 +467,7 @@ def _replaced(line: str, value: str, newline: str) -> str:
     spacing = ""
     if comment:
         before_comment = old_value[: len(old_value) - len(comment)]
-        spacing = before_comment[len(before_comment.rstrip()):]
+        spacing = before_comment[len(before_comment.rstrip()) :]
     if head.endswith("=") and head[:-1].endswith((" ", "\t")):
         head += " "  # "key =" had no value: give the new one the usual "key = value" spacing
     return f"{head}{value}{spacing}{comment}{ending}"

@@ -211,7 +211,9 @@ class Supervisor:
 
     RESTART_DELAY = 0.5
 
-    def __init__(self, settings: Settings, sockets: list[socket.socket], tls: ssl.SSLContext | None, count: int) -> None:
+    def __init__(
+        self, settings: Settings, sockets: list[socket.socket], tls: ssl.SSLContext | None, count: int
+    ) -> None:
         self.settings = settings
         self.sockets = sockets
         self.tls = tls

@@ -29,8 +29,10 @@ class AuthenticateHandler(ApiHandler):
         """Revoke the token this request was authenticated with."""
         identity = self.identity
         if identity is None or identity.method != "token":
-            raise unauthorized("No authorization token.") if identity is None else ApiError(
-                400, "DELETE /authenticate revokes a token: send it as 'x-auth: Bearer <token>'"
+            raise (
+                unauthorized("No authorization token.")
+                if identity is None
+                else ApiError(400, "DELETE /authenticate revokes a token: send it as 'x-auth: Bearer <token>'")
             )
         await self.api.auth.revoke(identity.claims)
         await self._send(204, None)

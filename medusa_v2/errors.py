@@ -38,4 +38,3 @@ class ApiError(HTTPError):
         if self.errors:
             doc["errors"] = self.errors
         return doc
-

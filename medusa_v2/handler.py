@@ -75,7 +75,7 @@ _SAFE_HEADERS = frozenset(
 _VERB_TABLES: dict[tuple[Any, str, Any], tuple[frozenset[str], str]] = {}
 
 
-class _AnyMethod(tuple):  # type: ignore[type-arg]
+class _AnyMethod(tuple[str, ...]):
     """Let every verb (TRACE, PROPFIND...) reach prepare(), which answers 405 or 404.
 
     Tornado would refuse verbs outside its own list with a bare 405 before prepare(),
@@ -187,7 +187,9 @@ class ApiHandler(tornado.web.RequestHandler):
         if has_body:
             ctype, _, params = headers.get("Content-Type", "").partition(";")
             charset = re.search(r"charset\s*=\s*\"?([\w-]+)", params, re.I)
-            if not _JSON_TYPE.match(ctype.strip().lower()) or (charset and charset.group(1).lower() not in ("utf-8", "utf8")):
+            if not _JSON_TYPE.match(ctype.strip().lower()) or (
+                charset and charset.group(1).lower() not in ("utf-8", "utf8")
+            ):
                 raise ApiError(415, "Unsupported Content-Type: send the body as application/json (UTF-8)")
 
     def data_received(self, chunk: bytes) -> None:
@@ -344,5 +346,3 @@ class ApiHandler(tornado.web.RequestHandler):
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
-
-

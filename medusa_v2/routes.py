@@ -89,8 +89,17 @@ def get_apiv2_handlers(
         path = res.path_pattern()
         depth = path.count("/")
         item = f"{prefix}{path}/(?P<{res.id_key()}>[^/]+)/?"
-        rules.append((depth + 1, tornado.web.url(item, ResourceHandler, {"api": api, "kind": "item", "resource": instance})))
-        rules.append((depth, tornado.web.url(f"{prefix}{path}/?", ResourceHandler, {"api": api, "kind": "collection", "resource": instance})))
+        rules.append(
+            (depth + 1, tornado.web.url(item, ResourceHandler, {"api": api, "kind": "item", "resource": instance}))
+        )
+        rules.append(
+            (
+                depth,
+                tornado.web.url(
+                    f"{prefix}{path}/?", ResourceHandler, {"api": api, "kind": "collection", "resource": instance}
+                ),
+            )
+        )
     # The API description, built once from the same resources and handlers as the rules.
     document = encode_json(build_openapi(base, mounted, api.settings, handlers=fixed))
     for path, handler in fixed:

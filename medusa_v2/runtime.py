@@ -193,7 +193,9 @@ class ConfigHandler(ApiHandler):
                 write_settings(current.config_path, changes)
             except (ConfigError, OSError, ValueError) as exc:
                 log.error("PATCH /config could not write %s: %s", current.config_path, exc)
-                raise ApiError(503, "The settings could not be saved; nothing changed", headers={"Retry-After": "5"}) from None
+                raise ApiError(
+                    503, "The settings could not be saved; nothing changed", headers={"Retry-After": "5"}
+                ) from None
         if accepted:
             self.api.apply_settings(new)
         shown = describe(new, self.api.version)

@@ -13,7 +13,8 @@ import keyword
 import math
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["Settings", "SettingsError"]
@@ -209,7 +210,7 @@ def _database_url(value: Any) -> str:
 
 def _sqlite_file(url: str) -> str:
     """Return the path named by "sqlite:///abs/path" (also "sqlite:////abs/path")."""
-    rest = url[len(_SQLITE_PREFIX):]
+    rest = url[len(_SQLITE_PREFIX) :]
     if rest == ":memory:" or os.path.isabs(rest):  # Windows: sqlite:///C:/data/x.db
         return rest
     return "/" + rest.lstrip("/")
@@ -285,11 +286,7 @@ def _extra_handlers(value: Any) -> tuple[str, ...]:
     paths = _strings(value)
     for path in paths:
         module, colon, attribute = path.partition(":")
-        valid = (
-            _is_dotted(module) and _is_dotted(attribute)
-            if colon
-            else "." in path and _is_dotted(path)
-        )
+        valid = _is_dotted(module) and _is_dotted(attribute) if colon else "." in path and _is_dotted(path)
         if not valid:
             raise ValueError(f"{path!r} is not 'package.module:ClassName' or 'package.module.ClassName'")
     return paths

@@ -12,6 +12,7 @@ import jwt
 import pytest
 import tornado.httpserver
 import tornado.testing
+from conftest import API_KEY, PASSWORD, SECRET, USERNAME, Client
 
 import medusa_v2
 from medusa_v2.app import make_app
@@ -20,8 +21,6 @@ from medusa_v2.listing import Page
 from medusa_v2.passwords import hash_password
 from medusa_v2.resource import Resource
 from medusa_v2.store.sqlite import SQLiteStore
-
-from conftest import API_KEY, PASSWORD, SECRET, USERNAME, Client
 
 CHALLENGE = "WWW-Authenticate"
 NO_TOKEN = "No authorization token."
@@ -92,8 +91,13 @@ def b64url(data: bytes) -> str:
 
 
 def claims_at(now: float, **changes: Any) -> dict[str, Any]:
-    claims = {"iss": f"Medusa {medusa_v2.__version__}", "iat": int(now), "exp": int(now) + 3600,
-              "jti": "hand-made-jti", "username": USERNAME}
+    claims = {
+        "iss": f"Medusa {medusa_v2.__version__}",
+        "iat": int(now),
+        "exp": int(now) + 3600,
+        "jti": "hand-made-jti",
+        "username": USERNAME,
+    }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -265,8 +269,9 @@ async def test_hashed_password_works_for_basic_and_login(client, settings):
     assert r.code == 200
     assert (await login(client)).code == 200
     # The stored hash is not itself a password.
-    assert_401(await client.get("/thing/1", headers=basic(f"{USERNAME}:{settings.web_password}"), auth=None),
-               INVALID_USER_PASS)
+    assert_401(
+        await client.get("/thing/1", headers=basic(f"{USERNAME}:{settings.web_password}"), auth=None), INVALID_USER_PASS
+    )
     r = await login(client, password=settings.web_password)
     assert_401(r, "Invalid credentials")
 
@@ -312,15 +317,30 @@ async def test_login_api_key_claim_is_opt_in(client):
 @pytest.mark.parametrize("exp", [0, -1, 2592001, "60", 1.5, 60.0, True, None, [60], {"s": 60}, 10**30])
 @pytest.mark.gen_test
 async def test_login_bad_exp_is_400(client, exp):
-    r = await client.post("/authenticate", body=json.dumps({"username": USERNAME, "password": PASSWORD, "exp": exp}),
-                          headers={"Content-Type": "application/json"}, auth=None)
+    r = await client.post(
+        "/authenticate",
+        body=json.dumps({"username": USERNAME, "password": PASSWORD, "exp": exp}),
+        headers={"Content-Type": "application/json"},
+        auth=None,
+    )
     assert r.code == 400, (exp, r.body)
     assert "exp" in r.json["error"]
     assert r.headers["X-Medusa-Server"] == medusa_v2.__version__
 
 
-@pytest.mark.parametrize("body", [b"[]", b"null", b'"x"', b"1", b"", b"{bad", b'{"username": "medusa", "password": 1}',
-                                  b'{"username": ["medusa"], "password": "x"}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b"null",
+        b'"x"',
+        b"1",
+        b"",
+        b"{bad",
+        b'{"username": "medusa", "password": 1}',
+        b'{"username": ["medusa"], "password": "x"}',
+    ],
+)
 @pytest.mark.gen_test
 async def test_login_body_not_an_object_is_400(client, body):
     r = await client.post("/authenticate", body=body, headers={"Content-Type": "application/json"}, auth=None)
@@ -330,16 +350,26 @@ async def test_login_body_not_an_object_is_400(client, body):
 
 @pytest.mark.gen_test
 async def test_login_form_body_is_415(client):
-    r = await client.post("/authenticate", body=f"username={USERNAME}&password={PASSWORD}",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"}, auth=None)
+    r = await client.post(
+        "/authenticate",
+        body=f"username={USERNAME}&password={PASSWORD}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=None,
+    )
     assert r.code == 415
     assert "token" not in r.json
 
 
 @pytest.mark.parametrize(
     "body",
-    [{"username": USERNAME, "password": "wrong"}, {"username": "root", "password": PASSWORD},
-     {"username": USERNAME}, {"password": PASSWORD}, {}, {"username": USERNAME, "password": ""}],
+    [
+        {"username": USERNAME, "password": "wrong"},
+        {"username": "root", "password": PASSWORD},
+        {"username": USERNAME},
+        {"password": PASSWORD},
+        {},
+        {"username": USERNAME, "password": ""},
+    ],
 )
 @pytest.mark.gen_test
 async def test_login_wrong_credentials_is_401(client, body):

@@ -75,10 +75,26 @@ def test_empty_file_gives_defaults(tmp_path):
     path = write(tmp_path / "config.ini", "")
     settings = load_config(path, write_back=False)
     defaults = Settings()
-    for name in ("web_host", "web_port", "web_root", "web_username", "web_password",
-                 "web_use_gzip", "handle_reverse_proxy", "enable_https", "developer",
-                 "cors_origins", "max_body_size", "login_max_failures", "login_window",
-                 "token_api_key", "resources", "extra_handlers", "processes", "shutdown_timeout"):
+    for name in (
+        "web_host",
+        "web_port",
+        "web_root",
+        "web_username",
+        "web_password",
+        "web_use_gzip",
+        "handle_reverse_proxy",
+        "enable_https",
+        "developer",
+        "cors_origins",
+        "max_body_size",
+        "login_max_failures",
+        "login_window",
+        "token_api_key",
+        "resources",
+        "extra_handlers",
+        "processes",
+        "shutdown_timeout",
+    ):
         assert getattr(settings, name) == getattr(defaults, name), name
     assert settings.web_host == "0.0.0.0" and settings.web_port == 8081
     assert settings.resources == ("ticket", "message")
@@ -112,9 +128,15 @@ def test_sample_config_loads_with_documented_defaults(tmp_path):
     settings = load_config(path, write_back=False)
     assert settings.web_host == "127.0.0.1"
     expected = dataclasses.replace(
-        Settings(), web_host="127.0.0.1", https_cert=settings.https_cert, https_key=settings.https_key,
-        database_url=settings.database_url, config_path=settings.config_path,
-        api_key=settings.api_key, encryption_secret=settings.encryption_secret)
+        Settings(),
+        web_host="127.0.0.1",
+        https_cert=settings.https_cert,
+        https_key=settings.https_key,
+        database_url=settings.database_url,
+        config_path=settings.config_path,
+        api_key=settings.api_key,
+        encryption_secret=settings.encryption_secret,
+    )
     assert settings == expected
     assert settings.web_password == "" and settings.web_username == ""
 
@@ -157,10 +179,19 @@ def test_booleans_accept_medusa_spellings(tmp_path, value):
     assert settings.developer is True
 
 
-@pytest.mark.parametrize("origin", [
-    "ftp://a.example", "https://a.example/path", "a.example", "https://", "https://u@a.example",
-    "https://a.example:99999", "https://a.example?x=1", "*, https://a.example",
-])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "ftp://a.example",
+        "https://a.example/path",
+        "a.example",
+        "https://",
+        "https://u@a.example",
+        "https://a.example:99999",
+        "https://a.example?x=1",
+        "*, https://a.example",
+    ],
+)
 def test_bad_cors_origin_names_the_key(tmp_path, origin):
     error = load_error(tmp_path, with_secrets(f"[API]\ncors_origins = {origin}\n"))
     assert_one_line_naming(error, "cors_origins")
@@ -186,37 +217,43 @@ def test_database_url_password_stays_out_of_errors_and_repr(tmp_path):
     assert "db.example" in repr(settings)
 
 
-@pytest.mark.parametrize(("url", "expected"), [
-    ("sqlite:///:memory:", "sqlite:///:memory:"),
-    ("sqlite:////srv/a.db", "sqlite:///srv/a.db"),
-    ("sqlite:///srv/a.db", "sqlite:///srv/a.db"),
-    ("sqlite:///srv//x/../a.db", "sqlite:///srv/a.db"),
-    ("sqlite:rel/a.db", "REL"),
-    ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
-    ("postgres://h/db", "postgres://h/db"),
-])
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("sqlite:////srv/a.db", "sqlite:///srv/a.db"),
+        ("sqlite:///srv/a.db", "sqlite:///srv/a.db"),
+        ("sqlite:///srv//x/../a.db", "sqlite:///srv/a.db"),
+        ("sqlite:rel/a.db", "REL"),
+        ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
+        ("postgres://h/db", "postgres://h/db"),
+    ],
+)
 def test_valid_database_urls(tmp_path, url, expected):
     settings = load_config(write(tmp_path / "c.ini", with_secrets(f"[Database]\nurl = {url}\n")), write_back=False)
     if expected == "REL":
-        expected = "sqlite://" + os.path.normpath(tmp_path / url[len("sqlite:"):])
+        expected = "sqlite://" + os.path.normpath(tmp_path / url[len("sqlite:") :])
     assert settings.database_url == expected
 
 
-@pytest.mark.parametrize(("section", "key", "value"), [
-    ("API", "max_body_size", "0"),
-    ("API", "login_max_failures", "0"),
-    ("API", "login_window", "2592001"),
-    ("API", "processes", "257"),
-    ("API", "shutdown_timeout", "nan"),
-    ("API", "shutdown_timeout", "-1"),
-    ("API", "resources", "Ticket"),
-    ("API", "resources", "ticket, ticket"),
-    ("API", "extra_handlers", "not a path"),
-    ("API", "extra_handlers", "nomodule"),
-    ("API", "token_api_key", "2"),
-    ("General", "web_root", "/a b"),
-    ("General", "web_host", '"local host"'),
-])
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("API", "max_body_size", "0"),
+        ("API", "login_max_failures", "0"),
+        ("API", "login_window", "2592001"),
+        ("API", "processes", "257"),
+        ("API", "shutdown_timeout", "nan"),
+        ("API", "shutdown_timeout", "-1"),
+        ("API", "resources", "Ticket"),
+        ("API", "resources", "ticket, ticket"),
+        ("API", "extra_handlers", "not a path"),
+        ("API", "extra_handlers", "nomodule"),
+        ("API", "token_api_key", "2"),
+        ("General", "web_root", "/a b"),
+        ("General", "web_host", '"local host"'),
+    ],
+)
 def test_bad_values_name_their_key(tmp_path, section, key, value):
     body = f"{key} = {value}\n" if section == "General" else f"[{section}]\n{key} = {value}\n"
     error = load_error(tmp_path, with_secrets(body))
@@ -236,14 +273,17 @@ def test_empty_resources_means_none(tmp_path):
     assert settings.resources == ()
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("[General]\nweb_port = 1\nweb_port = 2\n", "duplicate key 'web_port'"),
-    ("[General]\n[General]\n", "duplicate section"),
-    ("just some words\n", "line 1"),
-    ('[General]\nweb_host = "unterminated\n', "web_host"),
-    ("General = scalar\n", "[General] must be a section"),
-    ("[General]\n[[web_port]]\nx = 1\n", "web_port"),
-])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[General]\nweb_port = 1\nweb_port = 2\n", "duplicate key 'web_port'"),
+        ("[General]\n[General]\n", "duplicate section"),
+        ("just some words\n", "line 1"),
+        ('[General]\nweb_host = "unterminated\n', "web_host"),
+        ("General = scalar\n", "[General] must be a section"),
+        ("[General]\n[[web_port]]\nx = 1\n", "web_port"),
+    ],
+)
 def test_structural_errors_are_one_line(tmp_path, text, fragment):
     error = load_error(tmp_path, text)
     assert "\n" not in str(error)
@@ -313,11 +353,13 @@ def test_secrets_are_generated_and_written_back(tmp_path):
     after = path.read_text(encoding="utf-8").splitlines()
     before = COMMENTED.splitlines()
     assert len(after) == len(before)
-    changed = [(old, new) for old, new in zip(before, after) if old != new]
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
     assert changed == [
         ("api_key =", f"api_key = {settings.api_key}"),
-        ('encryption_secret = ""    # will be generated',
-         f"encryption_secret = {settings.encryption_secret}    # will be generated"),
+        (
+            'encryption_secret = ""    # will be generated',
+            f"encryption_secret = {settings.encryption_secret}    # will be generated",
+        ),
     ]
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
@@ -375,13 +417,14 @@ def test_write_settings_preserves_other_lines(tmp_path):
     write_settings(path, {"General": {"web_port": "9000", "web_username": "bob"}})
     text = path.read_text()
     assert text == original.replace("web_port=8081", "web_port=9000").replace(
-        "web_use_gzip = 1\n", "web_use_gzip = 1\nweb_username = bob\n")
+        "web_use_gzip = 1\n", "web_use_gzip = 1\nweb_username = bob\n"
+    )
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     settings = load_config(path, write_back=False)
     assert (settings.web_port, settings.web_username) == (9000, "bob")
 
 
-@pytest.mark.parametrize("value", ["", "a, b", "has # hash", " padded ", "it's \"quoted\"", "ünïcode", "$x%(y)s"])
+@pytest.mark.parametrize("value", ["", "a, b", "has # hash", " padded ", 'it\'s "quoted"', "ünïcode", "$x%(y)s"])
 def test_write_settings_round_trips_awkward_values(tmp_path, value):
     path = write(tmp_path / "config.ini", with_secrets())
     write_settings(path, {"General": {"web_password": value}})
@@ -415,10 +458,20 @@ def test_write_settings_keeps_crlf_and_symlink(tmp_path):
 # -- Settings --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("", ""), ("/", ""), ("//", ""), ("medusa", "/medusa"), ("/medusa", "/medusa"),
-    ("/medusa/", "/medusa"), ("medusa/", "/medusa"), ("//a//b//", "/a/b"), ("/a/b/c", "/a/b/c"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", ""),
+        ("/", ""),
+        ("//", ""),
+        ("medusa", "/medusa"),
+        ("/medusa", "/medusa"),
+        ("/medusa/", "/medusa"),
+        ("medusa/", "/medusa"),
+        ("//a//b//", "/a/b"),
+        ("/a/b/c", "/a/b/c"),
+    ],
+)
 def test_web_root_normalisation(raw, expected):
     assert Settings(web_root=raw).web_root == expected
 
@@ -459,10 +512,18 @@ def test_settings_is_frozen_and_replace_validates():
         settings.replace(web_port=0)
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("web_port", True), ("web_port", "8081"), ("developer", 1), ("cors_origins", "https://a.example"),
-    ("resources", ["ok", 3]), ("shutdown_timeout", float("inf")), ("database_url", "sqlite:rel.db"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("web_port", True),
+        ("web_port", "8081"),
+        ("developer", 1),
+        ("cors_origins", "https://a.example"),
+        ("resources", ["ok", 3]),
+        ("shutdown_timeout", float("inf")),
+        ("database_url", "sqlite:rel.db"),
+    ],
+)
 def test_settings_rejects_wrong_types(field, value):
     with pytest.raises(SettingsError) as info:
         Settings(**{field: value})
@@ -476,10 +537,16 @@ def test_settings_normalises_lists_to_tuples():
     hash(settings)
 
 
-@pytest.mark.parametrize(("url", "path"), [
-    ("sqlite:///srv/a.db", "/srv/a.db"), ("sqlite:////srv/a.db", "/srv/a.db"),
-    ("sqlite:///:memory:", ":memory:"), ("postgresql://h/db", None), ("", None),
-])
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///srv/a.db", "/srv/a.db"),
+        ("sqlite:////srv/a.db", "/srv/a.db"),
+        ("sqlite:///:memory:", ":memory:"),
+        ("postgresql://h/db", None),
+        ("", None),
+    ],
+)
 def test_sqlite_path(url, path):
     assert Settings(database_url=url).sqlite_path == path
 

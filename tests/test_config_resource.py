@@ -152,9 +152,21 @@ def test_watcher_applies_another_writers_change(settings, app):
 
 def _start(config: Path) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bin" / "medusa-v2"), "serve", "--config", str(config), "--host", "127.0.0.1",
-         "--port", "0"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+        [
+            sys.executable,
+            str(ROOT / "bin" / "medusa-v2"),
+            "serve",
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.stderr is not None
@@ -171,7 +183,9 @@ def _start(config: Path) -> tuple[subprocess.Popen, int]:
 
 def _patch(port: int, body: dict) -> int:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v2/config", data=json.dumps(body).encode(), method="PATCH",
+        f"http://127.0.0.1:{port}/api/v2/config",
+        data=json.dumps(body).encode(),
+        method="PATCH",
         headers={"X-Api-Key": API_KEY, "Content-Type": "application/json"},
     )
     try:
@@ -214,8 +228,9 @@ def test_a_patch_reaches_every_worker(tmp_path):
         while True:
             seen = set()
             for _ in range(40):
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/config",
-                                             headers={"X-Api-Key": API_KEY, "Connection": "close"})
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/v2/config", headers={"X-Api-Key": API_KEY, "Connection": "close"}
+                )
                 with urllib.request.urlopen(req, timeout=10) as r:
                     seen.add(json.loads(r.read())["loginWindow"])
             if seen == {123} or time.monotonic() > deadline:
@@ -225,4 +240,3 @@ def test_a_patch_reaches_every_worker(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(15) == 0
-

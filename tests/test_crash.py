@@ -149,7 +149,9 @@ def test_sigkill_mid_load_loses_no_acknowledged_write(tmp_path, processes, datab
 @pytest.mark.parametrize("processes", [1, 2])
 def test_sigterm_under_load_answers_in_flight_requests_and_exits_0(tmp_path, processes):
     config = tmp_path / "config.ini"
-    config.write_text(f"[General]\napi_key = {KEY}\nweb_use_gzip = 0\n[API]\nprocesses = {processes}\nshutdown_timeout = 5\n")
+    config.write_text(
+        f"[General]\napi_key = {KEY}\nweb_use_gzip = 0\n[API]\nprocesses = {processes}\nshutdown_timeout = 5\n"
+    )
     proc, port = start_daemon(config)
     stop = threading.Event()
     writers = [Writer(port, f"w{i}", stop) for i in range(6)]

@@ -42,7 +42,18 @@ class Daemon:
     def __init__(self, config: Path, *extra: str) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(config.parent), str(ROOT)])}
         self.proc = subprocess.Popen(
-            [sys.executable, str(LAUNCHER), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", "0", *extra],
+            [
+                sys.executable,
+                str(LAUNCHER),
+                "serve",
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                *extra,
+            ],
             cwd=config.parent,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -197,8 +208,16 @@ def test_access_log_line_redacts_api_key(tmp_path, daemon_factory):
 def test_set_password_writes_a_hash_that_logs_in(tmp_path, daemon_factory):
     config = tmp_path / "config.ini"
     config.write_text("# keep me\n[General]\nweb_port = 8081\n")
-    result = run_cli("set-password", "--config", str(config), "--username", "admin", "--password-stdin",
-                     cwd=tmp_path, stdin="s3cret pass\n")
+    result = run_cli(
+        "set-password",
+        "--config",
+        str(config),
+        "--username",
+        "admin",
+        "--password-stdin",
+        cwd=tmp_path,
+        stdin="s3cret pass\n",
+    )
     assert result.returncode == 0, result.stderr
     text = config.read_text()
     assert "# keep me" in text
@@ -216,7 +235,7 @@ def test_set_password_writes_a_hash_that_logs_in(tmp_path, daemon_factory):
     assert "s3cret pass" not in d.stderr
 
 
-SLOW_RESOURCE = '''
+SLOW_RESOURCE = """
 import asyncio
 from medusa_v2.resource import Resource
 
@@ -226,7 +245,7 @@ class Slow(Resource):
     async def retrieve(self, slow_id):
         await asyncio.sleep(slow_id / 10)
         return {"id": slow_id, "slept": True}
-'''
+"""
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path, daemon_factory):
@@ -283,7 +302,7 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     assert result.returncode == 0 and medusa_v2.__version__ in result.stdout
 
 
-PID_RESOURCE = '''
+PID_RESOURCE = """
 import os
 from medusa_v2.resource import Resource
 
@@ -292,7 +311,7 @@ class Pid(Resource):
 
     async def retrieve(self, pid_id):
         return {"id": pid_id, "pid": os.getpid()}
-'''
+"""
 
 
 def _worker_pids(d: Daemon, key: str, tries: int = 200) -> set[int]:
@@ -340,9 +359,25 @@ def test_https_serves_tls_with_the_configured_certificate(tmp_path, daemon_facto
     if shutil.which("openssl") is None and not os.environ.get("CI"):
         pytest.skip("openssl is needed to make a test certificate")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-keyout", str(tmp_path / "server.key"), "-out", str(tmp_path / "server.crt")],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(tmp_path / "server.key"),
+            "-out",
+            str(tmp_path / "server.crt"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     config = tmp_path / "config.ini"
     config.write_text("[General]\nenable_https = 1\n")  # server.crt/server.key beside config.ini, Medusa's defaults
@@ -366,8 +401,12 @@ def test_web_use_gzip_compresses_responses(tmp_path, daemon_factory, gzip):
     config.write_text(f"[General]\napi_key = {key}\nweb_use_gzip = {int(gzip)}\n")
     d = daemon_factory(config)
     for i in range(10):
-        d.request("/ticket", method="POST", body={"title": f"ticket {i}", "description": "x" * 100},
-                  headers={"X-Api-Key": key})
+        d.request(
+            "/ticket",
+            method="POST",
+            body={"title": f"ticket {i}", "description": "x" * 100},
+            headers={"X-Api-Key": key},
+        )
     req = urllib.request.Request(d.url("/ticket"), headers={"X-Api-Key": key, "Accept-Encoding": "gzip"})
     with urllib.request.urlopen(req, timeout=10) as r:
         raw = r.read()
@@ -391,8 +430,10 @@ def test_slow_and_idle_clients_are_cut_off(tmp_path, daemon_factory):
     slow.sendall(b"GET /api/v2/health HTTP/1.1\r\nHost: x\r\n")
     # a body that never arrives
     stalled = socket.create_connection(("127.0.0.1", d.port), timeout=10)
-    stalled.sendall(b"POST /api/v2/authenticate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 100\r\n\r\n{")
+    stalled.sendall(
+        b"POST /api/v2/authenticate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
     started = time.monotonic()
     assert slow.recv(100) == b""  # closed by the daemon
     stalled.recv(65536)

@@ -26,9 +26,13 @@ PATHS = st.one_of(
     st.builds(lambda a, b: f"/ticket/{a}/message/{b}", SEGMENT, SEGMENT),
     st.builds(lambda a: f"/{a}", SEGMENT),
 )
-QUERY_KEYS = st.sampled_from(["page", "limit", "sort", "order", "q", "state", "priority", "assignee", "author", "api_key", "x"])
+QUERY_KEYS = st.sampled_from(
+    ["page", "limit", "sort", "order", "q", "state", "priority", "assignee", "author", "api_key", "x"]
+)
 QUERY_VALUES = st.one_of(
-    st.sampled_from(["1", "0", "-1", "1001", "abc", "-priority,title", "id;drop table ticket", "open,closed", "", "%", "_"]),
+    st.sampled_from(
+        ["1", "0", "-1", "1001", "abc", "-priority,title", "id;drop table ticket", "open,closed", "", "%", "_"]
+    ),
     st.text(max_size=30),
 )
 QUERIES = st.lists(st.tuples(QUERY_KEYS, QUERY_VALUES), max_size=4).map(
@@ -40,7 +44,16 @@ HEADER_VALUES = st.one_of(
 )
 HEADERS = st.dictionaries(
     st.sampled_from(
-        ["If-Match", "If-None-Match", "Idempotency-Key", "Authorization", "X-Auth", "Content-Type", "Origin", "X-Forwarded-Host"]
+        [
+            "If-Match",
+            "If-None-Match",
+            "Idempotency-Key",
+            "Authorization",
+            "X-Auth",
+            "Content-Type",
+            "Origin",
+            "X-Forwarded-Host",
+        ]
     ),
     HEADER_VALUES,
     max_size=3,

@@ -14,22 +14,36 @@ from typing import Any
 import pytest
 import tornado.httpclient
 import tornado.iostream
+from conftest import API_KEY, PASSWORD, USERNAME
 
 import medusa_v2
 from medusa_v2.errors import ApiError
 from medusa_v2.listing import Page
 from medusa_v2.resource import Resource
 
-from conftest import API_KEY, PASSWORD, USERNAME
-
 JSON_TYPE = "application/json; charset=UTF-8"
 ALLOW_HEADERS = [
-    "Origin", "Accept", "Authorization", "Content-Type", "X-Requested-With",
-    "X-Api-Key", "X-Auth", "If-Match", "If-None-Match", "Idempotency-Key",
+    "Origin",
+    "Accept",
+    "Authorization",
+    "Content-Type",
+    "X-Requested-With",
+    "X-Api-Key",
+    "X-Auth",
+    "If-Match",
+    "If-None-Match",
+    "Idempotency-Key",
 ]
 EXPOSE_HEADERS = [
-    "Link", "ETag", "Location", "X-Medusa-Server", "X-Pagination-Page", "X-Pagination-Limit",
-    "X-Pagination-Count", "X-Pagination-Total", "Retry-After",
+    "Link",
+    "ETag",
+    "Location",
+    "X-Medusa-Server",
+    "X-Pagination-Page",
+    "X-Pagination-Limit",
+    "X-Pagination-Count",
+    "X-Pagination-Total",
+    "Retry-After",
 ]
 
 
@@ -267,8 +281,11 @@ async def test_preflight_with_configured_origin(client):
     r = await client.options(
         "/widget",
         auth=None,
-        headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "x-auth"},
+        headers={
+            "Origin": "https://ui.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-auth",
+        },
     )
     assert r.code == 204
     assert r.headers["Access-Control-Allow-Origin"] == "https://ui.example"
@@ -392,8 +409,14 @@ async def test_bad_json_body_is_400_and_changes_nothing(client, widget, body, me
 
 @pytest.mark.parametrize(
     "ctype",
-    ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x",
-     "application/json; charset=latin-1", "application/jsonx", "text/json"],
+    [
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=latin-1",
+        "application/jsonx",
+        "text/json",
+    ],
 )
 @pytest.mark.gen_test
 async def test_non_json_content_type_is_415_and_changes_nothing(client, widget, ctype):
@@ -413,8 +436,14 @@ async def test_body_without_content_type_is_415(client, widget):
 
 
 @pytest.mark.parametrize(
-    "ctype", ["application/json", "application/json; charset=UTF-8", "application/json;charset=utf-8",
-              "Application/JSON", "application/merge-patch+json"]
+    "ctype",
+    [
+        "application/json",
+        "application/json; charset=UTF-8",
+        "application/json;charset=utf-8",
+        "Application/JSON",
+        "application/merge-patch+json",
+    ],
 )
 @pytest.mark.gen_test
 async def test_json_content_types_are_accepted(client, widget, ctype):
@@ -569,8 +598,11 @@ async def test_uncaught_exception_is_logged_without_credentials_or_body(client, 
             "POST",
             f"/boom?api_key={API_KEY}&x=1",
             body=body,
-            headers={"Content-Type": "application/json", "x-auth": token_marker,
-                     "Authorization": "Basic " + "dXNlcjpwYXNzd29yZA=="},
+            headers={
+                "Content-Type": "application/json",
+                "x-auth": token_marker,
+                "Authorization": "Basic " + "dXNlcjpwYXNzd29yZA==",
+            },
             auth=None,
         )
     assert r.code == 500
@@ -615,11 +647,14 @@ async def test_star_origin_list_means_any_origin(client):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("path,headers,status", [
-    ("/widget", {"X-Api-Key": "wrong"}, 401),
-    ("/widget", {}, 401),
-    ("/no-such-route", {}, 404),
-])
+@pytest.mark.parametrize(
+    "path,headers,status",
+    [
+        ("/widget", {"X-Api-Key": "wrong"}, 401),
+        ("/widget", {}, 401),
+        ("/no-such-route", {}, 404),
+    ],
+)
 async def test_errors_answered_before_the_body_keep_the_connection_alive(http_server, base_url, path, headers, status):
     """A refused GET must not cost the client its kept-alive connection."""
     import asyncio
@@ -634,6 +669,6 @@ async def test_errors_answered_before_the_body_keep_the_connection_alive(http_se
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(f"HTTP/1.1 {status}".encode()), head
         assert b"Connection: close" not in head
-        length = int(next(l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")).split(b":")[1])
+        length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
         await reader.readexactly(length)
     writer.close()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import API_KEY, PASSWORD, SECRET, USERNAME
 
 import medusa_v2
 from medusa_v2.listing import Page
 from medusa_v2.resource import Resource
-
-from conftest import API_KEY, PASSWORD, SECRET, USERNAME
 
 
 class Thing(Resource):

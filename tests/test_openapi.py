@@ -8,6 +8,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from conftest import Client
 from openapi_spec_validator import validate
 
 from medusa_v2 import get_apiv2_handlers
@@ -22,8 +23,6 @@ from medusa_v2.resources import BUILTIN
 from medusa_v2.resources.message import MESSAGE
 from medusa_v2.resources.ticket import TICKET
 from medusa_v2.settings import Settings
-
-from conftest import Client
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 

@@ -13,8 +13,7 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def scrypt_hash(password: str, n: int = 2, r: int = 1, p: int = 1, salt: bytes = b"salt" * 4,
-                dklen: int = 32) -> str:
+def scrypt_hash(password: str, n: int = 2, r: int = 1, p: int = 1, salt: bytes = b"salt" * 4, dklen: int = 32) -> str:
     digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=2**28)
     return f"scrypt${n}${r}${p}${b64url(salt)}${b64url(digest)}"
 
@@ -86,25 +85,28 @@ def test_django_pbkdf2_hash_is_accepted():
     assert verify_password(stored.rstrip("="), "pw")
 
 
-@pytest.mark.parametrize("stored", [
-    "scrypt$",
-    "scrypt$16384$8$1$c2FsdA",
-    "scrypt$16384$8$1$c2FsdA$$",
-    "scrypt$abc$8$1$c2FsdHNhbHQ$" + "A" * 43,
-    "scrypt$16385$8$1$c2FsdHNhbHQ$" + "A" * 43,   # n not a power of two
-    "scrypt$1$8$1$c2FsdHNhbHQ$" + "A" * 43,       # n below 2
-    "scrypt$+16$8$1$c2FsdHNhbHQ$" + "A" * 43,
-    "scrypt$16$0$1$c2FsdHNhbHQ$" + "A" * 43,
-    "scrypt$16$8$1$$" + "A" * 43,                 # empty salt
-    "scrypt$16$8$1$c2Fs!HQ$" + "A" * 43,          # not base64url
-    "scrypt$16$8$1$c2FsdHNhbHQ$QUJD",            # 3-byte hash: too short to mean anything
-    "pbkdf2_sha256$",
-    "pbkdf2_sha256$1000$salt",
-    "pbkdf2_sha256$0$salt$" + "A" * 44,
-    "pbkdf2_sha256$1e3$salt$" + "A" * 44,
-    "pbkdf2_sha256$1000$$" + "A" * 44,
-    "pbkdf2_sha256$1000$salt$not base64!",
-])
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "scrypt$",
+        "scrypt$16384$8$1$c2FsdA",
+        "scrypt$16384$8$1$c2FsdA$$",
+        "scrypt$abc$8$1$c2FsdHNhbHQ$" + "A" * 43,
+        "scrypt$16385$8$1$c2FsdHNhbHQ$" + "A" * 43,  # n not a power of two
+        "scrypt$1$8$1$c2FsdHNhbHQ$" + "A" * 43,  # n below 2
+        "scrypt$+16$8$1$c2FsdHNhbHQ$" + "A" * 43,
+        "scrypt$16$0$1$c2FsdHNhbHQ$" + "A" * 43,
+        "scrypt$16$8$1$$" + "A" * 43,  # empty salt
+        "scrypt$16$8$1$c2Fs!HQ$" + "A" * 43,  # not base64url
+        "scrypt$16$8$1$c2FsdHNhbHQ$QUJD",  # 3-byte hash: too short to mean anything
+        "pbkdf2_sha256$",
+        "pbkdf2_sha256$1000$salt",
+        "pbkdf2_sha256$0$salt$" + "A" * 44,
+        "pbkdf2_sha256$1e3$salt$" + "A" * 44,
+        "pbkdf2_sha256$1000$$" + "A" * 44,
+        "pbkdf2_sha256$1000$salt$not base64!",
+    ],
+)
 def test_malformed_hashes_are_false_not_errors(stored):
     assert is_hashed(stored)
     assert verify_password(stored, "anything") is False
@@ -112,14 +114,17 @@ def test_malformed_hashes_are_false_not_errors(stored):
     assert verify_password(stored, stored) is False
 
 
-@pytest.mark.parametrize("stored", [
-    scrypt_hash("pw").replace("scrypt$2$", f"scrypt${2**21}$"),
-    scrypt_hash("pw").replace("$1$1$", "$1$64$"),
-    scrypt_hash("pw").replace("$1$1$", "$64$1$"),
-    "scrypt$1048576$32$16$c2FsdHNhbHQ$" + "A" * 43,
-    django_pbkdf2("pw").replace("$1000$", "$10000001$"),
-    "pbkdf2_sha256$99999999999$salt$" + "A" * 44,
-])
+@pytest.mark.parametrize(
+    "stored",
+    [
+        scrypt_hash("pw").replace("scrypt$2$", f"scrypt${2**21}$"),
+        scrypt_hash("pw").replace("$1$1$", "$1$64$"),
+        scrypt_hash("pw").replace("$1$1$", "$64$1$"),
+        "scrypt$1048576$32$16$c2FsdHNhbHQ$" + "A" * 43,
+        django_pbkdf2("pw").replace("$1000$", "$10000001$"),
+        "pbkdf2_sha256$99999999999$salt$" + "A" * 44,
+    ],
+)
 def test_oversized_parameters_are_refused_quickly(stored):
     started = time.monotonic()
     assert verify_password(stored, "pw") is False

@@ -1,5 +1,6 @@
 """The URL table: web_root, the catch-all, two apps in one process, extra handlers,
-embedding with add_handlers, build-time errors, and the access log."""
+embedding with add_handlers, build-time errors, and the access log.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import tornado.httpserver
 import tornado.testing
 import tornado.web
+from conftest import API_KEY, PASSWORD, USERNAME, Client
 
 import medusa_v2
 from medusa_v2 import get_apiv2_handlers
@@ -20,10 +22,7 @@ from medusa_v2.endpoints import AuthenticateHandler, HealthHandler, NotFoundHand
 from medusa_v2.errors import ApiError
 from medusa_v2.handler import ApiHandler
 from medusa_v2.listing import Page
-from medusa_v2.resource import Resource, ResourceHandler
-from medusa_v2.store.sqlite import SQLiteStore
-
-from conftest import API_KEY, PASSWORD, USERNAME, Client
+from medusa_v2.resource import Resource
 
 
 class Shelf(Resource):
@@ -152,8 +151,9 @@ async def test_nested_routes_reach_the_child(client):
     assert (await client.get("/shelf/3/book/0")).code == 400
 
 
-@pytest.mark.parametrize("raw", ["abc", "0", "-1", "1.5", "9223372036854775808", "99999999999999999999999", "%20",
-                                 "１"])
+@pytest.mark.parametrize(
+    "raw", ["abc", "0", "-1", "1.5", "9223372036854775808", "99999999999999999999999", "%20", "１"]
+)
 @pytest.mark.gen_test
 async def test_bad_identifiers_are_400(client, raw):
     r = await client.get(f"/shelf/{raw}")
@@ -173,8 +173,9 @@ async def test_largest_identifier_reaches_the_resource(client):
 
 @pytest.mark.gen_test
 async def test_two_apps_with_different_settings(client, serve, settings):
-    other_settings = settings.replace(api_key="another-key-" + "b" * 20, web_root="/medusa",
-                                      encryption_secret="another-secret-" + "c" * 40)
+    other_settings = settings.replace(
+        api_key="another-key-" + "b" * 20, web_root="/medusa", encryption_secret="another-secret-" + "c" * 40
+    )
     other = serve(other_settings, resources=[Shelf])
     assert (await client.get("/shelf/1")).code == 200
     assert (await other.get("/shelf/1", headers={"X-Api-Key": other_settings.api_key}, auth=None)).code == 200

@@ -311,4 +311,3 @@ def test_sqlite_busy_anywhere_in_a_transaction_is_unavailable(tmp_path, io_loop)
         blocker.close()
     assert io_loop.run_sync(lambda: store.insert_row(TICKET, {"title": "t"}, 0.0))["id"] == 1
     io_loop.run_sync(store.close)
-

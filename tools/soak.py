@@ -133,7 +133,10 @@ class Client(threading.Thread):
                 if status == 200:
                     self.call("GET", f"/ticket/{ticket}", headers={"If-None-Match": headers["Etag"]}, expect=(304,))
                     self.call(
-                        "PATCH", f"/ticket/{ticket}", {"priority": rng.randint(1, 5)}, {"If-Match": headers["Etag"]},
+                        "PATCH",
+                        f"/ticket/{ticket}",
+                        {"priority": rng.randint(1, 5)},
+                        {"If-Match": headers["Etag"]},
                         (200,),
                     )
             elif action < 0.70:
@@ -162,9 +165,21 @@ def soak(seconds: float, clients: int = 6, processes: int = 1, sample_every: flo
         config = Path(tmp) / "config.ini"
         config.write_text(f"[General]\napi_key = {KEY}\nweb_use_gzip = 0\n[API]\nprocesses = {processes}\n")
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "bin" / "medusa-v2"), "serve", "--config", str(config),
-             "--host", "127.0.0.1", "--port", "0"],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+            [
+                sys.executable,
+                str(ROOT / "bin" / "medusa-v2"),
+                "serve",
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         assert proc.stderr is not None
@@ -176,9 +191,11 @@ def soak(seconds: float, clients: int = 6, processes: int = 1, sample_every: flo
             m = re.search(r"serving http://[^ ]+?:(\d+)/", line)
             port = int(m.group(1)) if m else 0
         errors: list[str] = []
-        threading.Thread(
-            target=lambda: errors.extend(l for l in proc.stderr if " ERROR " in l or "Traceback" in l), daemon=True
-        ).start()
+
+        def collect_errors() -> None:
+            errors.extend(line for line in proc.stderr if " ERROR " in line or "Traceback" in line)
+
+        threading.Thread(target=collect_errors, daemon=True).start()
         lock = threading.Lock()
         deadline = time.monotonic() + seconds
         threads = [Client(port, deadline, seed, report, lock) for seed in range(clients)]

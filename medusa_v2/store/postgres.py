@@ -256,7 +256,9 @@ class PostgresStore(Store):
     async def open(self) -> None:
         """Migrate on one direct connection (clear errors at start), then open the pool."""
         try:
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
+            )
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
         try:

@@ -197,7 +197,9 @@ class SQLiteStore(Store):
         self.synchronous = "NORMAL"
         self._db: sqlite3.Connection | None = None
         # Inserts waiting for this loop iteration's group commit (_flush_inserts).
-        self._inserts: list[tuple[asyncio.Future[dict[str, Any]], Any, dict[str, Any], Parent | None, Check | None]] = []
+        self._inserts: list[
+            tuple[asyncio.Future[dict[str, Any]], Any, dict[str, Any], Parent | None, Check | None]
+        ] = []
         self._flush_scheduled = False
 
     @classmethod
@@ -314,8 +316,7 @@ class SQLiteStore(Store):
         """Insert the revocation; purge revocations whose tokens have expired anyway."""
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO revoked_token (jti, expires_at) VALUES (?, ?)"
-                " ON CONFLICT (jti) DO NOTHING",
+                "INSERT INTO revoked_token (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING",
                 (jti, expires_at),
             )
 
@@ -475,10 +476,10 @@ class SQLiteStore(Store):
             failed = {id(f): e for f, e, _ in outcomes if e is not None}
             for future, *_ in jobs:
                 if not future.done():
-                    error = failed.get(id(future), exc)
-                    if isinstance(error, sqlite3.OperationalError) and _busy(error):
-                        error = StoreUnavailable(f"the database is busy: {error}")
-                    future.set_exception(error)
+                    failure: BaseException = failed.get(id(future)) or exc
+                    if isinstance(failure, sqlite3.OperationalError) and _busy(failure):
+                        failure = StoreUnavailable(f"the database is busy: {failure}")
+                    future.set_exception(failure)
             if not isinstance(exc, Exception):
                 raise
             return
