@@ -28,6 +28,10 @@ from .errors import ApiError
 from .store import StoreUnavailable
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# One client must not make the API parse or log unbounded request heads. (A daemon's
+# HTTP server also closes connections whose head passes 64 KiB before any handler runs.)
+MAX_URI_LENGTH = 8192
+MAX_HEADER_BYTES = 16384
 _HOST = re.compile(r"^[A-Za-z0-9.\-_]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
 
@@ -164,6 +168,7 @@ class ApiHandler(tornado.web.RequestHandler):
     async def prepare(self) -> None:
         """Refuse what is not allowed before the body is read: 405, 401, 400, 413, 415."""
         method = self.request.method
+        self._check_request_size()
         if method == "OPTIONS":
             return
         if method not in self.verbs:
@@ -174,6 +179,16 @@ class ApiHandler(tornado.web.RequestHandler):
             )
         if method in BODY_METHODS:
             self._check_body_headers()
+
+    def _check_request_size(self) -> None:
+        """Refuse overlong URIs (414) and header sets (431) before any other work."""
+        if len(self.request.uri or "") > MAX_URI_LENGTH:
+            raise ApiError(414, f"Request URI too long: the limit is {MAX_URI_LENGTH} characters")
+        size = 0
+        for name, value in self.request.headers.get_all():
+            size += len(name) + len(value) + 4
+        if size > MAX_HEADER_BYTES:
+            raise ApiError(431, f"Request header fields too large: the limit is {MAX_HEADER_BYTES} bytes")
 
     def _check_body_headers(self) -> None:
         headers = self.request.headers

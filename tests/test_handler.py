@@ -672,3 +672,16 @@ async def test_errors_answered_before_the_body_keep_the_connection_alive(http_se
         length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
         await reader.readexactly(length)
     writer.close()
+
+
+@pytest.mark.gen_test
+async def test_overlong_uri_is_414_and_large_headers_431(client):
+    from medusa_v2.handler import MAX_HEADER_BYTES, MAX_URI_LENGTH
+
+    r = await client.get("/widget?x=" + "a" * MAX_URI_LENGTH)
+    assert r.code == 414 and "URI" in r.json["error"]
+    assert r.headers["X-Medusa-Server"] == medusa_v2.__version__
+    r = await client.get("/widget", headers={"X-Big": "a" * MAX_HEADER_BYTES})
+    assert r.code == 431 and str(MAX_HEADER_BYTES) in r.json["error"]
+    # just under the limits: served
+    assert (await client.get("/widget?x=" + "a" * 100, headers={"X-Big": "a" * 1000})).code == 200
