@@ -9,7 +9,6 @@ import re
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from configobj import ConfigObj
+from daemon_process import Daemon  # noqa: E402  (tests/ is on sys.path)
 
 from medusa_v2.config import load_config
 from medusa_v2.runtime import ConfigWatcher
@@ -151,34 +151,8 @@ def test_watcher_applies_another_writers_change(settings, app):
 
 
 def _start(config: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bin" / "medusa-v2"),
-            "serve",
-            "--config",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"serving http://[^ ]+?:(\d+)/", line)
-        if m:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, int(m.group(1))
-    proc.kill()
-    raise AssertionError("daemon did not start")
+    d = Daemon(config, new_session=True)
+    return d.proc, d.port
 
 
 def _patch(port: int, body: dict) -> int:

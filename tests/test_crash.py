@@ -5,45 +5,24 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from daemon_process import Daemon  # noqa: E402  (tests/ is on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
-LAUNCHER = ROOT / "bin" / "medusa-v2"
 KEY = "0123456789abcdef0123456789abcdef"
 HEADERS = {"X-Api-Key": KEY, "Content-Type": "application/json"}
 
 
 def start_daemon(config: Path) -> tuple[subprocess.Popen, int]:
-    """Start the daemon in its own session (so its workers die with it); return it and its port."""
-    proc = subprocess.Popen(
-        [sys.executable, str(LAUNCHER), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", "0"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    deadline = time.monotonic() + 20
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"serving http://[^ ]+?:(\d+)/", line)
-        if m:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
-            return proc, int(m.group(1))
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError("daemon did not start")
+    """Start the daemon in its own process group (its workers die with it); return it and its port."""
+    d = Daemon(config, new_session=True)
+    return d.proc, d.port
 
 
 class Writer(threading.Thread):

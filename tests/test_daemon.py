@@ -17,11 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from daemon_process import LAUNCHER, ROOT, Daemon  # noqa: E402  (tests/ is on sys.path)
 
 import medusa_v2
-
-ROOT = Path(__file__).resolve().parent.parent
-LAUNCHER = ROOT / "bin" / "medusa-v2"
 
 
 def run_cli(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -34,79 +32,6 @@ def run_cli(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 30
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT)])},
     )
-
-
-class Daemon:
-    """A daemon subprocess on a free port; its stderr is collected in the background."""
-
-    def __init__(self, config: Path, *extra: str) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(config.parent), str(ROOT)])}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(LAUNCHER),
-                "serve",
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                *extra,
-            ],
-            cwd=config.parent,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self.port = 0
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(20):
-            self.proc.kill()
-            raise AssertionError("daemon did not start:\n" + self.stderr)
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            m = re.search(r"serving https?://[^ ]+?:(\d+)/", line)
-            if m:
-                self.port = int(m.group(1))
-                self._ready.set()
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v2{path}"
-
-    def request(self, path: str, *, method: str = "GET", body: dict | None = None, headers: dict | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url(path), data=data, method=method, headers=headers or {})
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, dict(r.headers), r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-    def wait_for_log(self, pattern: str, timeout: float = 5) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines:
-                if re.search(pattern, line):
-                    return line
-            time.sleep(0.02)
-        raise AssertionError(f"no log line matching {pattern!r} in:\n{self.stderr}")
 
 
 @pytest.fixture
