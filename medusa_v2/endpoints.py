@@ -74,12 +74,7 @@ class OpenAPIHandler(ApiHandler):
 
     async def get(self) -> None:
         """Answer the document with its ETag, or 304 when If-None-Match names it."""
-        etag = self.etag
-        inm = self.request.headers.get("If-None-Match")
-        if inm is not None and any(tag.strip().removeprefix("W/") in (etag, "*") for tag in inm.split(",")):
-            await self._send(304, None, {"ETag": etag})
-            return
-        await self._send(200, self.document, {"ETag": etag})
+        await self.send_cacheable(self.document, {"ETag": self.etag})
 
 
 class NotFoundHandler(ApiHandler):

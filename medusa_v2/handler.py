@@ -51,6 +51,19 @@ def etag_of(body: bytes, suffix: bytes = b"") -> str:
     return '"' + digest.hexdigest() + '"'
 
 
+def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    """Return whether an If-Match / If-None-Match value names `etag` (or is `*`)."""
+    if header.strip() == "*":
+        return True
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if weak and candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False
+
+
 def redact_uri(uri: str) -> str:
     """Return a request URI with the value of every `api_key` parameter hidden.
 
@@ -320,6 +333,14 @@ class ApiHandler(tornado.web.RequestHandler):
             self.clear_header("Content-Type")
             return self.finish()
         return self.finish(body)
+
+    async def send_cacheable(self, body: bytes, headers: dict[str, str]) -> None:
+        """Answer 200 with the body, or 304 when If-None-Match names its ETag."""
+        inm = self.request.headers.get("If-None-Match")
+        if inm is not None and etag_matches(inm, headers["ETag"], weak=True):
+            await self._send(304, None, headers)
+            return
+        await self._send(200, body, headers)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Render every error as `{"error": ...}` with its headers; no traceback unless developer."""

@@ -16,7 +16,7 @@ from . import idempotency
 from .casing import camelize
 from .declaration import Declaration
 from .errors import ApiError
-from .handler import ApiHandler, encode_json, etag_of
+from .handler import ApiHandler, encode_json, etag_matches, etag_of
 from .listing import ListQuery, Page, link_header, pagination_headers, parse_list_query
 from .store.base import IdempotentResponse
 
@@ -162,27 +162,6 @@ class ResourceHandler(ApiHandler):
         if mode == "replace":
             return decl.parse_replace(body)
         return decl.parse_update(body)
-
-    async def send_cacheable(self, body: bytes, headers: dict[str, str]) -> None:
-        """Answer 200 with the body, or 304 when If-None-Match names its ETag."""
-        inm = self.request.headers.get("If-None-Match")
-        if inm is not None and etag_matches(inm, headers["ETag"], weak=True):
-            await self._send(304, None, headers)
-            return
-        await self._send(200, body, headers)
-
-
-def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
-    """Return whether an If-Match / If-None-Match value names `etag` (or is `*`)."""
-    if header.strip() == "*":
-        return True
-    for candidate in header.split(","):
-        candidate = candidate.strip()
-        if weak and candidate.startswith("W/"):
-            candidate = candidate[2:]
-        if candidate == etag:
-            return True
-    return False
 
 
 async def _run_list(self: ResourceHandler, ids: dict[str, int]) -> None:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from .config import ConfigError, load_config, write_settings
 from .errors import ApiError
-from .handler import ApiHandler, encode_json, etag_of
+from .handler import ApiHandler, encode_json, etag_matches, etag_of
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("medusa_v2.config")
@@ -167,12 +167,7 @@ class ConfigHandler(ApiHandler):
     async def get(self) -> None:
         """Answer the settings view with an ETag (304 on a match)."""
         body = encode_json(describe(self.api.settings, self.api.version))
-        etag = etag_of(body)
-        inm = self.request.headers.get("If-None-Match")
-        if inm is not None and any(t.strip().removeprefix("W/") in (etag, "*") for t in inm.split(",")):
-            await self._send(304, None, {"ETag": etag})
-            return
-        await self._send(200, body, {"ETag": etag})
+        await self.send_cacheable(body, {"ETag": etag_of(body)})
 
     async def patch(self) -> None:
         """Validate, persist atomically, apply; answer exactly the accepted fields."""
@@ -181,7 +176,7 @@ class ConfigHandler(ApiHandler):
         if_match = self.request.headers.get("If-Match")
         if if_match is not None:
             etag = etag_of(encode_json(describe(current, self.api.version)))
-            if not any(t.strip() in (etag, "*") for t in if_match.split(",")):
+            if not etag_matches(if_match, etag, weak=False):
                 raise ApiError(412, "Precondition failed: the settings have changed (If-Match does not match)")
         accepted, new = parse_patch(body, current)
         if accepted and current.config_path:
