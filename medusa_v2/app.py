@@ -11,6 +11,7 @@ from typing import Any
 import tornado.web
 
 from .context import ApiContext
+from .fastpath import ApiApplication
 from .handler import redact_uri
 from .resource import Resource
 from .routes import get_apiv2_handlers
@@ -113,7 +114,7 @@ def make_app(
     clock: Callable[[], float] = time.time,
     resources: Iterable[type[Resource]] | None = None,
     extra_handlers: Iterable[type | str] = (),
-    app_class: type[tornado.web.Application] = tornado.web.Application,
+    app_class: type[tornado.web.Application] = ApiApplication,
     **app_settings: Any,
 ) -> tornado.web.Application:
     """Return an Application with the API mounted under web_root (store already open)."""

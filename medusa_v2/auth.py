@@ -89,6 +89,14 @@ class Authenticator:
             return await self._bearer(authorization)
         raise unauthorized(NO_TOKEN)
 
+    @staticmethod
+    def decided_by_basic(headers: Mapping[str, str], api_key: str | None) -> bool:
+        """Return whether `authenticate` would check Basic credentials (it has effects)."""
+        if headers.get("X-Api-Key") or api_key or headers.get("X-Auth"):
+            return False
+        authorization = headers.get("Authorization")
+        return bool(authorization) and authorization.strip().partition(" ")[0].lower() == "basic"  # type: ignore[union-attr]
+
     async def _bearer(self, value: str) -> Identity:
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

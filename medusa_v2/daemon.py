@@ -21,6 +21,7 @@ import tornado.web
 
 from . import __version__
 from .app import LoopBufferedHandler, make_app
+from .fastpath import ApiApplication
 from .runtime import ConfigWatcher
 from .settings import Settings
 from .store import StoreUnavailable, open_store
@@ -37,7 +38,7 @@ class StartupError(Exception):
         self.status = status
 
 
-class _Tracking(tornado.web.Application):
+class _Tracking(ApiApplication):
     """An Application that counts requests in flight, so shutdown can wait for them."""
 
     inflight = 0

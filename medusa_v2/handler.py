@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
+import tornado.httputil
 import tornado.web
 
 from .auth import Identity
@@ -64,6 +65,26 @@ def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
     return False
 
 
+def default_headers(headers: Any, api: ApiContext, allow: str, request_headers: Mapping[str, str]) -> None:
+    """Set the headers every answer carries: version, content type and CORS."""
+    for name, value in api.base_headers:
+        headers[name] = value
+    headers["Access-Control-Allow-Methods"] = allow
+    if api.any_origin:
+        headers["Access-Control-Allow-Origin"] = "*"
+    else:
+        allowed = api.allow_origin(request_headers.get("Origin"))
+        if allowed is not None:
+            headers["Access-Control-Allow-Origin"] = allowed
+        headers["Vary"] = "Origin"
+
+
+def not_modified(request_headers: Mapping[str, str], etag: str) -> bool:
+    """Return whether a GET's If-None-Match names `etag` (answer 304)."""
+    inm = request_headers.get("If-None-Match")
+    return inm is not None and etag_matches(inm, etag, weak=True)
+
+
 def redact_uri(uri: str) -> str:
     """Return a request URI with the value of every `api_key` parameter hidden.
 
@@ -103,8 +124,77 @@ class _AnyMethod(tuple[str, ...]):
         return True
 
 
+class RequestView:
+    """What answering a request needs from it, shared by ApiHandler and the fast path.
+
+    Needs `api` (the ApiContext), `request` (tornado's HTTPServerRequest) and `_query`
+    (None until the query is first decoded).
+    """
+
+    api: ApiContext
+    request: tornado.httputil.HTTPServerRequest
+    _query: dict[str, list[str]] | None
+
+    def parse_ids(self, path: Mapping[str, str]) -> dict[str, int]:
+        """Return the path identifiers as positive 64-bit integers, or raise 400."""
+        ids: dict[str, int] = {}
+        for key, raw in path.items():
+            if raw is None:
+                continue
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= INT64_MAX:
+                shown = raw if len(raw) <= 40 else raw[:40] + "..."
+                label = key[:-3] if key.endswith("_id") else key
+                raise ApiError(400, f"Invalid {label} id '{shown}': must be a positive 64-bit integer")
+            ids[key] = int(raw)
+        return ids
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """Return the query arguments as text (400 when they are not UTF-8)."""
+        if self._query is None:
+            try:
+                self._query = {
+                    k: [v.decode("utf-8") for v in values] for k, values in self.request.query_arguments.items()
+                }
+            except UnicodeDecodeError:
+                raise ApiError(400, "Query string is not valid UTF-8") from None
+        return self._query
+
+    def first_query_value(self, name: str) -> str | None:
+        """Return one query argument's first value, if given."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def absolute_origin(self) -> str:
+        """Return `scheme://host` as the client sees it (proxy headers only if trusted)."""
+        proto, host = self.request.protocol, self.request.host
+        if self.api.settings.handle_reverse_proxy:
+            fwd_host = self.request.headers.get("X-Forwarded-Host")
+            if fwd_host:
+                host = fwd_host.split(",")[0].strip()
+            fwd_proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            if fwd_proto in ("http", "https"):
+                proto = fwd_proto
+        if not _HOST.match(host):
+            raise ApiError(400, "Invalid Host header")
+        return f"{proto}://{host}"
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {redact_uri(self.request.uri or '')} ({self.request.remote_ip})"
+
+    def check_request_size(self) -> None:
+        """Refuse overlong URIs (414) and header sets (431) before any other work."""
+        if len(self.request.uri or "") > MAX_URI_LENGTH:
+            raise ApiError(414, f"Request URI too long: the limit is {MAX_URI_LENGTH} characters")
+        size = 0
+        for name, value in self.request.headers.get_all():
+            size += len(name) + len(value) + 4
+        if size > MAX_HEADER_BYTES:
+            raise ApiError(431, f"Request header fields too large: the limit is {MAX_HEADER_BYTES} bytes")
+
+
 @tornado.web.stream_request_body
-class ApiHandler(tornado.web.RequestHandler):
+class ApiHandler(RequestView, tornado.web.RequestHandler):
     """Base of every API v2 handler; subclasses fill `routes` and implement methods."""
 
     SUPPORTED_METHODS = _AnyMethod(tornado.web.RequestHandler.SUPPORTED_METHODS)
@@ -164,24 +254,14 @@ class ApiHandler(tornado.web.RequestHandler):
         # Straight into the header table: these values are constants of the code and
         # of config.ini (an echoed Origin is one of the configured ones), checked
         # once, so set_header's per-call conversion and validation is skipped.
-        headers = self._headers
-        for name, value in self.api.base_headers:
-            headers[name] = value
-        headers["Access-Control-Allow-Methods"] = self.allow
-        if self.api.any_origin:
-            headers["Access-Control-Allow-Origin"] = "*"
-        else:
-            allowed = self.api.allow_origin(self.request.headers.get("Origin"))
-            if allowed is not None:
-                headers["Access-Control-Allow-Origin"] = allowed
-            headers["Vary"] = "Origin"
+        default_headers(self._headers, self.api, self.allow, self.request.headers)
 
     # -- the request pipeline --
 
     async def prepare(self) -> None:
         """Refuse what is not allowed before the body is read: 405, 401, 400, 413, 415."""
         method = self.request.method
-        self._check_request_size()
+        self.check_request_size()
         if method == "OPTIONS":
             return
         if method not in self.verbs:
@@ -192,16 +272,6 @@ class ApiHandler(tornado.web.RequestHandler):
             )
         if method in BODY_METHODS:
             self._check_body_headers()
-
-    def _check_request_size(self) -> None:
-        """Refuse overlong URIs (414) and header sets (431) before any other work."""
-        if len(self.request.uri or "") > MAX_URI_LENGTH:
-            raise ApiError(414, f"Request URI too long: the limit is {MAX_URI_LENGTH} characters")
-        size = 0
-        for name, value in self.request.headers.get_all():
-            size += len(name) + len(value) + 4
-        if size > MAX_HEADER_BYTES:
-            raise ApiError(431, f"Request header fields too large: the limit is {MAX_HEADER_BYTES} bytes")
 
     def _check_body_headers(self) -> None:
         headers = self.request.headers
@@ -248,36 +318,6 @@ class ApiHandler(tornado.web.RequestHandler):
 
     # -- request helpers for subclasses --
 
-    def parse_ids(self, path: Mapping[str, str]) -> dict[str, int]:
-        """Return the path identifiers as positive 64-bit integers, or raise 400."""
-        ids: dict[str, int] = {}
-        for key, raw in path.items():
-            if raw is None:
-                continue
-            if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= INT64_MAX:
-                shown = raw if len(raw) <= 40 else raw[:40] + "..."
-                label = key[:-3] if key.endswith("_id") else key
-                raise ApiError(400, f"Invalid {label} id '{shown}': must be a positive 64-bit integer")
-            ids[key] = int(raw)
-        return ids
-
-    @property
-    def query(self) -> dict[str, list[str]]:
-        """Return the query arguments as text (400 when they are not UTF-8)."""
-        if self._query is None:
-            try:
-                self._query = {
-                    k: [v.decode("utf-8") for v in values] for k, values in self.request.query_arguments.items()
-                }
-            except UnicodeDecodeError:
-                raise ApiError(400, "Query string is not valid UTF-8") from None
-        return self._query
-
-    def first_query_value(self, name: str) -> str | None:
-        """Return one query argument's first value, if given."""
-        values = self.query.get(name)
-        return values[0] if values else None
-
     def json_body(self) -> dict[str, Any]:
         """Return the request body as a JSON object, or raise 400/413."""
         if self._body_too_large:
@@ -299,20 +339,6 @@ class ApiHandler(tornado.web.RequestHandler):
         if not isinstance(value, dict):
             raise ApiError(400, "Request body must be a JSON object")
         return value
-
-    def absolute_origin(self) -> str:
-        """Return `scheme://host` as the client sees it (proxy headers only if trusted)."""
-        proto, host = self.request.protocol, self.request.host
-        if self.api.settings.handle_reverse_proxy:
-            fwd_host = self.request.headers.get("X-Forwarded-Host")
-            if fwd_host:
-                host = fwd_host.split(",")[0].strip()
-            fwd_proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-            if fwd_proto in ("http", "https"):
-                proto = fwd_proto
-        if not _HOST.match(host):
-            raise ApiError(400, "Invalid Host header")
-        return f"{proto}://{host}"
 
     # -- responses --
 
@@ -336,8 +362,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     async def send_cacheable(self, body: bytes, headers: dict[str, str]) -> None:
         """Answer 200 with the body, or 304 when If-None-Match names its ETag."""
-        inm = self.request.headers.get("If-None-Match")
-        if inm is not None and etag_matches(inm, headers["ETag"], weak=True):
+        if not_modified(self.request.headers, headers["ETag"]):
             await self._send(304, None, headers)
             return
         await self._send(200, body, headers)
@@ -375,9 +400,6 @@ class ApiHandler(tornado.web.RequestHandler):
         if isinstance(value, (tornado.web.HTTPError, StoreUnavailable)):
             return  # answered as a 4xx/503; the access log has the line
         self.api.log.error("Uncaught exception in %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
-
-    def _request_summary(self) -> str:
-        return f"{self.request.method} {redact_uri(self.request.uri or '')} ({self.request.remote_ip})"
 
 
 def _refuse_constant(name: str) -> Any:

@@ -16,7 +16,7 @@ from . import idempotency
 from .casing import camelize
 from .declaration import Declaration
 from .errors import ApiError
-from .handler import ApiHandler, encode_json, etag_matches, etag_of
+from .handler import ApiHandler, RequestView, encode_json, etag_matches, etag_of
 from .listing import ListQuery, Page, link_header, pagination_headers, parse_list_query
 from .store.base import IdempotentResponse
 
@@ -86,7 +86,18 @@ class Resource:
         return lambda row: precondition(to_json(row))
 
 
-class ResourceHandler(ApiHandler):
+class ResourceView(RequestView):
+    """A request on a resource route: the resource, and how its answers are encoded."""
+
+    resource: Resource
+    declaration: Declaration | None
+
+    def represent(self, value: Any) -> bytes:
+        """Encode what the resource returned (declared items are JSON-ready already)."""
+        return encode_json(value if self.declaration is not None else camelize(value))
+
+
+class ResourceHandler(ResourceView, ApiHandler):
     """Serve one resource's collection or item route."""
 
     def initialize(self, api: ApiContext, kind: str, resource: Resource) -> None:  # type: ignore[override]
@@ -134,10 +145,6 @@ class ResourceHandler(ApiHandler):
         method = ROUTES[self.kind][self.request.method]  # prepare() let only these through
         await _RUNNERS[method](self, self.parse_ids(path))
 
-    def represent(self, value: Any) -> bytes:
-        """Encode what the resource returned (declared items are JSON-ready already)."""
-        return encode_json(value if self.declaration is not None else camelize(value))
-
     def precondition(self) -> Precondition | None:
         """Return the If-Match check for a write, or None without If-Match."""
         if_match = self.request.headers.get("If-Match")
@@ -164,20 +171,30 @@ class ResourceHandler(ApiHandler):
         return decl.parse_update(body)
 
 
-async def _run_list(self: ResourceHandler, ids: dict[str, int]) -> None:
-    query: ListQuery = parse_list_query(self.declaration, self.query)
-    page: Page = await self.resource.list(query, **ids)  # type: ignore[attr-defined]
-    body = self.represent(list(page.items))
+async def list_answer(view: ResourceView, ids: dict[str, int]) -> tuple[bytes, dict[str, str]]:
+    """Return a list's body and headers (ETag, pagination, Link)."""
+    query: ListQuery = parse_list_query(view.declaration, view.query)
+    page: Page = await view.resource.list(query, **ids)  # type: ignore[attr-defined]
+    body = view.represent(list(page.items))
     headers = pagination_headers(query, page.count)
-    headers["Link"] = link_header(self.absolute_origin() + self.request.path, self.query, query, page.count)
+    headers["Link"] = link_header(view.absolute_origin() + view.request.path, view.query, query, page.count)
     # The count is part of what a list says, not only its items (think of a page past the end).
     headers["ETag"] = etag_of(body, b"\n" + headers["X-Pagination-Count"].encode())
-    await self.send_cacheable(body, headers)
+    return body, headers
+
+
+async def retrieve_answer(view: ResourceView, ids: dict[str, int]) -> tuple[bytes, dict[str, str]]:
+    """Return an item's body and its ETag."""
+    body = view.represent(await view.resource.retrieve(**ids))  # type: ignore[attr-defined]
+    return body, {"ETag": etag_of(body)}
+
+
+async def _run_list(self: ResourceHandler, ids: dict[str, int]) -> None:
+    await self.send_cacheable(*await list_answer(self, ids))
 
 
 async def _run_retrieve(self: ResourceHandler, ids: dict[str, int]) -> None:
-    body = self.represent(await self.resource.retrieve(**ids))  # type: ignore[attr-defined]
-    await self.send_cacheable(body, {"ETag": etag_of(body)})
+    await self.send_cacheable(*await retrieve_answer(self, ids))
 
 
 async def _run_create(self: ResourceHandler, ids: dict[str, int]) -> None:

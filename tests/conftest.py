@@ -22,6 +22,7 @@ BOTH_STORES = {
     "test_idempotency",
     "test_auth",
     "test_health",
+    "test_fastpath",
 }
 # Tests that open a second SQLite store on the same file themselves stay on SQLite
 # (tests/test_shared_state.py covers those behaviours on both stores).
