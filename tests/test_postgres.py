@@ -120,6 +120,60 @@ def test_a_newer_schema_is_refused(io_loop, fresh_database):
         io_loop.run_sync(store_from_url(fresh_database).open)
 
 
+async def until(check, seconds: float = 5.0) -> None:
+    """Wait until `check()` (a coroutine function) returns true, or fail."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "not within the deadline"
+        await asyncio.sleep(0.01)
+
+
+def terminate_listeners(url: str) -> int:
+    import psycopg
+
+    from medusa_v2.store.postgres import LISTENER_NAME
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s",
+            (LISTENER_NAME,),
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_revocations_are_checked_in_memory_and_reach_every_process(fresh_database):
+    import psycopg
+
+    a, b = store_from_url(fresh_database), store_from_url(fresh_database)
+    await a.open()
+    await b.open()
+    try:
+
+        async def live():
+            return a.revocations_live and b.revocations_live
+
+        await until(live)
+        await a.revoke_token("jti-1", NOW)
+        assert await a.is_token_revoked("jti-1")  # at once where it was revoked
+        await until(lambda: b.is_token_revoked("jti-1"))  # by notification elsewhere
+        # The checks really are in memory: a row written behind the stores' backs
+        # (no notification) is not seen while they listen...
+        async with await psycopg.AsyncConnection.connect(fresh_database, autocommit=True) as conn:
+            await conn.execute("INSERT INTO revoked_token (jti, expires_at) VALUES ('jti-2', %s)", (NOW,))
+        assert not await b.is_token_revoked("jti-2")
+        # ...and without a listener they ask the table, until a new one has loaded it.
+        assert terminate_listeners(fresh_database) == 2
+        await until(lambda: b.is_token_revoked("jti-2"))
+        await until(live)
+        assert await a.is_token_revoked("jti-2") and await b.is_token_revoked("jti-1")
+        assert not await b.is_token_revoked("jti-3")
+    finally:
+        await a.close()
+        await b.close()
+
+
 # -- query plans on a few hundred thousand rows --
 
 ROWS = 200_000

@@ -19,7 +19,12 @@ the same contract tests pass on both:
   the row locked by SELECT ... FOR UPDATE inside that transaction;
 - a lost connection (server restart, failover, terminated backend) or a pool that
   cannot hand out a connection in time is StoreUnavailable (503 + Retry-After): the
-  broken connection is dropped and the pool opens fresh ones, so later requests work.
+  broken connection is dropped and the pool opens fresh ones, so later requests work;
+- revoked tokens are checked in memory: each process LISTENs on one connection of its
+  own and loads the table, and a revocation NOTIFYs every process at its COMMIT. The
+  process that revoked refuses the token at once, the others once the notification
+  arrives (a millisecond or so); while the listening connection is down, checks ask
+  the table.
 
 Each process opens its own pool (the daemon's workers open theirs after the fork).
 """
@@ -30,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -62,6 +68,10 @@ T = TypeVar("T")
 MIGRATION_LOCK = 0x6D656475_73613276 & 0x7FFFFFFFFFFFFFFF  # "medusa2v"
 CONNECT_TIMEOUT = 5.0  # seconds to establish one connection
 POOL_TIMEOUT = 5.0  # seconds a request waits for a free connection before 503
+REVOKED_CHANNEL = "medusa_v2_revoked"  # NOTIFY channel: "<expires_at> <jti>" per revocation
+LISTENER_NAME = "medusa_v2 revocations"  # application_name of the listening connection
+REVOKED_PROBE = 10.0  # seconds of quiet after which the listening connection is probed
+REVOKED_PRUNE_MIN = 1024  # revocations kept in memory before expired ones are dropped
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
 
@@ -228,6 +238,12 @@ class PostgresStore(Store):
         self.max_size = max(min_size, max_size)
         self._pool: AsyncConnectionPool | None = None
         self._checking: asyncio.Task[None] | None = None
+        # Revoked jtis (-> expiry), kept current by LISTEN/NOTIFY while `_revoked_live`;
+        # without a listening connection every check asks the database.
+        self._revoked: dict[str, float] = {}
+        self._revoked_live = False
+        self._prune_at = REVOKED_PRUNE_MIN
+        self._listening: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -282,6 +298,7 @@ class PostgresStore(Store):
             await pool.close()
             raise StoreUnavailable(f"cannot open the PostgreSQL connection pool: {_first_line(exc)}") from exc
         self._pool = pool
+        self._listening = asyncio.get_running_loop().create_task(self._listen_for_revocations())
 
     async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Apply pending migrations in one transaction, under an advisory lock.
@@ -310,6 +327,11 @@ class PostgresStore(Store):
     async def close(self) -> None:
         """Close the pool (idempotent)."""
         pool, self._pool = self._pool, None
+        if self._listening is not None:
+            self._listening.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listening
+            self._listening = None
         if self._checking is not None:
             self._checking.cancel()
             with contextlib.suppress(BaseException):
@@ -374,15 +396,18 @@ class PostgresStore(Store):
     # -- authentication state --
 
     async def revoke_token(self, jti: str, expires_at: float) -> None:
-        """Insert the revocation (a repeat is a no-op)."""
+        """Insert the revocation (a repeat is a no-op) and notify every listening process."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(
-                "INSERT INTO revoked_token (jti, expires_at) VALUES (%s, %s) ON CONFLICT (jti) DO NOTHING",
-                (jti, expires_at),
-            )
+            async with conn.transaction():  # the notification goes out at COMMIT
+                await conn.execute(
+                    "INSERT INTO revoked_token (jti, expires_at) VALUES (%s, %s) ON CONFLICT (jti) DO NOTHING",
+                    (jti, expires_at),
+                )
+                await conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, f"{expires_at!r} {jti}"))
 
         await self._run(work)
+        self._remember_revoked(jti, expires_at)  # this process refuses it at once
 
     async def purge_expired_revocations(self, now: float) -> None:
         """Delete revocations of tokens that have expired (they are refused anyway)."""
@@ -393,13 +418,66 @@ class PostgresStore(Store):
         await self._run(work)
 
     async def is_token_revoked(self, jti: str) -> bool:
-        """Look the jti up in the revocation table."""
+        """Answer from the revocations this process listens to, else from the table."""
+        if self._revoked_live:
+            return jti in self._revoked
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
             cur = await conn.execute("SELECT 1 FROM revoked_token WHERE jti = %s", (jti,))
             return await cur.fetchone() is not None
 
         return await self._run(work, read=True)
+
+    @property
+    def revocations_live(self) -> bool:
+        """Return whether revocation checks are answered from memory (a listener is up)."""
+        return self._revoked_live
+
+    def _remember_revoked(self, jti: str, expires_at: float) -> None:
+        self._revoked[jti] = expires_at
+        if len(self._revoked) > self._prune_at:
+            # Expired tokens are refused by their `exp` anyway: forget their revocations.
+            now = time.time()
+            self._revoked = {j: e for j, e in self._revoked.items() if e > now}
+            self._prune_at = max(REVOKED_PRUNE_MIN, 2 * len(self._revoked))
+
+    async def _listen_for_revocations(self) -> None:
+        """Keep `_revoked` equal to the table: LISTEN, load it, then apply notifications.
+
+        LISTEN comes before the load, so a revocation committed in between is both
+        loaded and notified (harmless), never missed. While this connection is down,
+        `_revoked_live` is false and checks go to the database; it reconnects with
+        backoff. A quiet connection is probed every REVOKED_PROBE seconds, so one that
+        died silently is noticed within that time.
+        """
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT), application_name=LISTENER_NAME
+                )
+                try:
+                    await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
+                    cur = await conn.execute("SELECT jti, expires_at FROM revoked_token")
+                    self._revoked = {jti: exp for jti, exp in await cur.fetchall()}
+                    self._prune_at = max(REVOKED_PRUNE_MIN, 2 * len(self._revoked))
+                    self._revoked_live = True
+                    delay = 0.1
+                    while True:
+                        async for note in conn.notifies(timeout=REVOKED_PROBE):
+                            expires, _, jti = note.payload.partition(" ")
+                            self._remember_revoked(jti, float(expires))
+                        await asyncio.wait_for(conn.execute("SELECT 1"), CONNECT_TIMEOUT)
+                finally:
+                    self._revoked_live = False
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: S110 (any trouble: checks go to the database meanwhile)
+                pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def login_failures(self, client: str, since: float) -> Sequence[float]:
         """Return the client's failure times in the window, oldest first."""
