@@ -128,6 +128,8 @@ class Declaration:
     search_fields: tuple[Field, ...] = field(init=False, repr=False)
     # (store name, JSON name) of every field, in declared order: to_json's table.
     json_pairs: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    column_order: tuple[str, ...] = field(init=False, repr=False, compare=False)  # store names, declared order
+    json_names: tuple[str, ...] = field(init=False, repr=False, compare=False)  # JSON names, declared order
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
@@ -148,6 +150,8 @@ class Declaration:
         set_(self, "filter_fields", tuple(f for f in self.fields if f.filter))
         set_(self, "search_fields", tuple(f for f in self.fields if f.searchable))
         set_(self, "json_pairs", tuple((f.name, f.json_name) for f in self.fields))
+        set_(self, "column_order", tuple(f.name for f in self.fields))
+        set_(self, "json_names", tuple(f.json_name for f in self.fields))
 
     @property
     def writable(self) -> tuple[Field, ...]:
@@ -214,6 +218,13 @@ class Declaration:
             json_names = [json_name for _, json_name in self.json_pairs]
             return [dict(zip(json_names, row.values(), strict=False)) for row in rows]  # one result: same length
         return [self.to_json(row) for row in rows]
+
+    def page_to_json(self, page: Any) -> list[dict[str, Any]]:
+        """Return `to_json` of a store's RowPage, from its value tuples when it has them."""
+        if page.columns and page.columns == self.column_order:
+            json_names = self.json_names
+            return [dict(zip(json_names, values, strict=False)) for values in page.tuples]  # same length
+        return self.rows_to_json(list(page.rows))
 
     def subset_to_json(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Return some fields (snake names) under their JSON names."""

@@ -36,7 +36,9 @@ MAX_HEADER_BYTES = 16384
 _HOST = re.compile(r"^[A-Za-z0-9.\-_]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # built once, not per call
+# Built once, not per call. No circular-reference bookkeeping: what we encode are
+# trees of fresh dicts and lists (a cycle would be a RecursionError, still a 500).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False).encode
 
 
 def encode_json(value: Any) -> bytes:

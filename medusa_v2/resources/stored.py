@@ -26,7 +26,7 @@ class StoredResource(Resource):
         """Return one page of representations and the number of matching items."""
         with self._errors():
             page = await self.store.list_rows(self.declaration, query, self._parent(ids))
-        return Page(self.declaration.rows_to_json(list(page.rows)), page.count)
+        return Page(self.declaration.page_to_json(page), page.count)
 
     async def retrieve(self, **ids: int) -> dict[str, Any]:
         """Return one item's representation."""

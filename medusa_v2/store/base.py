@@ -209,12 +209,40 @@ class KeyMismatch(StoreError):
     """An idempotency key was already used with another request body."""
 
 
-@dataclass(frozen=True, slots=True)
 class RowPage:
-    """One page of rows and how many rows match in all."""
+    """One page of rows and how many rows match in all.
 
-    rows: Sequence[dict[str, Any]]
-    count: int
+    A store gives either the rows as dicts, or (cheaper) their column names and value
+    tuples, from which `rows` is built only if someone asks for it.
+    """
+
+    __slots__ = ("_rows", "columns", "count", "tuples")
+
+    def __init__(
+        self,
+        rows: Sequence[dict[str, Any]] | None,
+        count: int,
+        *,
+        columns: Sequence[str] = (),
+        tuples: Sequence[Sequence[Any]] = (),
+    ) -> None:
+        self._rows = rows
+        self.count = count
+        self.columns = tuple(columns)
+        self.tuples = tuples
+
+    @property
+    def rows(self) -> Sequence[dict[str, Any]]:
+        """Return the rows as dicts (column name -> value)."""
+        if self._rows is None:
+            self._rows = [dict(zip(self.columns, values, strict=True)) for values in self.tuples]
+        return self._rows
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RowPage) and (self.rows, self.count) == (other.rows, other.count)
+
+    def __repr__(self) -> str:
+        return f"RowPage(rows={self.rows!r}, count={self.count!r})"
 
 
 Parent = tuple[Any, int]

@@ -372,7 +372,8 @@ class SQLiteStore(Store):
                     count = db.execute("SELECT total FROM row_total WHERE name = ?", (decl.name,)).fetchone()[0]
                 else:
                     count = db.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0]
-                rows: list[dict[str, Any]] = []
+                columns: list[str] = []
+                tuples: list[Any] = []
                 if query.offset < count:
                     if query.offset >= _DEEP_OFFSET:
                         # Skip rows on the ids alone (an index, or the narrow rowid
@@ -383,12 +384,14 @@ class SQLiteStore(Store):
                         )
                     else:
                         sql = f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT ? OFFSET ?"
-                    rows = _dicts(db.execute(sql, [*params, query.limit, query.offset]))
+                    cursor = db.execute(sql, [*params, query.limit, query.offset])
+                    columns = [d[0] for d in cursor.description]
+                    tuples = cursor.fetchall()
             finally:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return RowPage(rows, count)
+        return RowPage(None, count, columns=columns, tuples=tuples)
 
     def _require_parent(self, parent: Parent) -> None:
         parent_decl, parent_id = parent
