@@ -174,6 +174,42 @@ async def test_revocations_are_checked_in_memory_and_reach_every_process(fresh_d
         await b.close()
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_concurrent_one_row_reads_share_a_query_and_each_gets_its_own_answer(store, monkeypatch):
+    from medusa_v2.store import NotFound
+
+    made = [await store.insert_row(TICKET, {"title": f"t{i}"}, NOW) for i in range(3)]
+    runs = []
+    real_run = store._run
+
+    async def counting_run(work, **kwargs):
+        runs.append(kwargs)
+        return await real_run(work, **kwargs)
+
+    monkeypatch.setattr(store, "_run", counting_run)
+    wanted = [made[0]["id"], made[1]["id"], made[0]["id"], 999, made[2]["id"]]
+    got = await asyncio.gather(*(store.get_row(TICKET, i) for i in wanted), return_exceptions=True)
+    assert len(runs) == 1  # five reads, one query
+    assert [g["title"] for g in got if isinstance(g, dict)] == ["t0", "t1", "t0", "t2"]
+    assert isinstance(got[3], NotFound) and got[3].id == 999
+    assert got[0] == got[2] and got[0] is not got[2]  # the same row, a dict for each caller
+    got[0]["title"] = "changed by a caller"
+    assert got[2]["title"] == "t0"
+    # One read alone is one query too; a later iteration's reads are a new batch.
+    assert (await store.get_row(TICKET, made[1]["id"]))["title"] == "t1"
+    assert len(runs) == 2
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_batch_that_loses_its_connection_fails_every_read_with_503_and_recovers(store, postgres_database):
+    made = await store.insert_row(TICKET, {"title": "t"}, NOW)
+    assert terminate_connections(postgres_database.url) >= 1
+    got = await asyncio.gather(*(store.get_row(TICKET, made["id"]) for _ in range(4)), return_exceptions=True)
+    # Reads are retried on a fresh connection; if every attempt failed, each read is told so.
+    assert all(isinstance(g, dict) for g in got) or all(isinstance(g, StoreUnavailable) for g in got), got
+    assert (await store.get_row(TICKET, made["id"]))["title"] == "t"
+
+
 # -- query plans on a few hundred thousand rows --
 
 ROWS = 200_000

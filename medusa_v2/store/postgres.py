@@ -244,6 +244,10 @@ class PostgresStore(Store):
         self._revoked_live = False
         self._prune_at = REVOKED_PRUNE_MIN
         self._listening: asyncio.Task[None] | None = None
+        # One-row reads waiting for this loop iteration's batch: table -> (decl, id -> futures).
+        self._reads: dict[str, tuple[Any, dict[int, list[asyncio.Future[dict[str, Any]]]]]] = {}
+        self._reads_scheduled = False
+        self._batches: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -572,13 +576,72 @@ class PostgresStore(Store):
         return dict(row)
 
     async def get_row(self, decl: Any, id: int, parent: Parent | None = None) -> dict[str, Any]:
-        """Return one row by id (under its parent)."""
+        """Return one row by id (under its parent).
 
-        async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
-            async with conn.cursor(row_factory=dict_row) as cur:
-                return await self._get(cur, decl, id, parent)
+        Reads of top-level rows asked for in the same event-loop iteration share one
+        query (`id = ANY(...)`): under load a round trip and its psycopg overhead
+        serve several requests, each of which still reads the committed state of a
+        moment after it arrived.
+        """
+        if parent is not None:
 
-        return await self._run(work, read=True)
+            async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    return await self._get(cur, decl, id, parent)
+
+            return await self._run(work, read=True)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        batch = self._reads.get(decl.name)
+        if batch is None:
+            batch = self._reads[decl.name] = (decl, {})
+            if not self._reads_scheduled:
+                self._reads_scheduled = True
+                loop.call_soon(self._flush_reads)
+        batch[1].setdefault(id, []).append(future)
+        return await future
+
+    def _flush_reads(self) -> None:
+        self._reads_scheduled = False
+        reads, self._reads = self._reads, {}
+        loop = asyncio.get_running_loop()
+        for decl, waiting in reads.values():
+            task = loop.create_task(self._read_batch(decl, waiting))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _read_batch(self, decl: Any, waiting: dict[int, list[asyncio.Future[dict[str, Any]]]]) -> None:
+        ids = list(waiting)
+        table = _name(decl.name)
+        params: list[Any] = ids if len(ids) == 1 else [ids]
+        sql = f"SELECT * FROM {table} WHERE id = {'%s' if len(ids) == 1 else 'ANY(%s)'}"
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+            cur = await conn.execute(sql, params)
+            names = [c.name for c in cur.description or ()]
+            return [dict(zip(names, values, strict=True)) for values in await cur.fetchall()]
+
+        try:
+            rows = await self._run(work, read=True)
+        except BaseException as exc:  # StoreUnavailable, or a cancelled task at close
+            error = exc if isinstance(exc, Exception) else StoreUnavailable("the store is closing")
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        by_id = {row["id"]: row for row in rows}
+        for id, futures in waiting.items():
+            row = by_id.get(id)
+            for i, future in enumerate(futures):
+                if future.done():
+                    continue  # its request went away
+                if row is None:
+                    future.set_exception(NotFound(decl.name, id))
+                else:
+                    future.set_result(row if i == 0 else dict(row))  # each caller its own dict
 
     async def insert_row(
         self,
