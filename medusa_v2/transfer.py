@@ -40,7 +40,7 @@ from .handler import encode_json
 from .listing import ListQuery
 from .resources.message import MESSAGE
 from .resources.ticket import TICKET
-from .store.base import AlreadyExists, Store
+from .store.base import IMPORT_LOOKAHEAD, AlreadyExists, Store
 
 BATCH = 1000  # tickets per store call: bounded memory, few round trips
 TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at"})
@@ -277,9 +277,9 @@ class _Batches:
         self.size = size
         self.count = 0
         self.children = 0
-        # ids -> line, for the last few batches: a store may read batch N + 1 ahead
-        # while it writes batch N, and an error names the line of the id it refused.
-        self.recent: collections.deque[dict[tuple[str, int], int]] = collections.deque(maxlen=3)
+        # ids -> line, for the last few batches: a store may read up to IMPORT_LOOKAHEAD
+        # batches ahead of the one it writes, and an error names the line of the id it refused.
+        self.recent: collections.deque[dict[tuple[str, int], int]] = collections.deque(maxlen=IMPORT_LOOKAHEAD + 3)
         self.shape = _FastShape(decl)
         self.child_shape = _FastShape(child) if child is not None else None
 

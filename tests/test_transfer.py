@@ -322,3 +322,45 @@ def test_command_missing_file_is_status_1(settings, tmp_path):
     r = cli(settings, "import", str(tmp_path / "nope.jsonl"))
     assert r.returncode == 1
     assert b"No such file or directory" in r.stderr
+
+
+@pytest.mark.gen_test
+async def test_ids_repeated_across_batches_of_a_fresh_import_name_their_line(io_loop, store, monkeypatch):
+    import medusa_v2.transfer as transfer
+
+    monkeypatch.setattr(transfer, "BATCH", 2)  # the repeat is in another batch, past the first's check
+    data = jsonl(ticket(1), ticket(2), ticket(3, messages=[message(9, 3)]), ticket(4), ticket(5), ticket(2))
+    with pytest.raises(TransferError, match="^line 6: ticket id 2 already exists or is given twice"):
+        await import_jsonl(store, lines_of(data))
+    data = jsonl(ticket(1, messages=[message(9, 1)]), ticket(2), ticket(3, messages=[message(9, 3)]))
+    with pytest.raises(TransferError, match="^line 3: message id 9 already exists or is given twice"):
+        await import_jsonl(store, lines_of(data))
+    assert count(store, "ticket") == count(store, "message") == 0
+    assert not store.db.in_transaction
+
+
+@pytest.mark.gen_test
+async def test_every_character_a_field_may_hold_survives_a_fresh_import(io_loop, store):
+    text = 'tab\t unit\x1f bell\x07 quote" backslash\\ slash/ \u2028 é ✓ 😀 \ufeff'
+    doc = ticket(7, text, [message(8, 7, text + "\n" + text)], description=text, assignee=text)
+    data = jsonl(doc)
+    assert await import_jsonl(store, lines_of(data)) == (1, 1)
+    row = await store.get_row(transfer_message(), 8)
+    assert row["body"] == text + "\n" + text
+    out = io.BytesIO()
+    await export_jsonl(store, out)
+    assert out.getvalue() == data
+    found = await store.list_rows(transfer_ticket(), transfer_query(q="unit\x1f bell"))
+    assert [r["id"] for r in found.rows] == [7]  # the search index holds the same text
+
+
+def transfer_ticket():
+    from medusa_v2.resources.ticket import TICKET
+
+    return TICKET
+
+
+def transfer_query(**kwargs):
+    from medusa_v2.listing import ListQuery
+
+    return ListQuery(**kwargs)

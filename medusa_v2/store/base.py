@@ -209,6 +209,10 @@ class KeyMismatch(StoreError):
     """An idempotency key was already used with another request body."""
 
 
+IMPORT_LOOKAHEAD = 32
+"""Batches an import may parse ahead of the one the store writes (errors name their line)."""
+
+
 class RowPage:
     """One page of rows and how many rows match in all.
 

@@ -11,11 +11,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import queue
 import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .base import (
+    IMPORT_LOOKAHEAD,
     AlreadyExists,
     Check,
     IdempotentResponse,
@@ -639,20 +641,46 @@ class SQLiteStore(Store):
         job = _Import(db, decl, child, replace)
         try:
             await call(job.begin)
-            iterator = aiter(batches)
-            pending: asyncio.Future[Any] = asyncio.ensure_future(anext(iterator, None))
-            try:
-                while True:
-                    batch = await pending
-                    if batch is None:
-                        break
-                    pending = asyncio.ensure_future(anext(iterator, None))  # parsed while SQLite writes
+            if executor is None:
+                async for batch in batches:
                     await call(job.add, batch)
-            finally:
-                if not pending.done():
-                    pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+            else:
+                # The worker thread takes batch after batch from a queue that the
+                # caller's iterator fills on the event loop, up to IMPORT_LOOKAHEAD
+                # batches ahead: parsing and SQLite (which releases the GIL) overlap,
+                # with no event-loop round trip between two batches.
+                handoff: queue.Queue[Any] = queue.Queue(IMPORT_LOOKAHEAD)
+
+                def write_all() -> None:
+                    while (batch := handoff.get()) is not None:
+                        if isinstance(batch, _Failed):
+                            raise batch.error
+                        job.add(batch)
+
+                async def put(item: Any) -> None:
+                    while True:
+                        try:
+                            handoff.put_nowait(item)
+                            return
+                        except queue.Full:
+                            await asyncio.sleep(0.002)
+
+                async def produce() -> None:
+                    try:
+                        async for batch in batches:
+                            await put(batch)
+                        await put(None)
+                    except Exception as exc:  # a bad line: raised when its turn comes
+                        await put(_Failed(exc))
+
+                producer = asyncio.ensure_future(produce())
+                try:
+                    await call(write_all)
+                finally:
+                    if not producer.done():
+                        producer.cancel()
+                    with contextlib.suppress(BaseException):
+                        await producer
             await call(job.finish)
         except BaseException:
             with contextlib.suppress(BaseException):
@@ -754,7 +782,7 @@ COUNTER_LIMIT = 2**62
 SEARCH_AUTOMERGE = 16  # FTS5 automerge of the search indexes (see SQLiteStore._migrate)
 _TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row_total (migration 4)
 _DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
-_TEXT_CHUNK = 10_000  # rows per search-index statement in an import
+_TEXT_CHUNK = 100_000  # rows per search-index statement in an import (one segment each)
 
 
 _GET_SQL: dict[tuple[int, bool], tuple[Any, tuple[str, ...], str]] = {}
@@ -788,6 +816,21 @@ def _name(identifier: str) -> str:
 def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=False)) for row in cursor.fetchall()]  # strict: slower, never needed
+
+
+def _insert_json(db: sqlite3.Connection, table: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows in one statement whose one parameter is their values as a JSON array.
+
+    For an import's worker thread: binding values row by row (executemany) takes
+    the GIL back for every row from the thread parsing the next batches, which
+    serialises the two (measured: a third of a 1M-row import); encoding the batch
+    is one short C call, and the statement then runs without the GIL. Text holds
+    no NUL and no lone surrogate (check_text), so it goes through JSON unchanged.
+    """
+    values = json.dumps([[row[c] for c in columns] for row in rows], ensure_ascii=False)
+    picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
+    names = ", ".join(_name(c) for c in columns)
+    db.execute(f"INSERT INTO {table} ({names}) SELECT {picks} FROM json_each(?)", (values,))
 
 
 def _insert_values(
@@ -825,7 +868,7 @@ class _Import:
         self.columns = [f.name for f in decl.fields]
         self.child_columns = [f.name for f in child.fields] if child is not None else []
         self.aside: list[str] | None = None
-        self.text: dict[str, list[tuple[Any, ...]]] = {}  # search index rows not yet written
+        self.text: dict[str, list[int]] = {}  # ids of rows not yet in the search index
         self.count = 0
         self.cache_before = -2000
         # The highest id imported below COUNTER_LIMIT, per table: the id counters move past it.
@@ -857,6 +900,9 @@ class _Import:
             db.execute("DELETE FROM temp.medusa_import_seen")
 
     def add(self, batch: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]) -> None:
+        if self.aside is not None:
+            self._add_fresh(batch)
+            return
         db, decl, child, table = self.db, self.decl, self.child, self.table
         ids = [row["id"] for row, _ in batch]
         _refuse_repeats(decl.name, ids)
@@ -893,20 +939,67 @@ class _Import:
                     self._index_text(child, items)
         self.count += len(batch)
 
-    def _index_text(self, decl: Any, rows: Sequence[Mapping[str, Any]], flush: bool = False) -> None:
-        """Add rows to the search index (its triggers are set aside), ~10k rows per statement.
+    def _add_fresh(self, batch: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]) -> None:
+        """Add a batch to tables that were empty when the run began (indexes set aside).
 
-        FTS5 writes a segment at every statement's end: big statements mean few
-        segments and little merging (what its own 'rebuild' does), yet the work
-        is spread over the run, overlapping the caller's parsing of the next batch.
+        Only this run's rows are there: nothing to replace, and an id seen again is
+        a duplicate, which the primary key refuses. So no look-up before inserting:
+        one prepared INSERT per row (executemany; no trigger fires, the search index
+        is written separately), and only on a refusal is the batch undone to its
+        savepoint and the taken id looked up, for the error.
         """
-        fields = [f.name for f in decl.search_fields]
+        db, decl, child = self.db, self.decl, self.child
+        rows = [row for row, _ in batch]
+        ids = [row["id"] for row in rows]
+        _refuse_repeats(decl.name, ids)
+        child_name = child.name if child is not None else ""
+        items = [item for _, items in batch for item in items] if child is not None else []
+        child_ids = [item["id"] for item in items]
+        _refuse_repeats(child_name, child_ids)
+        db.execute("SAVEPOINT medusa_import_batch")
+        try:
+            _insert_json(db, self.table, self.columns, rows)
+            if items:
+                _insert_json(db, _name(child_name), self.child_columns, items)
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK TO medusa_import_batch")
+            db.execute("RELEASE medusa_import_batch")
+            taken = _existing(db, self.table, ids)
+            if taken:
+                raise AlreadyExists(decl.name, next(i for i in ids if i in taken)) from None
+            taken = _existing(db, _name(child_name), child_ids) if items else set()
+            if taken:
+                raise AlreadyExists(child_name, next(i for i in child_ids if i in taken)) from None
+            raise  # another constraint
+        db.execute("RELEASE medusa_import_batch")
+        self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(ids))
+        self._index_text(decl, rows)
+        if items:
+            assert child is not None
+            self.highest[child.name] = max(self.highest[child.name], _highest_below_limit(child_ids))
+            self._index_text(child, items)
+        self.count += len(batch)
+
+    def _index_text(self, decl: Any, rows: Sequence[Mapping[str, Any]], flush: bool = False) -> None:
+        """Add rows to the search index (its triggers are set aside), _TEXT_CHUNK rows at a time.
+
+        FTS5 writes a segment at every statement's end: one statement per ~100k
+        rows, reading the text back from the rows just inserted (one JSON array of
+        ids: no limit on bound variables), leaves a handful of big segments, cheap
+        to search and not worth merging (an 'optimize' would rewrite the whole index).
+        """
+        fields = [_name(f.name) for f in decl.search_fields]
         if not fields:
             return
         waiting = self.text.setdefault(decl.name, [])
-        waiting.extend((row["id"], *[row[f] for f in fields]) for row in rows)
+        waiting.extend(row["id"] for row in rows)
         if len(waiting) >= _TEXT_CHUNK or (flush and waiting):
-            _insert_values(self.db, _name(decl.name + "_search"), ["rowid", *fields], waiting, most=_TEXT_CHUNK)
+            search, listed = _name(decl.name + "_search"), ", ".join(fields)
+            self.db.execute(
+                f"INSERT INTO {search} (rowid, {listed}) SELECT id, {listed} FROM {_name(decl.name)}"
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(waiting),),
+            )
             waiting.clear()
 
     def finish(self) -> None:
@@ -916,11 +1009,9 @@ class _Import:
             for d in decls:
                 self._index_text(d, [], flush=True)
                 if d.search_fields:
+                    # Back to the store's own incremental merging. The few big
+                    # segments stay as they are (below the automerge threshold).
                     search = _name(d.name + "_search")
-                    # Merge the bulk-written segments now, inside the import, rather than
-                    # in the first POSTs after it (one of them would pay seconds for it);
-                    # then back to the store's own incremental merging.
-                    db.execute(f"INSERT INTO {search} ({search}) VALUES ('optimize')")
                     db.execute(f"INSERT INTO {search} ({search}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,))
             _restore(db, self.aside, decls)
         for name, top in self.highest.items():
@@ -940,6 +1031,13 @@ class _Import:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         self.db.execute(f"PRAGMA cache_size = {self.cache_before}")
+
+
+class _Failed:
+    """An error of the batch producer, delivered in its place in the queue."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 def _highest_below_limit(ids: Sequence[int]) -> int:
