@@ -1049,7 +1049,12 @@ PostgreSQL (issue 5):
   row lock until each other's commit, and summed in the list's own snapshot.
 - **Import**: rows go in with COPY, the row total is adjusted once, and a big import
   ends with `gin_clean_pending_list` and ANALYZE (inside its transaction) so the first
-  queries at 1M rows already have statistics and no pending trigram entries to scan.
+  queries at 1M rows already have statistics and no pending trigram entries to scan,
+  then a VACUUM once committed (visibility map and hint bits: counts and deep pages
+  are index-only scans at once, not after autovacuum's next visit).
+- **Sorts and deep pages** (PG migration 4): the same two sort-pair indexes as SQLite's
+  migration 4, and from offset 1000 on a page's ids are found first on the sort
+  order's index (an index-only scan), then only its rows are read.
 - **Ids after an import**: both stores move their id counter (SQLite `id_counter`, the
   PG sequences) past the highest imported id below 2^62, so the first POST after a
   restore is one insert, not a walk over a million taken ids (~1 s before); a chosen id

@@ -210,6 +210,42 @@ async def test_a_batch_that_loses_its_connection_fails_every_read_with_503_and_r
     assert (await store.get_row(TICKET, made["id"]))["title"] == "t"
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_a_big_import_leaves_the_tables_analysed_and_vacuumed(fresh_database, monkeypatch):
+    import psycopg
+
+    import medusa_v2.store.postgres as pg
+    from medusa_v2.resources.message import MESSAGE
+    from medusa_v2.store.base import timestamp
+
+    monkeypatch.setattr(pg, "ANALYZE_AFTER", 50)
+    store = store_from_url(fresh_database)
+    await store.open()
+    try:
+        stamp = timestamp(NOW)
+        row = {"description": "", "state": "open", "priority": 3, "assignee": None}
+        row.update(created_at=stamp, updated_at=stamp)
+        rows = [({"id": i, "title": f"t{i}", **row}, []) for i in range(1, 61)]
+
+        async def batches():
+            yield rows
+
+        assert await store.import_rows(TICKET, MESSAGE, batches()) == 60
+    finally:
+        await store.close()
+
+    async def done():
+        async with await psycopg.AsyncConnection.connect(fresh_database, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT vacuum_count, analyze_count"  # ours, not autovacuum's
+                " FROM pg_stat_user_tables WHERE relname = 'ticket'"
+            )
+            vacuums, analyses = await cur.fetchone()
+        return vacuums >= 1 and analyses >= 1
+
+    await until(done)  # statistics reach pg_stat_user_tables within a second or so
+
+
 # -- query plans on a few hundred thousand rows --
 
 ROWS = 200_000
@@ -295,12 +331,55 @@ def test_q_uses_the_trigram_indexes(big_database, q):
         ListQuery(sort=(("title", False),)),
         ListQuery(filters={"state": ("open",)}, sort=(("updated_at", True),)),
         ListQuery(filters={"state": ("open",)}, sort=(("priority", True),)),
+        ListQuery(sort=(("priority", True), ("updated_at", False))),
+        ListQuery(filters={"state": ("open",)}, sort=(("priority", True), ("updated_at", False))),
     ],
 )
 def test_sorted_pages_are_read_in_index_order(big_database, query):
     page, _ = explain(big_database, query)
     assert "Index" in page and "Sort" not in page.split("Limit", 1)[1].split("Index", 1)[0], page
     assert "Seq Scan" not in page, page
+
+
+DEEP_QUERIES = [
+    ListQuery(page=2_000, limit=50),
+    ListQuery(page=60, limit=20, sort=(("priority", True), ("updated_at", False))),
+    ListQuery(page=70, limit=20, filters={"state": ("open",)}, sort=(("priority", True), ("updated_at", False))),
+    ListQuery(page=55, limit=25, sort=(("assignee", True),)),
+]
+
+
+@pytest.mark.parametrize("query", DEEP_QUERIES)
+def test_deep_pages_skip_rows_on_an_index_alone(big_database, query):
+    import psycopg
+
+    from medusa_v2.store.postgres import DEEP_OFFSET, _order_by, _where, page_sql
+
+    assert query.offset >= DEEP_OFFSET
+    where, params = _where(TICKET, query, None)
+    sql = page_sql('"ticket"', where, _order_by(TICKET, query.sort), False, deep=True)
+    with psycopg.connect(big_database, autocommit=True) as conn:
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, [*params, query.limit, query.offset]))
+    assert "Index Only Scan" in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.parametrize("query", DEEP_QUERIES)
+def test_deep_pages_hold_the_rows_the_plain_query_finds(io_loop, big_database, query):
+    import psycopg
+
+    from medusa_v2.store.postgres import _order_by, _where, page_sql
+
+    where, params = _where(TICKET, query, None)
+    plain = page_sql('"ticket"', where, _order_by(TICKET, query.sort), False)
+    with psycopg.connect(big_database, autocommit=True) as conn:
+        expected = [r[0] for r in conn.execute(plain, [*params, query.limit, query.offset])]
+    store = store_from_url(big_database + "?pool_min_size=1")
+    io_loop.run_sync(store.open)
+    try:
+        page = io_loop.run_sync(lambda: store.list_rows(TICKET, query))
+    finally:
+        io_loop.run_sync(store.close)
+    assert [r["id"] for r in page.rows] == expected and len(expected) == query.limit
 
 
 def test_q_results_match_at_scale(io_loop, big_database):

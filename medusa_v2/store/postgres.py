@@ -78,6 +78,7 @@ POOL_MAX_SIZE = 10
 TOTAL_SHARDS = 16  # rows per table in row_total (migration 3 writes the number out)
 COUNTER_LIMIT = 2**62  # an import moves an id sequence past its highest id below this
 _TOTALS = frozenset({"ticket"})  # tables whose row total the triggers keep (migration 3)
+DEEP_OFFSET = 1000  # from this offset on, a page's ids are found first (page_sql)
 ANALYZE_AFTER = 10_000  # an import of at least this many rows refreshes the planner's statistics
 
 # Forward migrations: entry N brings the schema from version N to N + 1.
@@ -199,6 +200,13 @@ MIGRATIONS: list[str] = [
         REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION medusa_v2_row_total();
     CREATE TRIGGER ticket_total_truncate AFTER TRUNCATE ON ticket
         FOR EACH STATEMENT EXECUTE FUNCTION medusa_v2_row_total();
+    """,
+    # 3 -> 4: the sort pair `sort=-priority,updated-at` in index order, with and without
+    # the state filter (SQLite's migration 4 has the same two). Deep pages find their
+    # ids on these and the primary key first (page_sql).
+    """
+    CREATE INDEX ticket_priority_updated_at ON ticket (priority DESC, updated_at, id);
+    CREATE INDEX ticket_state_priority_updated_at ON ticket (state, priority DESC, updated_at, id);
     """,
 ]
 
@@ -527,7 +535,7 @@ class PostgresStore(Store):
         else:
             count_sql, count_params = f"SELECT COUNT(*) FROM {table}{where}", params
         sql = (
-            f"WITH page AS ({page_sql(table, where, order, bool(query.q))})"
+            f"WITH page AS ({page_sql(table, where, order, bool(query.q), query.offset >= DEEP_OFFSET)})"
             f" SELECT ({count_sql})::BIGINT AS medusa_count, page.*"
             " FROM (SELECT 1) AS one LEFT JOIN page ON TRUE"
         )
@@ -830,9 +838,30 @@ class PostgresStore(Store):
             return count
 
         try:
-            return await self._run(work)
+            count = await self._run(work)
         except psycopg.IntegrityError as exc:
             raise StoreUnavailable(f"the import broke a database constraint: {_first_line(exc)}") from exc
+        if count >= ANALYZE_AFTER:
+            await self._vacuum([decl.name] + ([child.name] if child is not None else []))
+        return count
+
+    async def _vacuum(self, tables: Sequence[str]) -> None:
+        """VACUUM freshly imported tables (outside the import's transaction, committed by now).
+
+        It sets the visibility map, so counts and deep pages are index-only scans at
+        once rather than after autovacuum's next visit, and the rows' hint bits, so
+        the first reads do not write every page. The import has committed: a failure
+        here is logged, never reported as a failed import.
+        """
+        names = ", ".join(_name(t) for t in tables)
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(f"VACUUM {names}")  # pooled connections are in autocommit
+
+        try:
+            await self._run(work)
+        except StoreUnavailable as exc:
+            log.warning("VACUUM after the import failed (autovacuum will catch up): %s", exc)
 
     # -- idempotency keys --
 
@@ -1003,7 +1032,7 @@ async def _existing(cur: psycopg.AsyncCursor[Any], table: str, ids: Sequence[int
     return {r[0] if isinstance(r, tuple) else r["id"] for r in await cur.fetchall()}
 
 
-def page_sql(table: str, where: str, order: str, searching: bool) -> str:
+def page_sql(table: str, where: str, order: str, searching: bool, deep: bool = False) -> str:
     """Return the statement reading one page (LIMIT and OFFSET left as parameters).
 
     With `q`, the matching rows are found first, in a subquery the planner cannot
@@ -1011,9 +1040,18 @@ def page_sql(table: str, where: str, order: str, searching: bool) -> str:
     ~1% of the rows makes it walk the sort order's index filtering every row until
     it has a page, which for a rare term means most of the table (a full scan at a
     million rows, instead of a few trigram index pages).
+
+    A deep page (`deep`: offset DEEP_OFFSET or more) skips rows on the ids alone,
+    an index-only scan of the sort order's index (which ends with id), and reads
+    only the page's rows in full.
     """
     if searching:
         return f"SELECT * FROM (SELECT * FROM {table}{where} OFFSET 0) AS found ORDER BY {order} LIMIT %s OFFSET %s"
+    if deep:
+        return (
+            f"SELECT * FROM {table} WHERE id IN (SELECT id FROM {table}{where} ORDER BY {order} LIMIT %s OFFSET %s)"
+            f" ORDER BY {order}"
+        )
     return f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT %s OFFSET %s"
 
 
