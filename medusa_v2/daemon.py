@@ -20,7 +20,7 @@ import tornado.netutil
 import tornado.web
 
 from . import __version__
-from .app import LoopBufferedHandler, make_app
+from .app import LOG_FORMAT, LoopBufferedHandler, make_app
 from .fastpath import ApiApplication
 from .runtime import ConfigWatcher
 from .settings import Settings
@@ -65,7 +65,7 @@ def setup_logging(developer: bool) -> None:
     logging.basicConfig(
         handlers=[LoopBufferedHandler(sys.stderr)],
         level=logging.DEBUG if developer else logging.INFO,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
 
 

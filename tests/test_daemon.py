@@ -121,6 +121,8 @@ def test_access_log_line_redacts_api_key(tmp_path, daemon_factory):
     status, _, _ = d.request("/health?api_key=abcdefabcdefabcdefabcdefabcdef12&x=1")
     assert status == 200
     line = d.wait_for_log(r"GET /api/v2/health")
+    # The daemon's own line format (written without LogRecords: tests/test_logging.py).
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO \[\d+\] medusa_v2\.access: GET ", line), line
     assert re.search(r"GET /api/v2/health\?api_key=\[redacted\]&x=1 200 \d+\.\dms", line), line
     status, _, _ = d.request("/authenticate", method="DELETE", headers={"X-Api-Key": "wrong-key"})
     assert status == 401
