@@ -7,14 +7,15 @@ times the requests per second of a bare RequestHandler (docs/benchmarks.md). So
 ResourceHandler uses (`list_answer`, `retrieve_answer`, `default_headers`, the
 Authenticator), when the answer is a 200 or a 304. Anything else goes, untouched, to
 ResourceHandler: a body, HEAD, Basic credentials (a failed one counts towards the
-login throttle, so it must be checked once), gzip, an oversized request, and every
+login throttle, so it must be checked once), an oversized request, and every
 failure (401, 400, 404, 503, a bug), which ResourceHandler then answers as it always
 does. Nothing the fast path does before handing over has an effect a client could
 see, so there is one contract; tests/test_fastpath.py compares both paths answer by
 answer.
 
 An app built by something else (an embedder's `tornado.web.Application` holding our
-URL table) simply takes ResourceHandler for everything.
+URL table), and an ApiApplication with gzip or a `log_function` of its own (which may
+read any RequestHandler attribute), take ResourceHandler for everything.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ class ApiApplication(tornado.web.Application):
 
     fast_answers = 0  # requests answered on the fast path (the rest went to the handlers)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from .app import log_request
+
+        # A log function of the app's own may read any RequestHandler attribute: with
+        # one, every request takes the handlers. So does gzip (tornado's transforms).
+        self.fast_path = not self.transforms and self.settings.get("log_function", log_request) is log_request
+
     # tornado annotates its own _HandlerDelegate; its router takes any HTTPMessageDelegate.
     def get_handler_delegate(  # type: ignore[override]
         self,
@@ -65,7 +74,7 @@ class ApiApplication(tornado.web.Application):
         path_kwargs: dict[str, bytes] | None = None,
     ) -> tornado.httputil.HTTPMessageDelegate:
         """Return the fast delegate for a GET on a resource route, tornado's otherwise."""
-        if target_class is ResourceHandler and request.method == "GET" and not self.transforms and target_kwargs:
+        if target_class is ResourceHandler and request.method == "GET" and self.fast_path and target_kwargs:
             return FastGet(self, request, target_kwargs, path_args, path_kwargs)
         return super().get_handler_delegate(request, target_class, target_kwargs, path_args, path_kwargs)
 

@@ -218,9 +218,12 @@ async def test_the_access_log_has_one_line_per_request_on_either_path(client, pa
     assert lines == expected * 2
 
 
-@pytest.mark.parametrize("gzip", [False, True])
-def test_only_resource_gets_without_gzip_take_the_fast_path(settings, store, gzip):
-    app = make_app(settings, store, compress_response=gzip)
+@pytest.mark.parametrize(
+    "options", [{}, {"compress_response": True}, {"log_function": lambda handler: None}], ids=["plain", "gzip", "log"]
+)
+def test_only_resource_gets_of_plain_apps_take_the_fast_path(settings, store, options):
+    app = make_app(settings, store, **options)
+    plain = not options
     rules = app.wildcard_router.rules
     assert rules
     for method in ("GET", "HEAD", "POST"):
@@ -228,5 +231,5 @@ def test_only_resource_gets_without_gzip_take_the_fast_path(settings, store, gzi
         request = tornado.httputil.HTTPServerRequest(start_line=start, headers=tornado.httputil.HTTPHeaders(Host="x"))
         for rule in rules:
             delegate = app.get_handler_delegate(request, rule.target, rule.target_kwargs, [], {})
-            fast = rule.target is ResourceHandler and method == "GET" and not gzip
+            fast = rule.target is ResourceHandler and method == "GET" and plain
             assert isinstance(delegate, FastGet) is fast, (method, rule.target)
