@@ -1027,19 +1027,21 @@ Changes (every existing test still passes):
   tuples paired with the JSON names) and the encoder's cycle check.
 - **Import**: into empty tables (restore, migration, seeding), indexes and triggers
   are set aside inside the import's transaction and rebuilt at the end (one sort per
-  index, totals recounted), the search index is written 100k rows per statement
+  index, totals recounted); the search index is written 100k rows per statement
   (FTS5 writes a segment per statement; the text is read back from the rows just
-  inserted) with merging paused and no final 'optimize' (a handful of big segments
-  search as fast; the merge rewrote the whole index: ~12 s of a 1M-row import),
-  each batch goes in as one statement whose one parameter is the batch as JSON (no
-  per-row binding, which took the GIL back from the parsing thread for every row),
-  and SQLite works in a worker thread that takes batches from a queue the parser
-  fills up to 32 batches ahead. Into a non-empty store, indexes and triggers stay live.
-  At 1M rows the import's SQLite thread is still busy for ~50 s of its ~56: the
-  trigram index (~21 s), the rows (~10 s of CPU), the eleven index sorts at the end
-  (~11 s) and the commit (~5 s) run one after the other on SQLite's one writer
-  connection. What 20,000/s at 1M would take: building the search index on a
-  second connection (a separate file, merged at the end) in parallel with the rest.
+  inserted) with merging paused, then merged once ('optimize': FTS5 leaves every
+  flushed segment at level 0, where a later POST's automerge would rewrite them all;
+  skipping it saved ~10 s of a 1M import and cost a POST p99 of 0.8 s); each batch
+  goes in as one statement whose one parameter is the batch as JSON (no per-row
+  binding, which took the GIL back from the parsing thread for every row); SQLite
+  works in a worker thread that takes batches from a queue the parser fills up to
+  32 batches ahead. Into a non-empty store, indexes and triggers stay live.
+  At 1M rows the import's SQLite thread is busy for nearly all of the run: the
+  trigram index (~21 s) and its merge (~6-10 s), the rows (~10 s of CPU), the eleven
+  index sorts at the end (~11 s) and the commit (~5 s) run one after the other on
+  SQLite's one writer connection. What 20,000/s at 1M would take: building the
+  search index on a second connection (a separate file, merged at the end) in
+  parallel with the rest.
 
 PostgreSQL (issue 5):
 
