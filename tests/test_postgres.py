@@ -187,11 +187,11 @@ async def test_concurrent_one_row_reads_share_a_query_and_each_gets_its_own_answ
         return await real_run(work, **kwargs)
 
     monkeypatch.setattr(store, "_run", counting_run)
-    wanted = [made[0]["id"], made[1]["id"], made[0]["id"], 999, made[2]["id"]]
+    wanted = [made[0]["id"], made[1]["id"], made[0]["id"], 2**63 - 1, made[2]["id"]]
     got = await asyncio.gather(*(store.get_row(TICKET, i) for i in wanted), return_exceptions=True)
     assert len(runs) == 1  # five reads, one query
     assert [g["title"] for g in got if isinstance(g, dict)] == ["t0", "t1", "t0", "t2"]
-    assert isinstance(got[3], NotFound) and got[3].id == 999
+    assert isinstance(got[3], NotFound) and got[3].id == 2**63 - 1  # int8 at its largest, in one array
     assert got[0] == got[2] and got[0] is not got[2]  # the same row, a dict for each caller
     got[0]["title"] = "changed by a caller"
     assert got[2]["title"] == "t0"
