@@ -944,7 +944,7 @@ class _Import:
 
         Only this run's rows are there: nothing to replace, and an id seen again is
         a duplicate, which the primary key refuses. So no look-up before inserting:
-        one prepared INSERT per row (executemany; no trigger fires, the search index
+        one statement per table (`_insert_json`; no trigger fires, the search index
         is written separately), and only on a refusal is the batch undone to its
         savepoint and the taken id looked up, for the error.
         """
