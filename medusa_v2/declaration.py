@@ -211,20 +211,13 @@ class Declaration:
         """Return a store row as its JSON representation (camelCase, declared order)."""
         return {json_name: row[name] for name, json_name in self.json_pairs}
 
-    def rows_to_json(self, rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Return `to_json` of each row of one result (same keys, same order in every row)."""
-        if rows and tuple(rows[0]) == tuple(name for name, _ in self.json_pairs):
-            # The columns come in declared order: pair the values with the JSON names.
-            json_names = [json_name for _, json_name in self.json_pairs]
-            return [dict(zip(json_names, row.values(), strict=False)) for row in rows]  # one result: same length
-        return [self.to_json(row) for row in rows]
-
     def page_to_json(self, page: Any) -> list[dict[str, Any]]:
-        """Return `to_json` of a store's RowPage, from its value tuples when it has them."""
-        if page.columns and page.columns == self.column_order:
+        """Return `to_json` of each row of a store's RowPage (from its value tuples when it can)."""
+        if page.columns == self.column_order:
+            # The columns come in declared order: pair the values with the JSON names.
             json_names = self.json_names
             return [dict(zip(json_names, values, strict=False)) for values in page.tuples]  # same length
-        return self.rows_to_json(list(page.rows))
+        return [self.to_json(row) for row in page.rows]
 
     def subset_to_json(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Return some fields (snake names) under their JSON names."""

@@ -542,20 +542,16 @@ class PostgresStore(Store):
         args = [*params, query.limit, query.offset, *count_params]
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> RowPage:
-            async with conn.cursor(row_factory=dict_row) as cur:
-                if parent is not None:
-                    await self._require_parent(cur, parent)
-                # Not prepared: each q gets a plan for its own pattern (trigram index).
-                await cur.execute(sql, args, prepare=False)
-                result = await cur.fetchall()
-            count = result[0]["medusa_count"] if result else 0
-            rows = []
-            for r in result:
-                if r["id"] is None:
-                    continue
-                del r["medusa_count"]
-                rows.append(r)
-            return RowPage(rows, count)
+            if parent is not None:
+                async with conn.cursor(row_factory=dict_row) as check:
+                    await self._require_parent(check, parent)
+            # Not prepared: each q gets a plan for its own pattern (trigram index).
+            cur = await conn.execute(sql, args, prepare=False)
+            result = await cur.fetchall()
+            columns = [c.name for c in cur.description or ()][1:]  # after medusa_count
+            count = result[0][0] if result else 0
+            tuples = [r[1:] for r in result if r[1] is not None]  # a NULL id: the empty page's row
+            return RowPage(None, count, columns=columns, tuples=tuples)
 
         return await self._run(work, read=True)
 
