@@ -50,6 +50,27 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
+def credential(headers: Mapping[str, str], api_key: str | None) -> tuple[str, str]:
+    """Return the credential that decides a request: ("api_key" | "bearer" | "basic" | "", value).
+
+    The first one present, in this order: API key (header, then query), `x-auth`,
+    `Authorization` (Basic, else a bearer token).
+    """
+    key = headers.get("X-Api-Key") or api_key
+    if key:
+        return "api_key", key
+    x_auth = headers.get("X-Auth")
+    if x_auth:
+        return "bearer", x_auth
+    authorization = headers.get("Authorization")
+    if authorization:
+        scheme, _, rest = authorization.strip().partition(" ")
+        if scheme.lower() == "basic":
+            return "basic", rest.strip()
+        return "bearer", authorization
+    return "", ""
+
+
 class Authenticator:
     """Check credentials against one app's settings; shared state lives in the store."""
 
@@ -70,32 +91,18 @@ class Authenticator:
     async def authenticate(self, headers: Mapping[str, str], api_key: str | None, client: str) -> Identity:
         """Return the request's identity, or raise a 401 naming what is wrong.
 
-        The first credential present decides, in this order: API key (header, then
-        query), `x-auth`, `Authorization`.
+        The credential that decides is `credential`'s (the fast path asks it too).
         """
-        key = headers.get("X-Api-Key") or api_key
-        if key:
-            if self.settings.api_key and _same(key, self.settings.api_key):
+        kind, value = credential(headers, api_key)
+        if kind == "api_key":
+            if self.settings.api_key and _same(value, self.settings.api_key):
                 return Identity("api_key")
             raise unauthorized(INVALID_API_KEY)
-        x_auth = headers.get("X-Auth")
-        if x_auth:
-            return await self._bearer(x_auth)
-        authorization = headers.get("Authorization")
-        if authorization:
-            scheme, _, rest = authorization.strip().partition(" ")
-            if scheme.lower() == "basic":
-                return await self._basic(rest.strip(), client)
-            return await self._bearer(authorization)
+        if kind == "bearer":
+            return await self._bearer(value)
+        if kind == "basic":
+            return await self._basic(value, client)
         raise unauthorized(NO_TOKEN)
-
-    @staticmethod
-    def decided_by_basic(headers: Mapping[str, str], api_key: str | None) -> bool:
-        """Return whether `authenticate` would check Basic credentials (it has effects)."""
-        if headers.get("X-Api-Key") or api_key or headers.get("X-Auth"):
-            return False
-        authorization = headers.get("Authorization")
-        return bool(authorization) and authorization.strip().partition(" ")[0].lower() == "basic"  # type: ignore[union-attr]
 
     async def _bearer(self, value: str) -> Identity:
         scheme, _, token = value.strip().partition(" ")

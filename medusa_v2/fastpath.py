@@ -27,6 +27,7 @@ import tornado
 import tornado.httputil
 import tornado.web
 
+from .auth import credential
 from .errors import ApiError
 from .handler import default_headers, not_modified
 from .resource import ResourceHandler, ResourceView, list_answer, retrieve_answer
@@ -35,7 +36,6 @@ _SERVER = "TornadoServer/" + tornado.version  # what RequestHandler.clear() send
 _OK = tornado.httputil.ResponseStartLine("", 200, "OK")
 _NOT_MODIFIED = tornado.httputil.ResponseStartLine("", 304, "Not Modified")
 
-_ALLOW: dict[tuple[Any, str], str] = {}
 _date_second = -1
 _date_text = ""
 
@@ -113,7 +113,7 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
         """Decide, from the head alone, whether this request may take the fast path."""
         kind = self.kwargs["kind"]
         if (
-            "GET" in self.resource.verbs.get(kind, ())
+            "GET" in self.resource.verbs[kind]
             and "Transfer-Encoding" not in headers
             and headers.get("Content-Length", "0") == "0"
             and not self._by_basic(headers)
@@ -139,7 +139,7 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
         headers = tornado.httputil.HTTPHeaders()
         headers["Server"] = _SERVER
         headers["Date"] = _date()
-        default_headers(headers, self.api, self.allow, self.request.headers)
+        default_headers(headers, self.api, self.resource.allow[self.kwargs["kind"]], self.request.headers)
         for name, value in extra.items():
             headers[name] = value
         if self.status == 304:
@@ -167,7 +167,7 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
 
     def _by_basic(self, headers: tornado.httputil.HTTPHeaders) -> bool:
         try:
-            return self.api.auth.decided_by_basic(headers, self.first_query_value("api_key"))
+            return credential(headers, self.first_query_value("api_key"))[0] == "basic"
         except ApiError:
             return True  # a query that is not UTF-8: ResourceHandler answers the 400
 
@@ -203,14 +203,3 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
             self.application, self.request, ResourceHandler, self.kwargs, self.path_args, self.path_kwargs
         )
         return self.fallback.headers_received(start_line, headers)
-
-    @property
-    def allow(self) -> str:
-        """Return the `Allow` list of this route (the CORS methods header)."""
-        key = (self.resource, self.kwargs["kind"])
-        allow = _ALLOW.get(key)
-        if allow is None:
-            if len(_ALLOW) > 4096:  # apps built and dropped (tests): stay bounded
-                _ALLOW.clear()
-            allow = _ALLOW[key] = ", ".join([*self.resource.verbs.get(key[1], ()), "OPTIONS"])
-        return allow

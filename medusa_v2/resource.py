@@ -53,6 +53,7 @@ class Resource:
     parent: ClassVar[type[Resource] | None] = None
     declaration: ClassVar[Declaration | None] = None
     verbs: ClassVar[dict[str, tuple[str, ...]]] = {}
+    allow: ClassVar[dict[str, str]] = {}  # route kind -> the `Allow` value (verbs and OPTIONS)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -60,6 +61,7 @@ class Resource:
             kind: tuple(verb for verb, method in table.items() if getattr(cls, method, None) is not None)
             for kind, table in ROUTES.items()
         }
+        cls.allow = {kind: ", ".join([*verbs, "OPTIONS"]) for kind, verbs in cls.verbs.items()}
 
     def __init__(self, api: ApiContext) -> None:
         self.api = api
@@ -108,8 +110,7 @@ class ResourceHandler(ResourceView, ApiHandler):
 
     def verb_table(self, kind: str) -> tuple[frozenset[str], str]:
         """Return the verbs the resource implements on this route kind."""
-        verbs = self.resource.verbs.get(kind, ())
-        return frozenset(verbs), ", ".join([*verbs, "OPTIONS"])
+        return frozenset(self.resource.verbs[kind]), self.resource.allow[kind]
 
     async def prepare(self) -> None:
         """Answer a GET without a body here, once it is allowed and authenticated.
