@@ -364,3 +364,163 @@ def transfer_query(**kwargs):
     from medusa_v2.listing import ListQuery
 
     return ListQuery(**kwargs)
+
+
+# -- the search indexes of an import into empty tables: built beside it, then moved in --
+
+WORDS = ["printer", "jam", "Straße", "日本語", "kumquat", "vpn", "tab\there", "😀 emoji", "a],[b", 'quo"te']
+
+
+def varied_tickets(n):
+    """Tickets whose titles, descriptions and message bodies mix WORDS differently, some with messages."""
+    docs, mid = [], 0
+    for i in range(1, n + 1):
+        msgs = []
+        for _ in range(i % 3):
+            mid += 1
+            msgs.append(message(mid, i, f"{WORDS[(i + mid) % len(WORDS)]} reply {mid}"))
+        title = f"{WORDS[i % len(WORDS)]} {i}"
+        docs.append(ticket(i, title, msgs, description=f"{WORDS[(i * 7) % len(WORDS)]} and {WORDS[(i * 3) % 5]}"))
+    return docs
+
+
+def scratch_files(directory):
+    return sorted(p.name for p in Path(directory).glob(".medusa-v2-import-search-*"))
+
+
+def search_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "medusa-import-search"]
+
+
+def integrity_check(db):
+    for search in ("ticket_search", "message_search"):
+        db.execute(f"INSERT INTO {search} ({search}) VALUES ('integrity-check')")
+
+
+async def q_ids(client, path, q):
+    r = await client.get(f"{path}?" + urlencode({"q": q, "limit": 100}))
+    assert r.code == 200, r.body
+    return sorted(item["id"] for item in r.json)
+
+
+def small_batches(monkeypatch):
+    """Batches of 3 tickets, search statements of 4 rows: several segments for the build to merge."""
+    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.transfer as transfer
+
+    monkeypatch.setattr(transfer, "BATCH", 3)
+    monkeypatch.setattr(sqlite_store, "_TEXT_CHUNK", 4)
+
+
+@pytest.mark.gen_test
+async def test_a_fresh_import_moves_in_search_indexes_that_match_the_rows(io_loop, store, client, monkeypatch):
+    from medusa_v2.store.sqlite import SEARCH_AUTOMERGE
+
+    small_batches(monkeypatch)
+    docs = varied_tickets(40)
+    assert await import_jsonl(store, lines_of(jsonl(*docs))) == (40, sum(len(d["messages"]) for d in docs))
+    assert scratch_files(store.path.rsplit("/", 1)[0]) == [] and search_threads() == []
+    integrity_check(store.db)  # FTS5 checks the moved index against the ticket and message rows
+    for word in ("printer", "straße", "STRASSE"[:3], "日本語", "a],[b", 'quo"te', "😀 emoji", "tab\there"):
+        want = sorted(d["id"] for d in docs if word.lower() in (d["title"] + " " + d["description"]).lower())
+        assert await q_ids(client, "/ticket", word) == want, word
+    bodies = {m["id"]: m["body"] for d in docs for m in d["messages"] if m["ticketId"] == 5}
+    assert await q_ids(client, "/ticket/5/message", "reply") == sorted(bodies)
+    # The store's own settings, not the build's: its merge level, and no flush size of the build's.
+    config = dict(store.db.execute("SELECT k, v FROM ticket_search_config"))
+    assert config.get("automerge") == SEARCH_AUTOMERGE and "hashsize" not in config
+    # Writes after the import keep the moved index exact.
+    r = await client.post("/ticket", json_body={"title": "a kumquat printer", "description": "new"})
+    created = r.json["id"]
+    await client.patch("/ticket/1", json_body={"title": "renamed kumquat"})
+    await client.delete("/ticket/2")
+    await client.post("/ticket/3/message", json_body={"author": "ann", "body": "kumquat reply"})
+    integrity_check(store.db)
+    want = sorted(d["id"] for d in docs[2:] if "kumquat" in (d["title"] + d["description"]).lower())
+    assert await q_ids(client, "/ticket", "kumquat") == sorted([1, created, *want])
+
+
+@pytest.mark.gen_test
+async def test_a_fresh_import_into_a_memory_store_keeps_its_search_exact(io_loop, monkeypatch):
+    from medusa_v2.listing import ListQuery
+    from medusa_v2.resources.message import MESSAGE
+    from medusa_v2.resources.ticket import TICKET
+
+    small_batches(monkeypatch)
+    store = SQLiteStore(":memory:")
+    await store.open()
+    try:
+        # The connection that imports keeps serving: nothing it knew of the old index may remain.
+        assert (await store.list_rows(TICKET, ListQuery(q="printer"))).count == 0
+        docs = varied_tickets(25)
+        await import_jsonl(store, lines_of(jsonl(*docs)))
+        integrity_check(store.db)
+        want = sorted(d["id"] for d in docs if "printer" in d["title"] + d["description"])
+        assert sorted(r["id"] for r in (await store.list_rows(TICKET, ListQuery(q="printer", limit=100))).rows) == want
+        await store.insert_row(TICKET, {"title": "one more printer"}, 1_800_000_000.0)
+        await store.insert_row(MESSAGE, {"author": "a", "body": "printer"}, 1_800_000_000.0, (TICKET, 1))
+        integrity_check(store.db)
+        assert (await store.list_rows(TICKET, ListQuery(q="printer", limit=100))).count == len(want) + 1
+        assert store.db.execute("PRAGMA database_list").fetchall()[1:] == []  # the build's file is detached
+    finally:
+        await store.close()
+    assert search_threads() == []
+
+
+@pytest.mark.gen_test
+async def test_a_failing_search_build_fails_the_import_and_leaves_nothing(io_loop, store, client, monkeypatch):
+    import sqlite3
+
+    import medusa_v2.store.sqlite as sqlite_store
+    from medusa_v2.store.base import StoreUnavailable
+
+    small_batches(monkeypatch)
+    calls = []
+
+    def full(self, resource):
+        calls.append(resource)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(sqlite_store._SearchBuild, "_index", full)
+    with pytest.raises(StoreUnavailable, match="database or disk is full"):
+        await import_jsonl(store, lines_of(jsonl(*varied_tickets(30))))
+    assert calls  # the build did fail (the import did not pass by it)
+    assert count(store, "ticket") == count(store, "message") == 0
+    assert scratch_files(store.path.rsplit("/", 1)[0]) == [] and search_threads() == []
+    monkeypatch.undo()
+    docs = varied_tickets(5)
+    assert await import_jsonl(store, lines_of(jsonl(*docs))) == (5, sum(len(d["messages"]) for d in docs))
+    integrity_check(store.db)
+    assert await q_ids(client, "/ticket", "printer") == [
+        d["id"] for d in docs if "printer" in d["title"] + d["description"]
+    ]
+
+
+@pytest.mark.gen_test
+async def test_a_failure_after_the_search_tables_are_replaced_rolls_them_back(io_loop, store, client, monkeypatch):
+    import sqlite3
+
+    import medusa_v2.store.sqlite as sqlite_store
+    from medusa_v2.store.base import StoreUnavailable
+
+    await client.post("/ticket", json_body={"title": "lone printer"})
+    await client.delete("/ticket/1")  # empty again: the next import is a fresh one
+    schema = store.db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    move_into = sqlite_store._SearchBuild.move_into
+
+    def move_then_fail(self, db):
+        move_into(self, db)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(sqlite_store._SearchBuild, "move_into", move_then_fail)
+    with pytest.raises(StoreUnavailable, match="disk I/O error"):
+        await import_jsonl(store, lines_of(jsonl(*varied_tickets(12))))
+    assert count(store, "ticket") == 0
+    assert store.db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall() == schema
+    assert scratch_files(store.path.rsplit("/", 1)[0]) == [] and search_threads() == []
+    integrity_check(store.db)
+    r = await client.post("/ticket", json_body={"title": "second printer"})
+    assert await q_ids(client, "/ticket", "printer") == [r.json["id"]]
+    integrity_check(store.db)

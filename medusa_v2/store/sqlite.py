@@ -11,8 +11,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import os
 import queue
 import sqlite3
+import tempfile
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -638,7 +641,8 @@ class SQLiteStore(Store):
             if executor is not None:
                 executor.shutdown()
             raise
-        job = _Import(db, decl, child, replace)
+        scratch = os.path.dirname(os.path.abspath(self.path)) if own else None  # beside the database
+        job = _Import(db, decl, child, replace, scratch)
         try:
             await call(job.begin)
             if executor is None:
@@ -782,7 +786,12 @@ COUNTER_LIMIT = 2**62
 SEARCH_AUTOMERGE = 16  # FTS5 automerge of the search indexes (see SQLiteStore._migrate)
 _TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row_total (migration 4)
 _DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
-_TEXT_CHUNK = 100_000  # rows per search-index statement in an import (one segment each)
+_TEXT_CHUNK = 10_000  # rows per search-index statement of an import's search build
+# FTS5 flushes its in-memory terms to a new segment past this many bytes (default 1 MB):
+# an import's search build holds a statement's worth (measured: builds ~30% faster,
+# with fewer segments to merge). Not kept in the moved index (_SearchBuild._run).
+_SEARCH_HASHSIZE = 64 << 20
+_SEARCH_BACKLOG = 64  # batches queued for an import's search build (bounds its memory)
 
 
 _GET_SQL: dict[tuple[int, bool], tuple[Any, tuple[str, ...], str]] = {}
@@ -818,8 +827,13 @@ def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=False)) for row in cursor.fetchall()]  # strict: slower, never needed
 
 
-def _insert_json(db: sqlite3.Connection, table: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert rows in one statement whose one parameter is their values as a JSON array.
+def _rows_json(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Return rows as one JSON array of value arrays, in `columns` order (see _insert_json)."""
+    return json.dumps([[row[c] for c in columns] for row in rows], ensure_ascii=False)
+
+
+def _insert_json(db: sqlite3.Connection, table: str, columns: Sequence[str], values: str) -> None:
+    """Insert rows in one statement whose one parameter is their values as a JSON array (`_rows_json`).
 
     For an import's worker thread: binding values row by row (executemany) takes
     the GIL back for every row from the thread parsing the next batches, which
@@ -827,7 +841,6 @@ def _insert_json(db: sqlite3.Connection, table: str, columns: Sequence[str], row
     is one short C call, and the statement then runs without the GIL. Text holds
     no NUL and no lone surrogate (check_text), so it goes through JSON unchanged.
     """
-    values = json.dumps([[row[c] for c in columns] for row in rows], ensure_ascii=False)
     picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
     names = ", ".join(_name(c) for c in columns)
     db.execute(f"INSERT INTO {table} ({names}) SELECT {picks} FROM json_each(?)", (values,))
@@ -859,8 +872,11 @@ def _insert_values(
 class _Import:
     """One import run on one connection: begin, add batches, finish (commit) or abort."""
 
-    def __init__(self, db: sqlite3.Connection, decl: Any, child: Any | None, replace: bool) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, decl: Any, child: Any | None, replace: bool, scratch: str | None = None
+    ) -> None:
         self.db = db
+        self.scratch = scratch  # the directory of the search build's file (None: the system's temp directory)
         self.decl = decl
         self.child = child
         self.replace = replace
@@ -868,7 +884,7 @@ class _Import:
         self.columns = [f.name for f in decl.fields]
         self.child_columns = [f.name for f in child.fields] if child is not None else []
         self.aside: list[str] | None = None
-        self.text: dict[str, list[int]] = {}  # ids of rows not yet in the search index
+        self.search: _SearchBuild | None = None
         self.count = 0
         self.cache_before = -2000
         # The highest id imported below COUNTER_LIMIT, per table: the id counters move past it.
@@ -889,11 +905,13 @@ class _Import:
         # them at the end: set them aside, inside this transaction.
         if _all_empty(db, tables):
             self.aside = _set_aside(db, tables)
-            for d in (self.decl, self.child):
-                if d is not None and d.search_fields:
-                    # No merging while loading: segments are big already (see _index_text).
-                    search = _name(d.name + "_search")
-                    db.execute(f"INSERT INTO {search} ({search}, rank) VALUES ('automerge', 0)")
+            indexed = [
+                (d, columns)
+                for d, columns in ((self.decl, self.columns), (self.child, self.child_columns))
+                if d is not None and d.search_fields
+            ]
+            if indexed:
+                self.search = _SearchBuild(db, indexed, self.scratch)
         if self.replace:
             # Ids inserted by this run: seeing one again is a duplicate, not a replacement.
             db.execute("CREATE TEMP TABLE IF NOT EXISTS medusa_import_seen (id INTEGER PRIMARY KEY)")
@@ -922,8 +940,6 @@ class _Import:
         rows = [row for row, _ in batch]
         _insert_values(db, table, self.columns, [tuple([row[c] for c in self.columns]) for row in rows])
         self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(ids))
-        if self.aside is not None:
-            self._index_text(decl, rows)
         if child is not None:
             items = [item for _, items in batch for item in items]
             if items:
@@ -935,8 +951,6 @@ class _Import:
                 cols = self.child_columns
                 _insert_values(db, _name(child.name), cols, [tuple([item[c] for c in cols]) for item in items])
                 self.highest[child.name] = max(self.highest[child.name], _highest_below_limit(child_ids))
-                if self.aside is not None:
-                    self._index_text(child, items)
         self.count += len(batch)
 
     def _add_fresh(self, batch: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]) -> None:
@@ -944,8 +958,8 @@ class _Import:
 
         Only this run's rows are there: nothing to replace, and an id seen again is
         a duplicate, which the primary key refuses. So no look-up before inserting:
-        one statement per table (`_insert_json`; no trigger fires, the search index
-        is written separately), and only on a refusal is the batch undone to its
+        one statement per table (`_insert_json`; no trigger fires: the same JSON text
+        goes to the search build), and only on a refusal is the batch undone to its
         savepoint and the taken id looked up, for the error.
         """
         db, decl, child = self.db, self.decl, self.child
@@ -956,11 +970,13 @@ class _Import:
         items = [item for _, items in batch for item in items] if child is not None else []
         child_ids = [item["id"] for item in items]
         _refuse_repeats(child_name, child_ids)
+        values = _rows_json(self.columns, rows)
+        child_values = _rows_json(self.child_columns, items) if items else ""
         db.execute("SAVEPOINT medusa_import_batch")
         try:
-            _insert_json(db, self.table, self.columns, rows)
+            _insert_json(db, self.table, self.columns, values)
             if items:
-                _insert_json(db, _name(child_name), self.child_columns, items)
+                _insert_json(db, _name(child_name), self.child_columns, child_values)
         except sqlite3.IntegrityError:
             db.execute("ROLLBACK TO medusa_import_batch")
             db.execute("RELEASE medusa_import_batch")
@@ -973,50 +989,26 @@ class _Import:
             raise  # another constraint
         db.execute("RELEASE medusa_import_batch")
         self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(ids))
-        self._index_text(decl, rows)
+        if self.search is not None:
+            self.search.add(decl.name, values, len(rows))
         if items:
             assert child is not None
             self.highest[child.name] = max(self.highest[child.name], _highest_below_limit(child_ids))
-            self._index_text(child, items)
+            if self.search is not None:
+                self.search.add(child.name, child_values, len(items))
         self.count += len(batch)
-
-    def _index_text(self, decl: Any, rows: Sequence[Mapping[str, Any]], flush: bool = False) -> None:
-        """Add rows to the search index (its triggers are set aside), _TEXT_CHUNK rows at a time.
-
-        FTS5 writes a segment at every statement's end: one statement per ~100k
-        rows, reading the text back from the rows just inserted (one JSON array of
-        ids: no limit on bound variables), makes few segments for `finish` to merge.
-        """
-        fields = [_name(f.name) for f in decl.search_fields]
-        if not fields:
-            return
-        waiting = self.text.setdefault(decl.name, [])
-        waiting.extend(row["id"] for row in rows)
-        if len(waiting) >= _TEXT_CHUNK or (flush and waiting):
-            search, listed = _name(decl.name + "_search"), ", ".join(fields)
-            self.db.execute(
-                f"INSERT INTO {search} (rowid, {listed}) SELECT id, {listed} FROM {_name(decl.name)}"
-                " WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(waiting),),
-            )
-            waiting.clear()
 
     def finish(self) -> None:
         db = self.db
         if self.aside is not None:
             decls = [d for d in (self.decl, self.child) if d is not None]
-            for d in decls:
-                self._index_text(d, [], flush=True)
-                if d.search_fields:
-                    search = _name(d.name + "_search")
-                    # Merge the bulk-written segments now, inside the import. FTS5 puts
-                    # every flushed segment at level 0, however big: left there, the
-                    # 16th small segment a POST adds would make automerge rewrite them
-                    # all in that POST (measured: p99 of POST 0.8 s after a 100k import).
-                    # Then back to the store's own incremental merging.
-                    db.execute(f"INSERT INTO {search} ({search}) VALUES ('optimize')")
-                    db.execute(f"INSERT INTO {search} ({search}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,))
+            if self.search is not None:
+                self.search.end()
+            # The indexes are sorted here while the search build merges its segments.
             _restore(db, self.aside, decls)
+            if self.search is not None:
+                self.search.finish()
+                self.search.move_into(db)
         for name, top in self.highest.items():
             if top:  # past the imported ids: the next POST does not walk them for a free id
                 db.execute(
@@ -1028,12 +1020,193 @@ class _Import:
         try:
             db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"the commit failed: {exc}") from exc
+            raise StoreUnavailable(f"the commit failed: {exc}") from exc  # abort() rolls back and closes
+        self.close()
 
     def abort(self) -> None:
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
-        self.db.execute(f"PRAGMA cache_size = {self.cache_before}")
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self.db.execute(f"PRAGMA cache_size = {self.cache_before}")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Discard the search build (its file, its thread), if any."""
+        if self.search is not None:
+            search, self.search = self.search, None
+            search.close(self.db)
+
+
+class _SearchBuild:
+    """The search indexes of an import into empty tables, built beside it, then moved in.
+
+    Indexing trigram text is the biggest part of a large import (about a third of
+    1M tickets, with the merge of its segments), and SQLite does it on the one
+    connection that writes. So the build runs on a connection and thread of its
+    own, in a scratch database file, while the import's connection inserts rows and
+    sorts indexes: it gets each batch's JSON text (`_rows_json`) as inserted.
+    `finish` merges its segments (FTS5 'optimize': left at level 0, a later POST's
+    automerge would rewrite them all, measured p99 0.8 s) and commits;
+    `move_into` then recreates each search table in the import's transaction and
+    copies its shadow tables in, row for row. The copy is FTS5's own on-disk
+    format written by the same SQLite library from the same statements, so it is
+    the index an in-place build makes; FTS5's 'integrity-check' verifies it
+    against the rows in the tests. The table is dropped and created first so
+    that no FTS5 state of the old table (a cached segment structure) survives.
+    """
+
+    _ATTACHED = "medusa_import_search"
+
+    def __init__(self, db: sqlite3.Connection, indexed: Sequence[tuple[Any, Sequence[str]]], directory: str | None):
+        self.tables: dict[str, tuple[str, str]] = {}  # resource -> (search table, its INSERT ... SELECT)
+        self.create: dict[str, str] = {}  # search table -> its CREATE VIRTUAL TABLE statement
+        for decl, columns in indexed:
+            search = decl.name + "_search"
+            found = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (search,)).fetchone()
+            if found is None:
+                raise StoreUnavailable(f"the database has no search table {search}")
+            self.create[search] = found[0]
+            fields = [f.name for f in decl.search_fields]
+            picks = ", ".join(f"json_extract(value, '$[{columns.index(n)}]')" for n in ["id", *fields])
+            names = ", ".join(_name(n) for n in fields)
+            self.tables[decl.name] = (
+                search,
+                f"INSERT INTO {_name(search)} (rowid, {names}) SELECT {picks} FROM json_each(?)",
+            )
+        fd, self.path = tempfile.mkstemp(prefix=".medusa-v2-import-search-", suffix=".db", dir=directory)
+        os.close(fd)
+        self.attached = False
+        self.error: BaseException | None = None
+        self.closing = False
+        self.ended = False
+        self.side: sqlite3.Connection | None = None
+        try:
+            side = self.side = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # A scratch file: nothing to recover after a crash, so no journal and no fsync.
+            side.execute("PRAGMA journal_mode = OFF")
+            side.execute("PRAGMA synchronous = OFF")
+            side.execute("PRAGMA cache_size = -65536")
+            side.execute("BEGIN")
+            for search, sql in self.create.items():
+                side.execute(sql)
+                # No merging while loading: segments are big already (_SEARCH_HASHSIZE).
+                side.execute(f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', 0)")
+                side.execute(
+                    f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('hashsize', ?)", (_SEARCH_HASHSIZE,)
+                )
+        except BaseException:
+            self._discard()
+            raise
+        self.inbox: queue.Queue[tuple[str, str, int] | None] = queue.Queue(_SEARCH_BACKLOG)
+        self.waiting: dict[str, list[str]] = {name: [] for name in self.tables}
+        self.rows = dict.fromkeys(self.tables, 0)
+        self.thread = threading.Thread(target=self._run, name="medusa-import-search", daemon=True)
+        self.thread.start()
+
+    def add(self, resource: str, values: str, count: int) -> None:
+        """Queue one batch (`count` rows as a `_rows_json` array) for the index of `resource`."""
+        if self.error is not None:
+            raise self.error
+        self.inbox.put((resource, values, count))
+
+    def end(self) -> None:
+        """Say that every batch is queued: the build indexes the last ones and merges its segments."""
+        if not self.ended:
+            self.ended = True
+            self.inbox.put(None)
+
+    def finish(self) -> None:
+        """Wait for the build to end (see `end`) and its file to be committed; raise the build's error."""
+        self.end()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def move_into(self, db: sqlite3.Connection) -> None:
+        """Replace each search table of `db` (in its open transaction) by the one built here."""
+        db.execute(f"ATTACH DATABASE ? AS {self._ATTACHED}", (self.path,))
+        self.attached = True
+        for search, sql in self.create.items():
+            db.execute(f"DROP TABLE main.{_name(search)}")
+            db.execute(sql)
+            shadows = db.execute(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name IN (?, ?, ?, ?, ?)",
+                [f"{search}_{part}" for part in ("data", "idx", "content", "docsize", "config")],
+            ).fetchall()
+            for (shadow,) in shadows:
+                db.execute(f"DELETE FROM main.{_name(shadow)}")
+                db.execute(f"INSERT INTO main.{_name(shadow)} SELECT * FROM {self._ATTACHED}.{_name(shadow)}")
+
+    def close(self, db: sqlite3.Connection) -> None:
+        """Stop the build if it runs, detach and delete the scratch file (after the import's end)."""
+        if self.thread.is_alive():
+            self.closing = True
+            side = self.side
+            if side is not None:
+                side.interrupt()  # the statement running now stops; queued batches are skipped
+            self.end()
+            self.thread.join()
+        if self.attached:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute(f"DETACH DATABASE {self._ATTACHED}")
+            self.attached = False
+        self._discard()
+
+    def _run(self) -> None:
+        ended = False
+        try:
+            while (item := self.inbox.get()) is not None:
+                if self.closing:
+                    continue
+                resource, values, count = item
+                self.waiting[resource].append(values)
+                self.rows[resource] += count
+                if self.rows[resource] >= _TEXT_CHUNK:
+                    self._index(resource)
+            ended = True
+            for resource, (search, _) in self.tables.items():
+                if self.closing:
+                    return
+                self._index(resource)
+                # FTS5 puts every flushed segment at level 0, however big: merged here.
+                self._side().execute(f"INSERT INTO {_name(search)} ({_name(search)}) VALUES ('optimize')")
+                self._side().execute(
+                    f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,)
+                )
+                # Back to FTS5's default flush size for the store's own writes: a config row
+                # is read by every connection, and the default is no row.
+                self._side().execute(f"DELETE FROM {_name(search + '_config')} WHERE k = 'hashsize'")
+            self._side().execute("COMMIT")
+            self._side().close()
+            self.side = None
+        except BaseException as exc:
+            self.error = exc
+            while not ended and self.inbox.get() is not None:  # the import never waits on a dead build
+                pass
+
+    def _side(self) -> sqlite3.Connection:
+        assert self.side is not None
+        return self.side
+
+    def _index(self, resource: str) -> None:
+        """Index the waiting batches of `resource` in one statement: FTS5 writes one segment per statement."""
+        waiting = self.waiting[resource]
+        if not waiting:
+            return
+        values = waiting[0] if len(waiting) == 1 else "[" + ",".join(v[1:-1] for v in waiting) + "]"
+        waiting.clear()
+        self.rows[resource] = 0
+        self._side().execute(self.tables[resource][1], (values,))
+
+    def _discard(self) -> None:
+        side, self.side = self.side, None
+        if side is not None:
+            with contextlib.suppress(sqlite3.Error):
+                side.close()
+        for leftover in (self.path, self.path + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
 
 
 class _Failed:
