@@ -17,6 +17,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from .base import (
@@ -786,11 +787,14 @@ COUNTER_LIMIT = 2**62
 SEARCH_AUTOMERGE = 16  # FTS5 automerge of the search indexes (see SQLiteStore._migrate)
 _TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row_total (migration 4)
 _DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
-_TEXT_CHUNK = 10_000  # rows per search-index statement of an import's search build
-# FTS5 flushes its in-memory terms to a new segment past this many bytes (default 1 MB):
-# an import's search build holds a statement's worth (measured: builds ~30% faster,
-# with fewer segments to merge). Not kept in the moved index (_SearchBuild._run).
-_SEARCH_HASHSIZE = 64 << 20
+_TEXT_CHUNK = 10_000  # rows per search-index statement of an import's search build (bound variables permitting)
+# An import's search build sets two FTS5 options of its own, not kept in the moved
+# index (_SearchBuild._run). hashsize: FTS5 flushes its in-memory terms to a new
+# segment past this many bytes (default 1 MB); 64 MB holds a statement's worth
+# (measured at 100k rows: 30% faster). crisismerge: FTS5 merges a level's segments
+# once it has this many, even with automerge off (default 16); the build merges
+# them all at its end instead, once (measured at 1M rows: 46 -> 36 s of CPU).
+_SEARCH_BUILD_OPTIONS = {"hashsize": 64 << 20, "crisismerge": 1000}
 _SEARCH_BACKLOG = 64  # batches queued for an import's search build (bounds its memory)
 
 
@@ -827,32 +831,20 @@ def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=False)) for row in cursor.fetchall()]  # strict: slower, never needed
 
 
-def _rows_json(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
-    """Return rows as one JSON array of value arrays, in `columns` order (see _insert_json)."""
-    return json.dumps([[row[c] for c in columns] for row in rows], ensure_ascii=False)
-
-
-def _insert_json(db: sqlite3.Connection, table: str, columns: Sequence[str], values: str) -> None:
-    """Insert rows in one statement whose one parameter is their values as a JSON array (`_rows_json`).
-
-    For an import's worker thread: binding values row by row (executemany) takes
-    the GIL back for every row from the thread parsing the next batches, which
-    serialises the two (measured: a third of a 1M-row import); encoding the batch
-    is one short C call, and the statement then runs without the GIL. Text holds
-    no NUL and no lone surrogate (check_text), so it goes through JSON unchanged.
-    """
-    picks = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
-    names = ", ".join(_name(c) for c in columns)
-    db.execute(f"INSERT INTO {table} ({names}) SELECT {picks} FROM json_each(?)", (values,))
+def _tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """Return each row's values in `columns` order (two or more columns)."""
+    return list(map(itemgetter(*columns), rows))
 
 
 def _insert_values(
     db: sqlite3.Connection, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], most: int = 500
 ) -> None:
-    """Insert rows with multi-row INSERT statements (hundreds of rows each).
+    """Insert rows with multi-row INSERT statements (up to `most` rows each).
 
     Not executemany: FTS5 flushes its pending terms at every statement's end, so one
-    statement per row makes one tiny index segment per row (5x slower imports).
+    statement per row makes one tiny index segment per row (5x slower imports); and
+    the values of a statement are bound in one call, not row by row, so an import's
+    worker thread takes the GIL from the parsing thread once per statement.
     """
     names = ", ".join(_name(c) for c in columns)
     one = "(" + ", ".join("?" for _ in columns) + ")"
@@ -958,8 +950,8 @@ class _Import:
 
         Only this run's rows are there: nothing to replace, and an id seen again is
         a duplicate, which the primary key refuses. So no look-up before inserting:
-        one statement per table (`_insert_json`; no trigger fires: the same JSON text
-        goes to the search build), and only on a refusal is the batch undone to its
+        multi-row statements (`_insert_values`; no trigger fires: the same values go
+        to the search build), and only on a refusal is the batch undone to its
         savepoint and the taken id looked up, for the error.
         """
         db, decl, child = self.db, self.decl, self.child
@@ -970,13 +962,13 @@ class _Import:
         items = [item for _, items in batch for item in items] if child is not None else []
         child_ids = [item["id"] for item in items]
         _refuse_repeats(child_name, child_ids)
-        values = _rows_json(self.columns, rows)
-        child_values = _rows_json(self.child_columns, items) if items else ""
+        values = _tuples(self.columns, rows)
+        child_values = _tuples(self.child_columns, items) if items else []
         db.execute("SAVEPOINT medusa_import_batch")
         try:
-            _insert_json(db, self.table, self.columns, values)
+            _insert_values(db, self.table, self.columns, values)
             if items:
-                _insert_json(db, _name(child_name), self.child_columns, child_values)
+                _insert_values(db, _name(child_name), self.child_columns, child_values)
         except sqlite3.IntegrityError:
             db.execute("ROLLBACK TO medusa_import_batch")
             db.execute("RELEASE medusa_import_batch")
@@ -990,12 +982,12 @@ class _Import:
         db.execute("RELEASE medusa_import_batch")
         self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(ids))
         if self.search is not None:
-            self.search.add(decl.name, values, len(rows))
+            self.search.add(decl.name, values)
         if items:
             assert child is not None
             self.highest[child.name] = max(self.highest[child.name], _highest_below_limit(child_ids))
             if self.search is not None:
-                self.search.add(child.name, child_values, len(items))
+                self.search.add(child.name, child_values)
         self.count += len(batch)
 
     def finish(self) -> None:
@@ -1045,7 +1037,7 @@ class _SearchBuild:
     1M tickets, with the merge of its segments), and SQLite does it on the one
     connection that writes. So the build runs on a connection and thread of its
     own, in a scratch database file, while the import's connection inserts rows and
-    sorts indexes: it gets each batch's JSON text (`_rows_json`) as inserted.
+    sorts indexes: it gets each batch's values (`_tuples`) as inserted.
     `finish` merges its segments (FTS5 'optimize': left at level 0, a later POST's
     automerge would rewrite them all, measured p99 0.8 s) and commits;
     `move_into` then recreates each search table in the import's transaction and
@@ -1059,7 +1051,8 @@ class _SearchBuild:
     _ATTACHED = "medusa_import_search"
 
     def __init__(self, db: sqlite3.Connection, indexed: Sequence[tuple[Any, Sequence[str]]], directory: str | None):
-        self.tables: dict[str, tuple[str, str]] = {}  # resource -> (search table, its INSERT ... SELECT)
+        # resource -> (search table, its columns, which of a row's values they take)
+        self.tables: dict[str, tuple[str, list[str], Callable[[Sequence[Any]], Any]]] = {}
         self.create: dict[str, str] = {}  # search table -> its CREATE VIRTUAL TABLE statement
         for decl, columns in indexed:
             search = decl.name + "_search"
@@ -1067,13 +1060,8 @@ class _SearchBuild:
             if found is None:
                 raise StoreUnavailable(f"the database has no search table {search}")
             self.create[search] = found[0]
-            fields = [f.name for f in decl.search_fields]
-            picks = ", ".join(f"json_extract(value, '$[{columns.index(n)}]')" for n in ["id", *fields])
-            names = ", ".join(_name(n) for n in fields)
-            self.tables[decl.name] = (
-                search,
-                f"INSERT INTO {_name(search)} (rowid, {names}) SELECT {picks} FROM json_each(?)",
-            )
+            fields = ["id", *(f.name for f in decl.search_fields)]
+            self.tables[decl.name] = (search, ["rowid", *fields[1:]], itemgetter(*map(columns.index, fields)))
         fd, self.path = tempfile.mkstemp(prefix=".medusa-v2-import-search-", suffix=".db", dir=directory)
         os.close(fd)
         self.attached = False
@@ -1090,25 +1078,23 @@ class _SearchBuild:
             side.execute("BEGIN")
             for search, sql in self.create.items():
                 side.execute(sql)
-                # No merging while loading: segments are big already (_SEARCH_HASHSIZE).
+                # No merging while loading: `finish` merges every segment once.
                 side.execute(f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', 0)")
-                side.execute(
-                    f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('hashsize', ?)", (_SEARCH_HASHSIZE,)
-                )
+                for option, value in _SEARCH_BUILD_OPTIONS.items():
+                    side.execute(f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES (?, ?)", (option, value))
         except BaseException:
             self._discard()
             raise
-        self.inbox: queue.Queue[tuple[str, str, int] | None] = queue.Queue(_SEARCH_BACKLOG)
-        self.waiting: dict[str, list[str]] = {name: [] for name in self.tables}
-        self.rows = dict.fromkeys(self.tables, 0)
+        self.inbox: queue.Queue[tuple[str, list[tuple[Any, ...]]] | None] = queue.Queue(_SEARCH_BACKLOG)
+        self.waiting: dict[str, list[tuple[Any, ...]]] = {name: [] for name in self.tables}
         self.thread = threading.Thread(target=self._run, name="medusa-import-search", daemon=True)
         self.thread.start()
 
-    def add(self, resource: str, values: str, count: int) -> None:
-        """Queue one batch (`count` rows as a `_rows_json` array) for the index of `resource`."""
+    def add(self, resource: str, values: list[tuple[Any, ...]]) -> None:
+        """Queue one batch (its rows' values, as inserted) for the index of `resource`."""
         if self.error is not None:
             raise self.error
-        self.inbox.put((resource, values, count))
+        self.inbox.put((resource, values))
 
     def end(self) -> None:
         """Say that every batch is queued: the build indexes the last ones and merges its segments."""
@@ -1159,13 +1145,12 @@ class _SearchBuild:
             while (item := self.inbox.get()) is not None:
                 if self.closing:
                     continue
-                resource, values, count = item
-                self.waiting[resource].append(values)
-                self.rows[resource] += count
-                if self.rows[resource] >= _TEXT_CHUNK:
+                resource, values = item
+                self.waiting[resource] += values
+                if len(self.waiting[resource]) >= _TEXT_CHUNK:
                     self._index(resource)
             ended = True
-            for resource, (search, _) in self.tables.items():
+            for resource, (search, _, _) in self.tables.items():
                 if self.closing:
                     return
                 self._index(resource)
@@ -1174,9 +1159,12 @@ class _SearchBuild:
                 self._side().execute(
                     f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,)
                 )
-                # Back to FTS5's default flush size for the store's own writes: a config row
-                # is read by every connection, and the default is no row.
-                self._side().execute(f"DELETE FROM {_name(search + '_config')} WHERE k = 'hashsize'")
+                # Back to FTS5's defaults for the store's own writes: a config row is read by
+                # every connection, and a default is no row.
+                marks = ", ".join("?" for _ in _SEARCH_BUILD_OPTIONS)
+                self._side().execute(
+                    f"DELETE FROM {_name(search + '_config')} WHERE k IN ({marks})", list(_SEARCH_BUILD_OPTIONS)
+                )
             self._side().execute("COMMIT")
             self._side().close()
             self.side = None
@@ -1190,14 +1178,12 @@ class _SearchBuild:
         return self.side
 
     def _index(self, resource: str) -> None:
-        """Index the waiting batches of `resource` in one statement: FTS5 writes one segment per statement."""
+        """Index the waiting rows of `resource` in one statement: FTS5 writes one segment per statement."""
         waiting = self.waiting[resource]
-        if not waiting:
-            return
-        values = waiting[0] if len(waiting) == 1 else "[" + ",".join(v[1:-1] for v in waiting) + "]"
-        waiting.clear()
-        self.rows[resource] = 0
-        self._side().execute(self.tables[resource][1], (values,))
+        if waiting:
+            search, names, pick = self.tables[resource]
+            _insert_values(self._side(), _name(search), names, list(map(pick, waiting)), most=len(waiting))
+            waiting.clear()
 
     def _discard(self) -> None:
         side, self.side = self.side, None
