@@ -143,6 +143,21 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every line (json.loads with an option builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _decode_line(text: str) -> Any:
+    """Decode one line: raw_decode, then `decode` only for leading or trailing text (and its error)."""
+    try:
+        doc, end = _DECODER.raw_decode(text)
+    except json.JSONDecodeError:
+        return _DECODER.decode(text)  # leading whitespace, or the precise error
+    if end != len(text) and text[end:].strip(" \t\n\r"):  # JSON's own whitespace, as `decode` skips
+        return _DECODER.decode(text)  # raises: extra data
+    return doc
+
+
 def _reason(errors: Mapping[str, str], prefix: str = "") -> str:
     return "; ".join(f"{prefix}{name}: {why}" for name, why in sorted(errors.items()))
 
@@ -199,15 +214,14 @@ def _valid_time(value: str) -> bool:
     return True
 
 
-_INT, _STR, _TIME, _PARENT = range(4)
-
-
 class _FastShape:
     """A quick check of an item that has every field and plain values.
 
     Accepts only what `parse_item` accepts; anything else (a missing or unknown
     field, a wrong value, text the fast checks cannot vouch for) returns None and
-    goes through `parse_item`, which says exactly what is wrong.
+    goes through `parse_item`, which says exactly what is wrong. The fields are
+    grouped by the check they get, so each loop makes one kind of check (the
+    import parses every line through here).
     """
 
     def __init__(self, decl: Declaration) -> None:
@@ -215,48 +229,72 @@ class _FastShape:
 
         self.keys = frozenset(f.json_name for f in decl.fields)
         self.keys_without_parent = frozenset(f.json_name for f in decl.fields if f.name != decl.parent_field)
-        self.spec: list[tuple[str, str, int, int, int, tuple[str, ...] | None, bool]] = []
+        self.parent: tuple[str, str] | None = None
+        # (json name, name, low, high, nullable): an int in [low, high]; text of that length.
+        self.ints: list[tuple[str, str, int, int, bool]] = []
+        self.texts: list[tuple[str, str, int, int, bool]] = []
+        self.choices: list[tuple[str, str, tuple[Any, ...], bool]] = []  # one of these values
+        self.times: list[tuple[str, str]] = []  # kept timestamps
         for f in decl.fields:
             if f.name == decl.parent_field:
-                kind = _PARENT
+                self.parent = (f.json_name, f.name)
             elif f.name in TIMESTAMP_FIELDS and not f.writable:
-                kind = _TIME
+                self.times.append((f.json_name, f.name))
             elif not f.writable and not f.settable_on_create and f.name != "id":
                 raise ValueError(f"{decl.name}.{f.name}: an import does not know how to keep this field")
+            elif f.choices is not None:
+                self.choices.append((f.json_name, f.name, tuple(f.choices), f.nullable))
+            elif f.type is int:
+                low = f.min if f.min is not None else INT64_MIN
+                high = f.max if f.max is not None else INT64_MAX
+                self.ints.append((f.json_name, f.name, low, high, f.nullable))
             else:
-                kind = _INT if f.type is int else _STR
-            low = f.min if f.min is not None else (INT64_MIN if f.type is int else 0)
-            high = f.max if f.max is not None else (INT64_MAX if f.type is int else 1 << 62)
-            self.spec.append((f.json_name, f.name, kind, low, high, f.choices, f.nullable))
+                low = f.min if f.min is not None else 0
+                high = f.max if f.max is not None else 1 << 62
+                self.texts.append((f.json_name, f.name, low, high, f.nullable))
 
     def row(self, doc: dict[str, Any], parent_id: int | None) -> dict[str, Any] | None:
         keys = doc.keys()
         if keys != self.keys and keys != self.keys_without_parent:
             return None
         row: dict[str, Any] = {}
-        for json_name, name, kind, low, high, choices, nullable in self.spec:
-            if kind == _PARENT:
-                value = doc.get(json_name, parent_id)
-                if type(value) is not int or value != parent_id:
-                    return None
-                row[name] = parent_id
-                continue
+        if self.parent is not None:
+            json_name, name = self.parent
+            value = doc.get(json_name, parent_id)
+            if type(value) is not int or value != parent_id:
+                return None
+            row[name] = parent_id
+        for json_name, name, low, high, nullable in self.ints:
             value = doc[json_name]
             if value is None:
-                if not nullable or kind == _TIME:
+                if not nullable:
                     return None
-            elif kind == _INT:
-                if type(value) is not int or not low <= value <= high:
-                    return None
-            elif type(value) is not str:
+            elif type(value) is not int or not low <= value <= high:
                 return None
-            elif kind == _TIME:
-                if not _TIMESTAMP.match(value) or not _valid_time(value):
+            row[name] = value
+        for json_name, name, low, high, nullable in self.texts:
+            value = doc[json_name]
+            if value is None:
+                if not nullable:
                     return None
-            elif choices is not None:
-                if value not in choices:
+            elif type(value) is not str or not low <= len(value) <= high:
+                return None
+            row[name] = value
+        for json_name, name, choices, nullable in self.choices:
+            value = doc[json_name]
+            if value is None:
+                if not nullable:
                     return None
-            elif not low <= len(value) <= high:
+            elif type(value) is not str or value not in choices:
+                return None
+            row[name] = value
+        for json_name, name in self.times:
+            value = doc[json_name]
+            if type(value) is not str or not _TIMESTAMP.match(value):
+                return None
+            try:
+                datetime.fromisoformat(value[:-1])
+            except ValueError:
                 return None
             row[name] = value
         if row.get("updated_at", "") < row.get("created_at", ""):
@@ -277,44 +315,50 @@ class _Batches:
         self.size = size
         self.count = 0
         self.children = 0
-        # ids -> line, for the last few batches: a store may read up to IMPORT_LOOKAHEAD
-        # batches ahead of the one it writes, and an error names the line of the id it refused.
-        self.recent: collections.deque[dict[tuple[str, int], int]] = collections.deque(maxlen=IMPORT_LOOKAHEAD + 3)
+        # The last few batches with the line of each item: a store may read up to
+        # IMPORT_LOOKAHEAD batches ahead of the one it writes, and an error names the
+        # line of the id it refused (looked up only then: see line_of).
+        self.recent: collections.deque[tuple[list[tuple[dict[str, Any], list[dict[str, Any]]]], list[int]]] = (
+            collections.deque(maxlen=IMPORT_LOOKAHEAD + 3)
+        )
         self.shape = _FastShape(decl)
         self.child_shape = _FastShape(child) if child is not None else None
 
     async def __aiter__(self) -> AsyncIterator[list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
         batch: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        numbers: list[int] = []  # the line of each item of the batch
         read = 0
-        number = 0
-        for number, raw in enumerate(self.lines, 1):  # noqa: B007 (number is used after the loop)
+        parse_line = self.parse_line
+        for number, raw in enumerate(self.lines, 1):
             read += len(raw)
-            if not raw.strip():
+            if not raw or raw.isspace():
                 continue
-            if not batch:
-                self.recent.append({})
-            row, items = self.parse_line(raw, number)
-            line_of = self.recent[-1]
-            line_of[(self.decl.name, row["id"])] = number  # the last: a repeat is the bad one
-            if self.child is not None:
-                for item in items:
-                    line_of[(self.child.name, item["id"])] = number
-            batch.append((row, items))
-            self.count += 1
-            self.children += len(items)
+            batch.append(parse_line(raw, number))
+            numbers.append(number)
             if len(batch) >= BATCH:
+                self._complete(batch, numbers)
                 yield batch
-                batch = []
+                batch, numbers = [], []
                 self.bar.update(self.count, read / self.size if self.size else None)
         if batch:
+            self._complete(batch, numbers)
             yield batch
         self.bar.done(self.count)
 
+    def _complete(self, batch: list[tuple[dict[str, Any], list[dict[str, Any]]]], numbers: list[int]) -> None:
+        self.recent.append((batch, numbers))
+        self.count += len(batch)
+        self.children += sum(len(items) for _, items in batch)
+
     def line_of(self, resource: str, id: int) -> int | None:
-        """Return the line of an id in the recent batches (the newest first), if any."""
-        for lines in reversed(self.recent):
-            if (resource, id) in lines:
-                return lines[(resource, id)]
+        """Return the line of an id in the recent batches (the last one given: a repeat is the bad one)."""
+        is_row = resource == self.decl.name
+        if not is_row and (self.child is None or resource != self.child.name):
+            return None
+        for batch, numbers in reversed(self.recent):
+            for (row, items), number in zip(reversed(batch), reversed(numbers), strict=True):
+                if row["id"] == id if is_row else any(item["id"] == id for item in items):
+                    return number
         return None
 
     def parse_line(self, raw: bytes, number: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -324,7 +368,7 @@ class _Batches:
             except UnicodeDecodeError:
                 raise TransferError("not valid UTF-8") from None
             try:
-                doc = json.loads(text, parse_constant=_refuse_constant)
+                doc = _decode_line(text)
             except ValueError as exc:
                 detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                 raise TransferError(f"malformed JSON: {detail}") from None
@@ -339,7 +383,7 @@ class _Batches:
                     raise TransferError("messages: must be an array")
             # JSON text holds NUL characters and lone surrogates only as \u escapes: without
             # any `\u0000` or `\ud...`, every string is text a store keeps exactly.
-            plain = b"\\u0000" not in raw and b"\\ud" not in raw and b"\\uD" not in raw
+            plain = b"\\u" not in raw or (b"\\u0000" not in raw and b"\\ud" not in raw and b"\\uD" not in raw)
             row = (self.shape.row(doc, None) if plain else None) or parse_item(self.decl, doc)
             if self.child is None or not items:
                 return row, []

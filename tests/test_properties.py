@@ -153,3 +153,69 @@ def test_q_matches_exactly_the_case_insensitive_substrings(io_loop, store, title
 
     page = call(io_loop, go)
     assert page.count == (1 if q.lower() in title.lower() else 0), (title, q)
+
+
+# An import line's item: a valid ticket or message, then often one change: a field given
+# a wrong or edge value (type, range, choice, timestamp format), removed, or one added.
+STAMPS = st.sampled_from(["2026-01-02T03:04:05.000001Z", "2026-01-03T03:04:05.123456Z"])
+ODD_STAMPS = st.sampled_from(
+    [
+        "2026-02-30T03:04:05.000000Z",  # no such day
+        "2026-01-02T03:04:05Z",
+        "2026-01-02 03:04:05.000001Z",
+        "2026-01-01T00:00:00.000000Z",  # before createdAt when it is updatedAt
+        "\uff12026-01-02T03:04:05.000001Z",  # a full-width digit: \\d in Unicode regexes
+    ]
+)
+VALID = {
+    "id": st.integers(1, 2**63 - 1),
+    "title": text(1, 200),
+    "description": text(0, 5),
+    "state": st.sampled_from(["open", "pending", "closed"]),
+    "priority": st.integers(1, 5),
+    "assignee": st.none() | text(1, 5),
+    "createdAt": st.just("2026-01-02T03:04:05.000001Z"),
+    "updatedAt": STAMPS,
+    "ticketId": st.just(7),
+    "author": text(1, 5),
+    "body": text(1, 5),
+}
+WRONG = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.sampled_from([0, 6, 8, 2**63, -1, 1.0, "1", "", "t" * 201, "Open", "open "])
+    | st.floats(allow_nan=False)
+    | text(0, 3)
+    | ODD_STAMPS
+)
+TICKET_KEYS = ["id", "title", "description", "state", "priority", "assignee", "createdAt", "updatedAt"]
+MESSAGE_KEYS = ["id", "ticketId", "author", "body", "createdAt", "updatedAt"]
+
+
+@pytest.mark.parametrize("keys", [TICKET_KEYS, MESSAGE_KEYS], ids=["ticket", "message"])
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_the_import_fast_check_accepts_only_what_the_full_check_accepts(keys, data):
+    from medusa_v2.resources.message import MESSAGE
+    from medusa_v2.resources.ticket import TICKET
+    from medusa_v2.transfer import TransferError, _FastShape, parse_item
+
+    decl, parent = (TICKET, None) if keys is TICKET_KEYS else (MESSAGE, 7)
+    doc = data.draw(st.fixed_dictionaries({k: VALID[k] for k in keys}))
+    change = data.draw(st.sampled_from(["none", "value", "value", "value", "remove", "add"]))
+    if change == "value":
+        doc[data.draw(st.sampled_from(keys))] = data.draw(WRONG)
+    elif change == "remove":
+        del doc[data.draw(st.sampled_from(keys))]
+    elif change == "add":
+        doc[data.draw(st.sampled_from(["colour", "messages", "Title"]))] = data.draw(WRONG)
+    fast = _FastShape(decl).row(doc, parent)
+    try:
+        full = parse_item(decl, dict(doc), parent)
+    except TransferError:
+        full = None
+    if change == "none":
+        assert fast is not None and fast == full  # a valid item takes the fast path
+    elif fast is not None:  # None: the full check decides (and names what is wrong)
+        assert full == fast

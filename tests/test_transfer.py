@@ -147,6 +147,8 @@ async def test_export_streams_in_batches(io_loop, store, monkeypatch):
     ("line", "reason"),
     [
         (b"{not json", "malformed JSON"),
+        (encode_json(ticket(3)) + b" {}", "malformed JSON: Extra data"),
+        (encode_json(ticket(3)) + b"\x0c", "malformed JSON: Extra data"),  # not JSON whitespace
         (b"[1, 2]", "must be a JSON object"),
         (b"\xff\xfe", "not valid UTF-8"),
         (encode_json({k: v for k, v in ticket(3).items() if k != "title"}), "title: required field"),
@@ -210,8 +212,8 @@ async def test_a_bad_line_in_a_later_batch_undoes_earlier_batches(io_loop, store
 @pytest.mark.gen_test
 async def test_blank_lines_are_skipped_and_ticket_id_may_be_omitted(io_loop, store):
     m = {k: v for k, v in message(5, 1).items() if k != "ticketId"}
-    data = b"\n" + jsonl(ticket(1, messages=[m])) + b"  \n"
-    assert await import_jsonl(store, lines_of(data)) == (1, 1)
+    data = b"\n" + jsonl(ticket(1, messages=[m])) + b"  \n \t\r\n" + b" \t" + encode_json(ticket(2)) + b" \r\n"
+    assert await import_jsonl(store, lines_of(data)) == (2, 1)
     assert (await store.get_row(transfer_message(), 5))["ticket_id"] == 1
 
 
@@ -430,7 +432,7 @@ async def test_a_fresh_import_moves_in_search_indexes_that_match_the_rows(io_loo
     assert await q_ids(client, "/ticket/5/message", "reply") == sorted(bodies)
     # The store's own settings, not the build's: its merge level, and no flush size of the build's.
     config = dict(store.db.execute("SELECT k, v FROM ticket_search_config"))
-    assert config.get("automerge") == SEARCH_AUTOMERGE and "hashsize" not in config
+    assert config.get("automerge") == SEARCH_AUTOMERGE and not {"hashsize", "crisismerge"} & set(config)
     # Writes after the import keep the moved index exact.
     r = await client.post("/ticket", json_body={"title": "a kumquat printer", "description": "new"})
     created = r.json["id"]
