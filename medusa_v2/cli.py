@@ -134,9 +134,13 @@ def _set_password(path: str, username: str | None, from_stdin: bool) -> int:
     return 0
 
 
+READ_BUFFER = 1 << 20
+
+
 def _transfer(settings: object, args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
+    import gc
     import os
     import time
 
@@ -162,17 +166,24 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
                         os.unlink(partial)
                     raise
                 return counts
+            # Read a megabyte at a time: every read lets the store's threads take the GIL
+            # from the parser, which then waits to get it back (8 KB reads: 9% of its time).
             if args.file == "-":
-                return await import_jsonl(
-                    store, sys.stdin.buffer, replace=args.replace, progress=progress_stream(), size=None
-                )
-            with open(args.file, "rb") as source:
+                with open(sys.stdin.fileno(), "rb", buffering=READ_BUFFER, closefd=False) as source:
+                    return await import_jsonl(
+                        store, source, replace=args.replace, progress=progress_stream(), size=None
+                    )
+            with open(args.file, "rb", buffering=READ_BUFFER) as source:
                 return await import_jsonl(
                     store, source, replace=args.replace, progress=progress_stream(), size=input_size(source)
                 )
         finally:
             await store.close()
 
+    # This process only moves data: millions of short-lived dicts and lists holding
+    # strings and numbers, no reference cycles. At its default pace (a collection per
+    # 700 new objects) the collector took 7% of an import's parsing thread (py-spy).
+    gc.set_threshold(100_000, 50, 100)
     start = time.monotonic()
     try:
         tickets, messages = asyncio.run(run())
