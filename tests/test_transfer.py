@@ -387,7 +387,7 @@ def varied_tickets(n):
 
 
 def scratch_files(directory):
-    return sorted(p.name for p in Path(directory).glob(".medusa-v2-import-search-*"))
+    return sorted(p.name for p in Path(directory).glob(".*import-search-*"))
 
 
 def search_threads():
@@ -525,4 +525,17 @@ async def test_a_failure_after_the_search_tables_are_replaced_rolls_them_back(io
     integrity_check(store.db)
     r = await client.post("/ticket", json_body={"title": "second printer"})
     assert await q_ids(client, "/ticket", "printer") == [r.json["id"]]
+    integrity_check(store.db)
+
+
+@pytest.mark.gen_test
+async def test_a_scratch_file_left_by_a_killed_import_is_deleted_by_the_next(io_loop, store, client):
+    directory = Path(store.path).parent
+    name = Path(store.path).name
+    left = directory / f".{name}.import-search-killed.db"
+    left.write_bytes(b"half an index")
+    other = directory / ".other.db.import-search-running.db"  # another database's: not ours to delete
+    other.write_bytes(b"")
+    await import_jsonl(store, lines_of(jsonl(*varied_tickets(5))))
+    assert scratch_files(directory) == [other.name]
     integrity_check(store.db)

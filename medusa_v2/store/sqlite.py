@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import glob
 import json
 import os
 import queue
@@ -642,8 +643,7 @@ class SQLiteStore(Store):
             if executor is not None:
                 executor.shutdown()
             raise
-        scratch = os.path.dirname(os.path.abspath(self.path)) if own else None  # beside the database
-        job = _Import(db, decl, child, replace, scratch)
+        job = _Import(db, decl, child, replace, self.path if own else None)
         try:
             await call(job.begin)
             if executor is None:
@@ -865,10 +865,10 @@ class _Import:
     """One import run on one connection: begin, add batches, finish (commit) or abort."""
 
     def __init__(
-        self, db: sqlite3.Connection, decl: Any, child: Any | None, replace: bool, scratch: str | None = None
+        self, db: sqlite3.Connection, decl: Any, child: Any | None, replace: bool, path: str | None = None
     ) -> None:
         self.db = db
-        self.scratch = scratch  # the directory of the search build's file (None: the system's temp directory)
+        self.path = path  # the database file (None: in memory), beside which the search build works
         self.decl = decl
         self.child = child
         self.replace = replace
@@ -903,7 +903,7 @@ class _Import:
                 if d is not None and d.search_fields
             ]
             if indexed:
-                self.search = _SearchBuild(db, indexed, self.scratch)
+                self.search = _SearchBuild(db, indexed, self.path)
         if self.replace:
             # Ids inserted by this run: seeing one again is a duplicate, not a replacement.
             db.execute("CREATE TEMP TABLE IF NOT EXISTS medusa_import_seen (id INTEGER PRIMARY KEY)")
@@ -1050,7 +1050,7 @@ class _SearchBuild:
 
     _ATTACHED = "medusa_import_search"
 
-    def __init__(self, db: sqlite3.Connection, indexed: Sequence[tuple[Any, Sequence[str]]], directory: str | None):
+    def __init__(self, db: sqlite3.Connection, indexed: Sequence[tuple[Any, Sequence[str]]], database: str | None):
         # resource -> (search table, its columns, which of a row's values they take)
         self.tables: dict[str, tuple[str, list[str], Callable[[Sequence[Any]], Any]]] = {}
         self.create: dict[str, str] = {}  # search table -> its CREATE VIRTUAL TABLE statement
@@ -1062,7 +1062,17 @@ class _SearchBuild:
             self.create[search] = found[0]
             fields = ["id", *(f.name for f in decl.search_fields)]
             self.tables[decl.name] = (search, ["rowid", *fields[1:]], itemgetter(*map(columns.index, fields)))
-        fd, self.path = tempfile.mkstemp(prefix=".medusa-v2-import-search-", suffix=".db", dir=directory)
+        # Beside the database, named after it: `.NAME.import-search-*.db`. One left by an
+        # import that was killed is deleted here: the caller holds the write lock, so no
+        # other import of this database is running. (In memory: the temp directory.)
+        directory, prefix = None, ".medusa-v2.import-search-"
+        if database is not None:
+            directory = os.path.dirname(os.path.abspath(database))
+            prefix = f".{os.path.basename(database)}.import-search-"
+            for leftover in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*.db")):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+        fd, self.path = tempfile.mkstemp(prefix=prefix, suffix=".db", dir=directory)
         os.close(fd)
         self.attached = False
         self.error: BaseException | None = None
