@@ -422,6 +422,7 @@ async def test_a_fresh_import_moves_in_search_indexes_that_match_the_rows(io_loo
 
     small_batches(monkeypatch)
     docs = varied_tickets(40)
+    assert await q_ids(client, "/ticket", "printer") == []  # the store's connection has read the old index
     assert await import_jsonl(store, lines_of(jsonl(*docs))) == (40, sum(len(d["messages"]) for d in docs))
     assert scratch_files(store.path.rsplit("/", 1)[0]) == [] and search_threads() == []
     integrity_check(store.db)  # FTS5 checks the moved index against the ticket and message rows

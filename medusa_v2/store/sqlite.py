@@ -1140,7 +1140,8 @@ class _SearchBuild:
             self.closing = True
             side = self.side
             if side is not None:
-                side.interrupt()  # the statement running now stops; queued batches are skipped
+                with contextlib.suppress(sqlite3.Error):  # closed meanwhile: the build has ended
+                    side.interrupt()  # the statement running now stops; queued batches are skipped
             self.end()
             self.thread.join()
         if self.attached:
