@@ -618,8 +618,9 @@ class SQLiteStore(Store):
 
         A file database is written on a connection of its own, from one worker
         thread: SQLite works (without the GIL) on batch N while the caller's
-        iterator parses and validates batch N + 1 on the event loop. The write lock
-        is held for the whole run: other writers wait (busy timeout), then get
+        iterator parses and validates batch N + 1 on the event loop; into empty
+        tables, a third thread builds the search indexes (_SearchBuild). The write
+        lock is held for the whole run: other writers wait (busy timeout), then get
         StoreUnavailable. At the end, each id counter is moved past the highest id
         imported below COUNTER_LIMIT (never back).
         """
@@ -930,7 +931,7 @@ class _Import:
         if self.replace:
             _insert_values(db, "temp.medusa_import_seen", ["id"], [(i,) for i in ids])
         rows = [row for row, _ in batch]
-        _insert_values(db, table, self.columns, [tuple([row[c] for c in self.columns]) for row in rows])
+        _insert_values(db, table, self.columns, _tuples(self.columns, rows))
         self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(ids))
         if child is not None:
             items = [item for _, items in batch for item in items]
@@ -940,8 +941,7 @@ class _Import:
                 taken = _existing(db, _name(child.name), child_ids)
                 if taken:
                     raise AlreadyExists(child.name, next(i for i in child_ids if i in taken))
-                cols = self.child_columns
-                _insert_values(db, _name(child.name), cols, [tuple([item[c] for c in cols]) for item in items])
+                _insert_values(db, _name(child.name), self.child_columns, _tuples(self.child_columns, items))
                 self.highest[child.name] = max(self.highest[child.name], _highest_below_limit(child_ids))
         self.count += len(batch)
 
