@@ -540,3 +540,31 @@ async def test_a_scratch_file_left_by_a_killed_import_is_deleted_by_the_next(io_
     await import_jsonl(store, lines_of(jsonl(*varied_tickets(5))))
     assert scratch_files(directory) == [other.name]
     integrity_check(store.db)
+
+
+@pytest.mark.gen_test
+async def test_writes_after_a_fresh_import_do_not_soon_merge_the_whole_search_index(io_loop, store, monkeypatch):
+    import medusa_v2.store.sqlite as sqlite_store
+    from medusa_v2.resources.ticket import TICKET
+
+    def segments():
+        record = store.db.execute("SELECT block FROM ticket_search_data WHERE id = 10").fetchone()[0]
+        read = sqlite_store._structure_segments(record)
+        assert read is not None
+        return read[1]  # (level, segment id, first page, last page)
+
+    monkeypatch.setattr(sqlite_store, "_TEXT_CHUNK", 500)  # ten segments for 'optimize' to merge
+    docs = [ticket(i, f"printer {i}", description=f"kumquat {i % 97} jam") for i in range(1, 5001)]
+    await import_jsonl(store, lines_of(jsonl(*docs)))
+    # One segment, on the level an index grown by 5,000 writes keeps its oldest rows:
+    # 16 ** 4 >= 5,000 > 16 ** 3 (FTS5 merges a level's 16 segments into the next).
+    ((level, *bulk),) = segments()
+    assert level == 3
+    # 'optimize' alone leaves it on level 1, where these writes merge it again (it is
+    # rewritten at the 8th hundred here); on level 3 it stays as it is.
+    for i in range(1000):
+        await store.insert_row(TICKET, {"title": f"new printer {i}", "description": "x" * 50}, 1_800_000_000.0 + i)
+    assert (level, *bulk) in segments()
+    integrity_check(store.db)
+    r = await store.list_rows(TICKET, transfer_query(q="printer", limit=1))
+    assert r.count == 6000
