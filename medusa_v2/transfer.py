@@ -290,11 +290,7 @@ class _FastShape:
             row[name] = value
         for json_name, name in self.times:
             value = doc[json_name]
-            if type(value) is not str or not _TIMESTAMP.match(value):
-                return None
-            try:
-                datetime.fromisoformat(value[:-1])
-            except ValueError:
+            if type(value) is not str or not _TIMESTAMP.match(value) or not _valid_time(value):
                 return None
             row[name] = value
         if row.get("updated_at", "") < row.get("created_at", ""):

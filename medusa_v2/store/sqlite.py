@@ -866,10 +866,10 @@ class _Import:
     """One import run on one connection: begin, add batches, finish (commit) or abort."""
 
     def __init__(
-        self, db: sqlite3.Connection, decl: Any, child: Any | None, replace: bool, path: str | None = None
+        self, db: sqlite3.Connection, decl: Any, child: Any | None, replace: bool, database: str | None = None
     ) -> None:
         self.db = db
-        self.path = path  # the database file (None: in memory), beside which the search build works
+        self.database = database  # the database file (None: in memory), beside which the search build works
         self.decl = decl
         self.child = child
         self.replace = replace
@@ -904,7 +904,7 @@ class _Import:
                 if d is not None and d.search_fields
             ]
             if indexed:
-                self.search = _SearchBuild(db, indexed, self.path)
+                self.search = _SearchBuild(db, indexed, self.database)
         if self.replace:
             # Ids inserted by this run: seeing one again is a duplicate, not a replacement.
             db.execute("CREATE TEMP TABLE IF NOT EXISTS medusa_import_seen (id INTEGER PRIMARY KEY)")
@@ -1208,8 +1208,8 @@ class _SearchBuild:
         the whole index in that write: 2.4 s for 100k tickets, far more at 1M. An
         index grown by N writes holds its oldest rows on level ~log16(N), where they
         are merged again only after about N more writes. So the segment moves to the
-        level below the one 16 ** (level + 1) >= rows reaches, in the structure
-        record (FTS5's format 1, `_structure_with_level`); any other record is left.
+        lowest level L with 16 ** (L + 1) >= rows, in the structure record (FTS5's
+        format 1, `_structure_with_level`); any other record is left as it is.
         """
         level = 0
         while 16 ** (level + 1) < rows:
