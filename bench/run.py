@@ -1003,8 +1003,11 @@ Changes (every existing test still passes):
 
 - **Counts**: the unfiltered list's `X-Pagination-Count` is read from `row_total`,
   kept exact by triggers in the transaction of every insert and delete (migration 4).
-  Filtered counts use covering indexes (`state=open` at 1M: ~12 ms of the filter + sort
-  time).
+  A list filtered on `state` or `priority` alone (one or several values) is counted
+  from `value_total`, kept per value by triggers the same way (migration 5): the count
+  of `state=open` at 1M walked 333,333 index entries, 26 ms against 0.05 ms from the
+  totals (measured side by side on 2026-11-28, on the machine of the import note
+  below). Other filtered counts use covering indexes.
 - **Sorts**: `(priority DESC, updated_at, id)` and `(state, priority DESC, updated_at, id)`
   serve `sort=-priority,updated-at` with and without the state filter in index order.
 - **Deep pages**: from offset 1000 on, the page's ids are found first (`id IN (SELECT id

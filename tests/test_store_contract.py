@@ -165,8 +165,14 @@ def test_chosen_ids_do_not_move_the_counter_and_are_skipped(io_loop, store):
         add(io_loop, store, id=7)
 
 
-def imported(io_loop, store, tickets, replace=False):
-    """Import tickets given as (id, [message ids]) through Store.import_rows, in two batches."""
+STATES = ("open", "pending", "closed")
+
+
+def imported(io_loop, store, tickets, replace=False, vary=False):
+    """Import tickets given as (id, [message ids]) through Store.import_rows, in two batches.
+
+    Each is open with priority 3, or with `vary`, has a state and priority picked by its id.
+    """
     stamp = timestamp(NOW)
     docs = [
         (
@@ -174,8 +180,8 @@ def imported(io_loop, store, tickets, replace=False):
                 "id": i,
                 "title": f"imported {i}",
                 "description": "",
-                "state": "open",
-                "priority": 3,
+                "state": STATES[i % 3] if vary else "open",
+                "priority": i % 5 + 1 if vary else 3,
                 "assignee": None,
                 "created_at": stamp,
                 "updated_at": stamp,
@@ -236,6 +242,44 @@ def test_the_unfiltered_count_follows_inserts_imports_and_deletes(io_loop, store
         add(io_loop, store, id=1)
     assert total() == 6
     assert total() == run(io_loop, store.list_rows(TICKET, ListQuery(filters={"state": ("open", "closed")}))).count
+
+
+def test_filtered_counts_follow_every_kind_of_write(io_loop, store):
+    def count(**filters):
+        return run(io_loop, store.list_rows(TICKET, ListQuery(filters=filters))).count
+
+    def check():
+        everything = run(io_loop, store.list_rows(TICKET, ListQuery(limit=1000))).rows
+        for name, values in (("state", STATES), ("priority", (1, 2, 3, 4, 5))):
+            for value in values:
+                assert count(**{name: (value,)}) == sum(r[name] == value for r in everything), (name, value)
+            pair = values[:2]
+            assert count(**{name: pair}) == sum(r[name] in pair for r in everything), (name, pair)
+            assert count(**{name: (values[0], values[0])}) == count(**{name: (values[0],)})  # once, not twice
+        both = sum(r["state"] == "open" and r["priority"] in (1, 3) for r in everything)
+        assert count(state=("open",), priority=(1, 3)) == both
+
+    imported(io_loop, store, [(i, [100 + i]) for i in range(1, 31)], vary=True)  # into empty tables
+    check()
+    assert count(state=("open",)) == 10 and count(priority=(5,)) == 6
+    for i in range(12):
+        add(io_loop, store, state=STATES[i % 3], priority=5 - i % 5)
+    check()
+    update = store.update_row
+    run(io_loop, update(TICKET, 1, {"state": "closed"}, NOW))  # pending -> closed
+    run(io_loop, update(TICKET, 2, {"priority": 5}, NOW))
+    run(io_loop, update(TICKET, 3, {"state": "pending", "priority": 1}, NOW))
+    run(io_loop, update(TICKET, 4, {"state": "pending", "priority": 5}, NOW))  # as it was
+    run(io_loop, update(TICKET, 5, {"title": "only the title"}, NOW))
+    check()
+    run(io_loop, store.delete_row(TICKET, 6))  # with its message
+    with pytest.raises(AlreadyExists):
+        add(io_loop, store, id=7, state="closed", priority=1)
+    with pytest.raises(NotFound):
+        run(io_loop, update(TICKET, 6, {"state": "open"}, NOW))
+    check()
+    imported(io_loop, store, [(8, []), (9, []), (1000, [])], replace=True)  # two replaced (now open, 3), one new
+    check()
 
 
 def test_message_ids_never_reused_either(io_loop, store):

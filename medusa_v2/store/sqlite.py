@@ -167,6 +167,41 @@ MIGRATIONS: list[str] = [
     -- narrow index (a few MB at 1M rows) instead of walking the table's full rows.
     CREATE INDEX ticket_id_order ON ticket (id);
     """,
+    # 5: a list filtered on one state or priority (the commonest filter: state=open)
+    # counts from totals kept per value by triggers, not by walking the index range
+    # (333,333 entries at 1M tickets: 9-28 ms a list). `value` has no type: each total
+    # keeps the column's own value, so 3 is not '3'. Rows that drop to 0 stay.
+    """
+    CREATE TABLE value_total (
+        name TEXT NOT NULL,
+        value NOT NULL,
+        total INTEGER NOT NULL,
+        PRIMARY KEY (name, value)
+    ) WITHOUT ROWID;
+    INSERT INTO value_total (name, value, total) SELECT 'ticket.state', state, COUNT(*) FROM ticket GROUP BY state;
+    INSERT INTO value_total (name, value, total)
+        SELECT 'ticket.priority', priority, COUNT(*) FROM ticket GROUP BY priority;
+    CREATE TRIGGER ticket_value_total_insert AFTER INSERT ON ticket BEGIN
+        INSERT INTO value_total (name, value, total)
+            VALUES ('ticket.state', new.state, 1), ('ticket.priority', new.priority, 1)
+            ON CONFLICT (name, value) DO UPDATE SET total = total + 1;
+    END;
+    CREATE TRIGGER ticket_value_total_delete AFTER DELETE ON ticket BEGIN
+        UPDATE value_total SET total = total - 1
+            WHERE (name = 'ticket.state' AND value = old.state) OR (name = 'ticket.priority' AND value = old.priority);
+    END;
+    CREATE TRIGGER ticket_value_total_state AFTER UPDATE OF state ON ticket WHEN new.state IS NOT old.state BEGIN
+        UPDATE value_total SET total = total - 1 WHERE name = 'ticket.state' AND value = old.state;
+        INSERT INTO value_total (name, value, total) VALUES ('ticket.state', new.state, 1)
+            ON CONFLICT (name, value) DO UPDATE SET total = total + 1;
+    END;
+    CREATE TRIGGER ticket_value_total_priority AFTER UPDATE OF priority ON ticket
+        WHEN new.priority IS NOT old.priority BEGIN
+        UPDATE value_total SET total = total - 1 WHERE name = 'ticket.priority' AND value = old.priority;
+        INSERT INTO value_total (name, value, total) VALUES ('ticket.priority', new.priority, 1)
+            ON CONFLICT (name, value) DO UPDATE SET total = total + 1;
+    END;
+    """,
 ]
 
 
@@ -377,6 +412,8 @@ class SQLiteStore(Store):
             try:
                 if not where and decl.name in _TOTALS:
                     count = db.execute("SELECT total FROM row_total WHERE name = ?", (decl.name,)).fetchone()[0]
+                elif (counted := _counted_filter(decl, query, parent)) is not None:
+                    count = db.execute(*counted).fetchone()[0]
                 else:
                     count = db.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0]
                 columns: list[str] = []
@@ -787,6 +824,8 @@ def _assign_id(db: sqlite3.Connection, name: str, table: str) -> int:
 COUNTER_LIMIT = 2**62
 SEARCH_AUTOMERGE = 16  # FTS5 automerge of the search indexes (see SQLiteStore._migrate)
 _TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row_total (migration 4)
+# Columns whose rows per value triggers keep in value_total, named `table.column` (migration 5).
+_VALUE_TOTALS = {"ticket": frozenset({"state", "priority"})}
 _DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
 _TEXT_CHUNK = 10_000  # rows per search-index statement of an import's search build (bound variables permitting)
 # An import's search build sets two FTS5 options of its own, not kept in the moved
@@ -1317,10 +1356,10 @@ def _all_empty(db: sqlite3.Connection, tables: Sequence[str]) -> bool:
 def _set_aside(db: sqlite3.Connection, tables: Sequence[str]) -> list[str]:
     """Drop the tables' own indexes and triggers; return the SQL that recreates them.
 
-    Their effects are redone: the search index is filled batch by batch
-    (`_Import._index_text`), indexes are rebuilt by `_restore` (one sort each), row
-    totals recounted there. A trigger added later with other effects must be redone
-    there too.
+    Their effects are redone: the search index is built beside the import
+    (`_SearchBuild`), indexes are rebuilt by `_restore` (one sort each), row totals
+    and totals per value recounted there. A trigger added later with other effects
+    must be redone there too.
     """
     marks = ", ".join("?" for _ in tables)
     found = db.execute(
@@ -1337,10 +1376,18 @@ def _restore(db: sqlite3.Connection, statements: Sequence[str], decls: Sequence[
     """Recreate what `_set_aside` dropped and redo its effects for the rows now present."""
     for sql in statements:
         db.execute(sql)
-    for decl in decls:  # the search index was filled batch by batch (_Import._index_text)
+    for decl in decls:  # the search index was built beside (_SearchBuild)
         if decl.name in _TOTALS:
             db.execute(
                 f"UPDATE row_total SET total = (SELECT COUNT(*) FROM {_name(decl.name)}) WHERE name = ?", (decl.name,)
+            )
+        for column in sorted(_VALUE_TOTALS.get(decl.name, ())):
+            name = f"{decl.name}.{column}"
+            db.execute("DELETE FROM value_total WHERE name = ?", (name,))
+            db.execute(
+                f"INSERT INTO value_total (name, value, total) SELECT ?, {_name(column)}, COUNT(*)"
+                f" FROM {_name(decl.name)} GROUP BY {_name(column)}",
+                (name,),
             )
 
 
@@ -1388,6 +1435,19 @@ def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]
             terms.append("(" + " OR ".join(f"instr(medusa_fold({_name(f)}), ?) > 0" for f in fields) + ")")
             params.extend([_fold(query.q)] * len(fields))
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
+
+
+def _counted_filter(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]] | None:
+    """Return the query of a list's count from value_total, when its only filter is on a counted column."""
+    if parent is not None or query.q or len(query.filters) != 1:
+        return None
+    ((name, allowed),) = query.filters.items()
+    if name not in _VALUE_TOTALS.get(decl.name, ()):
+        return None
+    marks = ", ".join("?" for _ in allowed)
+    # IN: a value given twice counts once, as in the list's own WHERE.
+    sql = f"SELECT COALESCE(SUM(total), 0) FROM value_total WHERE name = ? AND value IN ({marks})"
+    return sql, [f"{decl.name}.{name}", *allowed]
 
 
 def _order_by(sort: Sequence[tuple[str, bool]]) -> str:
