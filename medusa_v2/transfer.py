@@ -36,7 +36,7 @@ from typing import IO, Any
 
 from .declaration import MISSING, Declaration
 from .errors import ApiError
-from .handler import encode_json
+from .handler import encode_json_text
 from .listing import ListQuery
 from .resources.message import MESSAGE
 from .resources.ticket import TICKET
@@ -113,18 +113,15 @@ async def export_jsonl(
     total = (await store.list_rows(decl, ListQuery(limit=1))).count if _isatty_or_none(progress) else None
     bar = Progress(progress, decl.name + "s", total)
     rows = children = 0
-    to_json = decl.to_json
-    child_json = child.to_json if child is not None else None
-    async for batch in store.export_rows(decl, child, batch_size=BATCH):
+    async for batch in store.export_rows(decl, child, batch_size=BATCH, as_json=True):
         lines = []
-        for row, items in batch:
-            doc = to_json(row)
-            if child_json is not None:
-                doc["messages"] = [child_json(item) for item in items]
+        for doc, items in batch:
+            if child is not None:
+                doc["messages"] = items
                 children += len(items)
-            lines.append(encode_json(doc))
-        lines.append(b"")
-        out.write(b"\n".join(lines))
+            lines.append(encode_json_text(doc))
+        lines.append("")
+        out.write("\n".join(lines).encode("ascii"))  # encode_json's bytes, one conversion per batch
         rows += len(batch)
         bar.update(rows)
     out.flush()

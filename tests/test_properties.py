@@ -219,3 +219,27 @@ def test_the_import_fast_check_accepts_only_what_the_full_check_accepts(keys, da
         assert fast is not None and fast == full  # a valid item takes the fast path
     elif fast is not None:  # None: the full check decides (and names what is wrong)
         assert full == fast
+
+
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=ANY_JSON)
+def test_encode_json_is_the_standard_compact_ascii_json(value):
+    from medusa_v2.handler import encode_json
+
+    # The reusable C encoder must give JSONEncoder's own bytes (ensure_ascii, compact).
+    assert encode_json(value) == json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [1, {"x": -float("inf")}]])
+def test_encode_json_refuses_what_json_cannot_say(bad):
+    from medusa_v2.handler import encode_json
+
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        encode_json(bad)

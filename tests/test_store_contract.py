@@ -282,6 +282,23 @@ def test_filtered_counts_follow_every_kind_of_write(io_loop, store):
     check()
 
 
+def test_an_export_as_json_is_the_json_of_the_plain_export(io_loop, store):
+    imported(io_loop, store, [(i, [100 + i, 200 + i] if i % 3 == 0 else []) for i in range(1, 12)], vary=True)
+    add(io_loop, store, title="ünïcode \u2028", assignee="ann", description="d")
+    run(io_loop, store.update_row(TICKET, 3, {"state": "closed"}, NOW + 5))
+
+    async def export(as_json):
+        return [batch async for batch in store.export_rows(TICKET, MESSAGE, batch_size=4, as_json=as_json)]
+
+    plain, as_json = run(io_loop, export(False)), run(io_loop, export(True))
+    assert [len(b) for b in plain] == [len(b) for b in as_json] == [4, 4, 4]
+    expected = [[(TICKET.to_json(r), [MESSAGE.to_json(m) for m in ms]) for r, ms in b] for b in plain]
+    assert as_json == expected
+    assert [list(doc) for doc, _ in as_json[0]] == list(map(list, [TICKET.json_names] * 4))  # declared order
+    assert as_json[0][2][1] == [MESSAGE.to_json(m) for m in plain[0][2][1]] and len(as_json[0][2][1]) == 2
+    assert as_json[2][3][0]["title"] == "ünïcode \u2028" and as_json[0][2][0]["state"] == "closed"
+
+
 def test_message_ids_never_reused_either(io_loop, store):
     t = add(io_loop, store)
     made = [

@@ -147,11 +147,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def export_rows(
-        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000
+        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000, as_json: bool = False
     ) -> AsyncIterator[Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]]:
         """Yield every row of `decl` in id order, in batches of at most `batch_size`.
 
-        Each item is (row, its child rows in id order). All batches come from one
+        Each item is (row, its child rows in id order); with `as_json`, each row and
+        child row comes as its JSON representation (`to_json` of its declaration),
+        which a store may build straight from the values it reads. All batches come from one
         consistent snapshot (a backup never mixes two states); memory stays bounded
         by one batch (keyset pagination by id, never the whole table).
         Implementations are async generators (`async def ... yield`).

@@ -734,7 +734,7 @@ class PostgresStore(Store):
     # -- bulk transfer (export / import) --
 
     async def export_rows(
-        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000
+        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000, as_json: bool = False
     ) -> AsyncIterator[Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]]:
         """Yield rows by id (keyset pages) with their children, from one REPEATABLE READ snapshot."""
         table = _name(decl.name)
@@ -761,8 +761,18 @@ class PostgresStore(Store):
                                 await cur.execute(child_sql, (rows[0]["id"], rows[-1]["id"]))
                                 for item in await cur.fetchall():
                                     children.setdefault(item[child.parent_field], []).append(dict(item))
-                            yield [(row, children.get(row["id"], [])) for row in rows]
                             after = rows[-1]["id"]
+                            if as_json:
+                                child_json = child.to_json if child is not None else None
+                                yield [
+                                    (
+                                        decl.to_json(row),
+                                        [child_json(c) for c in children.get(row["id"], [])] if child_json else [],
+                                    )
+                                    for row in rows
+                                ]
+                            else:
+                                yield [(row, children.get(row["id"], [])) for row in rows]
         except _UNAVAILABLE as exc:
             self._recover()
             raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
