@@ -1129,7 +1129,7 @@ Changes (every existing test still passes):
   listening socket wakes it (Tornado's own loop takes up to 128): with Tornado's,
   all of wrk's 32 connections went to one of two workers in half the runs measured
   on 2026-11-28 (2,100-2,900 req/s against 3,900-4,500 when shared); one at a time,
-  4 runs of 4 shared them 10-22 : 22-10 (4,100-4,700 req/s).
+  every one of 4 runs shared them, 10-22 of the 32 each (4,100-4,700 req/s).
 - **Measuring**: each scenario runs in pairs (the ceiling, then the scenario, each
   for a third of the seconds), three times; the row is the pair with the median
   ratio. On a shared 2-core machine the bare ceiling moved between 2,200 and 3,100
