@@ -281,6 +281,11 @@ def lua_string(text: str | None) -> str:
     return "nil" if text is None else json.dumps(text)  # a JSON string is a valid Lua string here
 
 
+def wrk_seconds(seconds: float) -> int:
+    """Return how long wrk runs for `seconds` (whole seconds, at least 1)."""
+    return max(1, round(seconds))
+
+
 def wrk(
     port: int,
     path: str,
@@ -298,7 +303,7 @@ def wrk(
         "wrk",
         "-t1",
         "-c32",
-        f"-d{max(1, round(seconds))}s",
+        f"-d{wrk_seconds(seconds)}s",
         "--latency",
         "-s",
         str(script),
@@ -892,7 +897,7 @@ def render(
             "The daemon runs as one process (`[API] processes = 1`), gzip off, access log on (stderr, one line",
             "per request). The ceiling is `bench/ceiling.py`: a bare Tornado handler answering a small JSON object,",
             f"measured in {args.rounds} pair(s) of runs with each scenario (the ceiling, then the scenario, "
-            f"{args.seconds / args.rounds:g} s each);",
+            f"{wrk_seconds(args.seconds / args.rounds)} s each);",
             "a row is the pair with the median ratio (its req/s, latencies and ceiling; in brackets: the lowest",
             "and highest ratio of the pairs); its non-2xx/3xx count is every round's. The ceiling row: the median",
             "and range of the ceilings of the rows.",
