@@ -251,17 +251,23 @@ def _worker_pids(d: Daemon, key: str, tries: int = 200) -> set[int]:
     return pids
 
 
-def test_processes_2_forks_workers_replaces_a_dead_one_and_stops_all(tmp_path, daemon_factory):
+def _two_workers(tmp_path: Path, daemon_factory) -> tuple[Daemon, str, set[int]]:
+    """Start a daemon of 2 workers serving the Pid resource; return it, its API key and the workers seen."""
     (tmp_path / "pidres.py").write_text(PID_RESOURCE)
     key = "0123456789abcdef0123456789abcdef"
     config = tmp_path / "config.ini"
     config.write_text(f"[General]\napi_key = {key}\n[API]\nprocesses = 2\nextra_handlers = pidres:Pid\n")
     d = daemon_factory(config)
-    assert "with 2 process(es)" in d.stderr
     deadline = time.monotonic() + 10
     pids: set[int] = set()
     while len(pids) < 2 and time.monotonic() < deadline:
         pids |= _worker_pids(d, key, 20)
+    return d, key, pids
+
+
+def test_processes_2_forks_workers_replaces_a_dead_one_and_stops_all(tmp_path, daemon_factory):
+    d, key, pids = _two_workers(tmp_path, daemon_factory)
+    assert "with 2 process(es)" in d.stderr
     assert len(pids) == 2 and d.proc.pid not in pids
 
     victim = sorted(pids)[0]
@@ -313,14 +319,8 @@ def _burst_pids(port: int, key: str, count: int = 32) -> list[int]:
 def test_workers_share_a_burst_of_connections(tmp_path, daemon_factory):
     # Tornado's own accept loop takes every waiting connection at once: the worker
     # woken first took all of wrk's 32 in half the runs measured. Each takes one now.
-    (tmp_path / "pidres.py").write_text(PID_RESOURCE)
-    key = "0123456789abcdef0123456789abcdef"
-    config = tmp_path / "config.ini"
-    config.write_text(f"[General]\napi_key = {key}\n[API]\nprocesses = 2\nextra_handlers = pidres:Pid\n")
-    d = daemon_factory(config)
-    deadline = time.monotonic() + 10
-    while len(_worker_pids(d, key, 10)) < 2 and time.monotonic() < deadline:
-        pass  # both workers up
+    d, key, pids = _two_workers(tmp_path, daemon_factory)
+    assert len(pids) == 2  # both workers up
     # Measured here: Tornado's loop sent a whole burst to one worker in about a
     # third of the bursts (at most 3 in 32: ~0.3% of runs). One at a time, none of
     # ~300 bursts did on an idle machine; with a busy loop taking one of the two
