@@ -738,6 +738,7 @@ class PostgresStore(Store):
     ) -> AsyncIterator[Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]]:
         """Yield rows by id (keyset pages) with their children, from one REPEATABLE READ snapshot."""
         table = _name(decl.name)
+        child_json = child.to_json if child is not None else None
         page_sql = f"SELECT * FROM {table} WHERE id > %s ORDER BY id LIMIT %s"
         child_sql = ""
         if child is not None:
@@ -763,7 +764,6 @@ class PostgresStore(Store):
                                     children.setdefault(item[child.parent_field], []).append(dict(item))
                             after = rows[-1]["id"]
                             if as_json:
-                                child_json = child.to_json if child is not None else None
                                 yield [
                                     (
                                         decl.to_json(row),

@@ -609,7 +609,6 @@ class SQLiteStore(Store):
         an export's time).
         """
         table = _name(decl.name)
-        names = (lambda d: d.json_names) if as_json else (lambda d: d.column_order)
         columns = ", ".join(_name(c) for c in decl.column_order)
         page_sql = f"SELECT {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT ?"
         child_sql = ""
@@ -630,10 +629,10 @@ class SQLiteStore(Store):
             raise StoreUnavailable(str(exc)) from exc
         try:
             after = 0
-            keys = names(decl)
+            keys = decl.json_names if as_json else decl.column_order
             at = decl.column_order.index("id")
             if child is not None:
-                child_keys = names(child)
+                child_keys = child.json_names if as_json else child.column_order
                 parent_at = child.column_order.index(child.parent_field)
             while True:
                 try:
