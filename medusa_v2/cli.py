@@ -171,11 +171,16 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
             if args.file == "-":
                 with open(sys.stdin.fileno(), "rb", buffering=READ_BUFFER, closefd=False) as source:
                     return await import_jsonl(
-                        store, source, replace=args.replace, progress=progress_stream(), size=None
+                        store, source, replace=args.replace, progress=progress_stream(), size=None, exclusive=True
                     )
             with open(args.file, "rb", buffering=READ_BUFFER) as source:
                 return await import_jsonl(
-                    store, source, replace=args.replace, progress=progress_stream(), size=input_size(source)
+                    store,
+                    source,
+                    replace=args.replace,
+                    progress=progress_stream(),
+                    size=input_size(source),
+                    exclusive=True,
                 )
         finally:
             await store.close()

@@ -198,7 +198,7 @@ async def test_a_bad_line_in_a_later_batch_undoes_earlier_batches(io_loop, store
     import medusa_v2.transfer as transfer
 
     schema = store.db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
-    monkeypatch.setattr(transfer, "BATCH", 2)
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 2)
     data = jsonl(*[ticket(i) for i in range(1, 8)]) + b"{}\n"
     with pytest.raises(TransferError, match="^line 8: "):
         await import_jsonl(store, lines_of(data))
@@ -330,7 +330,7 @@ def test_command_missing_file_is_status_1(settings, tmp_path):
 async def test_ids_repeated_across_batches_of_a_fresh_import_name_their_line(io_loop, store, monkeypatch):
     import medusa_v2.transfer as transfer
 
-    monkeypatch.setattr(transfer, "BATCH", 2)  # the repeat is in another batch, past the first's check
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 2)  # the repeat is in another batch, past the first's check
     data = jsonl(ticket(1), ticket(2), ticket(3, messages=[message(9, 3)]), ticket(4), ticket(5), ticket(2))
     with pytest.raises(TransferError, match="^line 6: ticket id 2 already exists or is given twice"):
         await import_jsonl(store, lines_of(data))
@@ -412,7 +412,7 @@ def small_batches(monkeypatch):
     import medusa_v2.store.sqlite as sqlite_store
     import medusa_v2.transfer as transfer
 
-    monkeypatch.setattr(transfer, "BATCH", 3)
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 3)
     monkeypatch.setattr(sqlite_store, "_TEXT_CHUNK", 4)
 
 
@@ -542,29 +542,201 @@ async def test_a_scratch_file_left_by_a_killed_import_is_deleted_by_the_next(io_
     integrity_check(store.db)
 
 
+def search_segments(store, search="ticket_search"):
+    """(level, segment id, first page, last page) of each segment of a search index."""
+    import medusa_v2.store.sqlite as sqlite_store
+
+    record = store.db.execute(f"SELECT block FROM {search}_data WHERE id = 10").fetchone()[0]
+    read = sqlite_store._structure_segments(record)
+    assert read is not None
+    return read[1]
+
+
 @pytest.mark.gen_test
-async def test_writes_after_a_fresh_import_do_not_soon_merge_the_whole_search_index(io_loop, store, monkeypatch):
+@pytest.mark.parametrize("hashsize", [None, 128 << 10])
+async def test_writes_after_a_fresh_import_do_not_soon_merge_the_whole_search_index(
+    io_loop, store, monkeypatch, hashsize
+):
     import medusa_v2.store.sqlite as sqlite_store
     from medusa_v2.resources.ticket import TICKET
 
-    def segments():
-        record = store.db.execute("SELECT block FROM ticket_search_data WHERE id = 10").fetchone()[0]
-        read = sqlite_store._structure_segments(record)
-        assert read is not None
-        return read[1]  # (level, segment id, first page, last page)
-
-    monkeypatch.setattr(sqlite_store, "_TEXT_CHUNK", 500)  # ten segments for 'optimize' to merge
+    if hashsize is not None:  # FTS5 flushes a segment per 128 KB of terms: a build of several segments
+        monkeypatch.setitem(sqlite_store._SEARCH_BUILD_OPTIONS, "hashsize", hashsize)
     docs = [ticket(i, f"printer {i}", description=f"kumquat {i % 97} jam") for i in range(1, 5001)]
     await import_jsonl(store, lines_of(jsonl(*docs)))
-    # One segment, on the level an index grown by 5,000 writes keeps its oldest rows:
-    # 16 ** 4 >= 5,000 > 16 ** 3 (FTS5 merges a level's 16 segments into the next).
-    ((level, *bulk),) = segments()
-    assert level == 3
-    # 'optimize' alone leaves it on level 1, where these writes merge it again (it is
-    # rewritten at the 8th hundred here); on level 3 it stays as it is.
+    bulk = search_segments(store)
+    if hashsize is None:
+        # One segment, on the level an index grown by 5,000 writes keeps its oldest rows:
+        # 16 ** 4 >= 5,000 > 16 ** 3 (FTS5 merges a level's 16 segments into the next).
+        assert [level for level, *_ in bulk] == [3]
+    else:
+        # Each on a level of its own from where an index grown by its rows keeps them, the
+        # first written (lowest id) highest.
+        assert 3 <= len(bulk) < 16, bulk
+        lowest = 2 if 256 < 5000 // len(bulk) <= 4096 else pytest.fail(f"{len(bulk)} segments")
+        assert [level for level, *_ in bulk] == list(range(lowest, lowest + len(bulk)))
+        ids = [segment_id for _, segment_id, *_ in bulk]
+        assert ids == sorted(ids, reverse=True)
+    integrity_check(store.db)
+    # Left on level 1 ('optimize' alone put its one segment there), a segment was merged
+    # again by these writes (rewritten at the 8th hundred here); where they are, they stay.
     for i in range(1000):
         await store.insert_row(TICKET, {"title": f"new printer {i}", "description": "x" * 50}, 1_800_000_000.0 + i)
-    assert (level, *bulk) in segments()
+    after = search_segments(store)
+    assert all(segment in after for segment in bulk)
     integrity_check(store.db)
     r = await store.list_rows(TICKET, transfer_query(q="printer", limit=1))
     assert r.count == 6000
+    r = await store.list_rows(TICKET, transfer_query(q="kumquat 13 ", limit=100))
+    assert [row["id"] for row in r.rows] == [i for i in range(1, 5001) if i % 97 == 13]
+
+
+def structure_record(levels, writes=7):
+    """An FTS5 structure record (format 1): `levels` lists each level's (segment id, first, last page)s."""
+    from medusa_v2.store.sqlite import _put_varint
+
+    total = sum(len(level) for level in levels)
+    body = [_put_varint(len(levels)), _put_varint(total), _put_varint(writes)]
+    for level in levels:
+        body += [b"\x00", _put_varint(len(level)), *(_put_varint(v) for segment in level for v in segment)]
+    return b"\x00\x00\x00\x03" + b"".join(body)
+
+
+def test_a_built_index_segments_go_on_levels_of_their_own_or_are_refused():
+    from medusa_v2.store.sqlite import _structure_on_levels, _structure_segments
+
+    three = [(1, 1, 11), (2, 1, 12), (3, 1, 300)]
+    moved = _structure_on_levels(structure_record([three]), 5)
+    assert _structure_segments(moved) == (7, [(5, 3, 1, 300), (6, 2, 1, 12), (7, 1, 1, 11)])
+    # More segments than levels left: evenly, the oldest highest.
+    eight = [(i, 1, 2) for i in range(1, 9)]
+    spread = _structure_segments(_structure_on_levels(structure_record([eight]), 61))[1]
+    levels = [(level, segment_id) for level, segment_id, *_ in spread]
+    assert levels == [(61, 7), (61, 8), (62, 4), (62, 5), (62, 6), (63, 1), (63, 2), (63, 3)]
+    # A level of 16 would be merged at the next write: refused, as is anything not all on level 0.
+    assert _structure_on_levels(structure_record([[(i, 1, 2) for i in range(1, 50)]]), 61) is None
+    assert _structure_on_levels(structure_record([[], three]), 5) is None
+    assert _structure_on_levels(structure_record([three]), 0) is None
+    assert _structure_on_levels(structure_record([three]) + b"\x00", 5) is None
+
+
+# -- an exclusive import (the import command) writes through a rollback journal when it can --
+
+
+def journal_files(store):
+    name = Path(store.path).name
+    return tuple(sorted(p.name[len(name) :] for p in Path(store.path).parent.glob(name + "-*")))
+
+
+class Watched:
+    """The lines of `data`, noting the database's journal files as each is read."""
+
+    def __init__(self, store, data: bytes):
+        self.store = store
+        self.data = data
+        self.seen: set[tuple[str, ...]] = set()
+
+    def __iter__(self):
+        for line in self.data.splitlines(keepends=True):
+            self.seen.add(journal_files(self.store))
+            yield line
+
+
+@pytest.mark.gen_test
+async def test_an_exclusive_import_writes_through_a_rollback_journal_then_goes_back_to_wal(io_loop, store, client):
+    import sqlite3
+
+    docs = varied_tickets(40)
+    lines = Watched(store, jsonl(*docs))
+    assert await import_jsonl(store, lines, exclusive=True) == (40, sum(len(d["messages"]) for d in docs))
+    assert lines.seen == {("-journal",)}  # no WAL while it ran: its pages were written once
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # the store's own connection, again
+    integrity_check(store.db)
+    want = sorted(d["id"] for d in docs if "printer" in (d["title"] + " " + d["description"]).lower())
+    assert await q_ids(client, "/ticket", "printer") == want
+    other = sqlite3.connect(store.path)
+    try:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert other.execute("SELECT COUNT(*) FROM ticket").fetchone()[0] == 40
+    finally:
+        other.close()
+    r = await client.post("/ticket", json_body={"title": "after the import"})
+    assert r.code == 201 and r.json["id"] == 41
+
+
+@pytest.mark.gen_test
+async def test_an_exclusive_import_goes_through_the_wal_while_another_connection_reads(io_loop, store):
+    import sqlite3
+
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        assert other.execute("SELECT COUNT(*) FROM ticket").fetchone()[0] == 0
+        lines = Watched(store, jsonl(*varied_tickets(20)))
+        await import_jsonl(store, lines, exclusive=True)
+        assert lines.seen and all("-wal" in seen and "-journal" not in seen for seen in lines.seen)
+        assert other.execute("SELECT COUNT(*) FROM ticket").fetchone()[0] == 20  # it read on meanwhile
+    finally:
+        other.close()
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.gen_test
+async def test_a_failed_exclusive_import_leaves_nothing_and_the_store_open(io_loop, store, client):
+    schema = store.db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    data = jsonl(*varied_tickets(20)) + b'{"id": 21}\n'
+    with pytest.raises(TransferError, match="^line 21: "):
+        await import_jsonl(store, lines_of(data), exclusive=True)
+    assert count(store, "ticket") == count(store, "message") == 0
+    assert store.db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall() == schema
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert journal_files(store) != () and "-journal" not in journal_files(store)
+    r = await client.post("/ticket", json_body={"title": "lone printer"})
+    assert await q_ids(client, "/ticket", "printer") == [r.json["id"]]
+    integrity_check(store.db)
+
+
+def test_an_import_command_killed_midway_leaves_the_database_as_it_was(settings, tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    source = tmp_path / "big.jsonl"
+    source.write_bytes(jsonl(*varied_tickets(30_000)))
+    from medusa_v2.store.sqlite import path_from_url
+
+    database = Path(path_from_url(settings.database_url))
+    assert cli(settings, "import", "-", stdin=jsonl(ticket(1, "kept printer"))).returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, str(LAUNCHER), "import", "--config", str(settings.config_path), "--replace", str(source)]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
+    journal = Path(f"{database}-journal")
+    # The run's journal: there for 0.1 s (opening the store writes one for a moment).
+    deadline, since = time.monotonic() + 30, None
+    while proc.poll() is None and time.monotonic() < deadline:
+        if not journal.exists():
+            since = None
+        elif since is None:
+            since = time.monotonic()
+        elif time.monotonic() - since > 0.1:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert journal.exists()  # a hot journal: the next connection rolls the run back
+    db = sqlite3.connect(database)
+    try:
+        assert db.execute("SELECT id, title FROM ticket").fetchall() == [(1, "kept printer")]
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        db.close()
+    done = cli(settings, "import", "-", "--replace", stdin=jsonl(ticket(1, "replaced"), ticket(2)))
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["title"] for line in cli(settings, "export", "-").stdout.splitlines()] == ["replaced", "t"]
+    check = sqlite3.connect(database)
+    try:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        check.execute("INSERT INTO ticket_search (ticket_search) VALUES ('integrity-check')")
+    finally:
+        check.close()

@@ -167,6 +167,7 @@ class Store(abc.ABC):
         batches: AsyncIterable[Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]],
         *,
         replace: bool = False,
+        exclusive: bool = False,
     ) -> int:
         """Insert every (row, child rows) of `batches` as given, in ONE transaction; return the row count.
 
@@ -177,7 +178,10 @@ class Store(abc.ABC):
         child id that exists (after replaced rows are gone), raise AlreadyExists too.
         Any exception (including one raised by `batches` itself, e.g. a bad input
         line) rolls the whole run back: nothing of it is applied. Search indexes and
-        any counters stay consistent with the rows.
+        any counters stay consistent with the rows. `exclusive`: the caller uses this
+        store for nothing else until the import returns (the import command), so the
+        store may close its own connections meanwhile and write in a way that keeps
+        other connections waiting, when none is open.
         """
 
     # -- idempotency keys, shared by every process on this store --
@@ -211,7 +215,7 @@ class KeyMismatch(StoreError):
     """An idempotency key was already used with another request body."""
 
 
-IMPORT_LOOKAHEAD = 32
+IMPORT_LOOKAHEAD = 8
 """Batches an import may parse ahead of the one the store writes (errors name their line)."""
 
 

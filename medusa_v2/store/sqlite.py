@@ -662,6 +662,7 @@ class SQLiteStore(Store):
         batches: AsyncIterable[Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]],
         *,
         replace: bool = False,
+        exclusive: bool = False,
     ) -> int:
         """Insert batch by batch inside one BEGIN IMMEDIATE transaction, pipelined.
 
@@ -672,9 +673,24 @@ class SQLiteStore(Store):
         lock is held for the whole run: other writers wait (busy timeout), then get
         StoreUnavailable. At the end, each id counter is moved past the highest id
         imported below COUNTER_LIMIT (never back).
+
+        `exclusive` (the caller does nothing else with this store meanwhile: the
+        import command): the store's own connection is closed for the run and, if
+        no other connection has the database open, the run writes through a
+        rollback journal (synchronous FULL) instead of the WAL, and the database
+        goes back to WAL at its end. Through the WAL, every page of a big import is
+        written twice: to the WAL, then by the checkpoint at its commit into the
+        database (1M tickets: 1.3 GB, 8-10 s of the commit). A rollback journal keeps
+        only the pages the run changes that existed before it; new pages are written
+        once. Readers that open the database meanwhile wait, as writers do.
         """
         loop = asyncio.get_running_loop()
         own = self.path != ":memory:"
+        reopen = exclusive and own and self._db is not None and not self._db.in_transaction and not self._inserts
+        if reopen:
+            assert self._db is not None
+            self._db.close()
+            self._db = None
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="medusa-import") if own else None
 
         async def call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -688,10 +704,12 @@ class SQLiteStore(Store):
                 raise StoreUnavailable(str(exc)) from exc
 
         try:
-            db = await call(self._bulk_connection) if own else self.db
+            db, journal = await call(self._bulk_connection, reopen) if own else (self.db, False)
         except BaseException:
             if executor is not None:
                 executor.shutdown()
+            if reopen:
+                await self._reopen()
             raise
         job = _Import(db, decl, child, replace, self.path if own else None)
         try:
@@ -743,17 +761,46 @@ class SQLiteStore(Store):
             raise
         finally:
             if own:
-                await call(db.close)
+                await call(self._close_bulk, db, journal)
             if executor is not None:
                 executor.shutdown()
+            if reopen:
+                await self._reopen()
         return job.count
 
-    def _bulk_connection(self) -> sqlite3.Connection:
+    def _bulk_connection(self, journal: bool = False) -> tuple[sqlite3.Connection, bool]:
+        """Open an import's connection; return it and whether it writes through a rollback journal."""
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA foreign_keys = ON")
-        return db
+        try:
+            if journal:
+                try:  # refused at once while another connection has the database open
+                    journal = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+                except sqlite3.OperationalError:
+                    journal = False
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA synchronous = {'FULL' if journal else 'NORMAL'}")
+            db.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            db.close()
+            raise
+        return db, journal
+
+    @staticmethod
+    def _close_bulk(db: sqlite3.Connection, journal: bool) -> None:
+        """Close an import's connection, the database back in WAL mode if it wrote through a journal."""
+        try:
+            if journal:
+                # After the commit or rollback: the run's outcome stands either way. If this
+                # fails, the next open() of the store sets WAL again.
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA journal_mode = WAL")
+        finally:
+            db.close()
+
+    async def _reopen(self) -> None:
+        """Open the store's own connection again after an exclusive import (left closed if it cannot)."""
+        with contextlib.suppress(StoreUnavailable):
+            await self.open()
 
     # -- idempotency keys --
 
@@ -839,15 +886,14 @@ _TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row
 # Columns whose rows per value triggers keep in value_total, named `table.column` (migration 5).
 _VALUE_TOTALS = {"ticket": frozenset({"state", "priority"})}
 _DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
-_TEXT_CHUNK = 10_000  # rows per search-index statement of an import's search build (bound variables permitting)
+_TEXT_CHUNK = 10_000  # rows per statement staging an import's search text (bound variables permitting)
 # An import's search build sets two FTS5 options of its own, not kept in the moved
 # index (_SearchBuild._run). hashsize: FTS5 flushes its in-memory terms to a new
-# segment past this many bytes (default 1 MB); 64 MB holds a statement's worth
-# (measured at 100k rows: 30% faster). crisismerge: FTS5 merges a level's segments
-# once it has this many, even with automerge off (default 16); the build merges
-# them all at its end instead, once (measured at 1M rows: 46 -> 36 s of CPU).
-_SEARCH_BUILD_OPTIONS = {"hashsize": 64 << 20, "crisismerge": 1000}
-_SEARCH_BACKLOG = 64  # batches queued for an import's search build (bounds its memory)
+# segment past this many bytes (default 1 MB); at 128 MB, 1M tickets make ~5
+# segments (64 MB: 9, the same CPU; 1 GB: 1, 20% more CPU). crisismerge: FTS5 merges
+# a level's segments once it has this many, even with automerge off (default 16).
+_SEARCH_BUILD_OPTIONS = {"hashsize": 128 << 20, "crisismerge": 1000}
+_SEARCH_BACKLOG = 16  # batches queued for an import's search build (bounds its memory)
 
 
 _GET_SQL: dict[tuple[int, bool], tuple[Any, tuple[str, ...], str]] = {}
@@ -884,14 +930,15 @@ def _tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[t
 
 
 def _insert_values(
-    db: sqlite3.Connection, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], most: int = 500
+    db: sqlite3.Connection, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], most: int = 5000
 ) -> None:
-    """Insert rows with multi-row INSERT statements (up to `most` rows each).
+    """Insert rows with multi-row INSERT statements (up to `most` rows each, bound variables permitting).
 
     Not executemany: FTS5 flushes its pending terms at every statement's end, so one
     statement per row makes one tiny index segment per row (5x slower imports); and
     the values of a statement are bound in one call, not row by row, so an import's
-    worker thread takes the GIL from the parsing thread once per statement.
+    worker thread takes the GIL from the parsing thread once per statement (and
+    waits for it each time: few, large statements).
     """
     names = ", ".join(_name(c) for c in columns)
     one = "(" + ", ".join("?" for _ in columns) + ")"
@@ -1079,13 +1126,16 @@ class _Import:
 class _SearchBuild:
     """The search indexes of an import into empty tables, built beside it, then moved in.
 
-    Indexing trigram text is the biggest part of a large import (about a third of
-    1M tickets, with the merge of its segments), and SQLite does it on the one
-    connection that writes. So the build runs on a connection and thread of its
-    own, in a scratch database file, while the import's connection inserts rows and
-    sorts indexes: it gets each batch's values (`_tuples`) as inserted.
-    `finish` merges its segments (FTS5 'optimize': left at level 0, a later POST's
-    automerge would rewrite them all, measured p99 0.8 s) and commits;
+    Indexing trigram text is the biggest part of a large import (a third of its
+    CPU at 1M tickets), and SQLite does it on the one connection that writes. So
+    the build runs on a connection and thread of its own, in a scratch database
+    file: it gets each batch's values (`_tuples`) as inserted and stages them in a
+    plain table there. Once every batch is in (`end`), while the import's
+    connection sorts its indexes, each search index is built from its staged rows
+    in one statement: in id order, FTS5 flushes a segment only when its terms
+    outgrow `hashsize` (a statement per batch flushed one segment per statement,
+    which 'optimize' then merged: 13 s of CPU at 1M tickets). Its few segments are
+    put on levels of their own (`_settle`), and the build commits.
     `move_into` then recreates each search table in the import's transaction and
     copies its shadow tables in, row for row. The copy is FTS5's own on-disk
     format written by the same SQLite library from the same statements, so it is
@@ -1098,7 +1148,7 @@ class _SearchBuild:
 
     def __init__(self, db: sqlite3.Connection, indexed: Sequence[tuple[Any, Sequence[str]]], database: str | None):
         # resource -> (search table, its columns, which of a row's values they take)
-        self.tables: dict[str, tuple[str, list[str], Callable[[Sequence[Any]], Any]]] = {}
+        self.tables: dict[str, tuple[str, list[str], Callable[[Sequence[Any]], Any]]] = {}  # id first
         self.create: dict[str, str] = {}  # search table -> its CREATE VIRTUAL TABLE statement
         for decl, columns in indexed:
             search = decl.name + "_search"
@@ -1107,7 +1157,7 @@ class _SearchBuild:
                 raise StoreUnavailable(f"the database has no search table {search}")
             self.create[search] = found[0]
             fields = ["id", *(f.name for f in decl.search_fields)]
-            self.tables[decl.name] = (search, ["rowid", *fields[1:]], itemgetter(*map(columns.index, fields)))
+            self.tables[decl.name] = (search, fields, itemgetter(*map(columns.index, fields)))
         # Beside the database, named after it: `.NAME.import-search-*.db`. One left by an
         # import that was killed is deleted here: the caller holds the write lock, so no
         # other import of this database is running. (In memory: the temp directory.)
@@ -1134,16 +1184,20 @@ class _SearchBuild:
             side.execute("BEGIN")
             for search, sql in self.create.items():
                 side.execute(sql)
-                # No merging while loading: `finish` merges every segment once.
+                # No merging while loading: `_settle` places the segments.
                 side.execute(f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', 0)")
                 for option, value in _SEARCH_BUILD_OPTIONS.items():
                     side.execute(f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES (?, ?)", (option, value))
+            for resource, (_, fields, _) in self.tables.items():
+                # The staged rows, by id: the order FTS5 indexes them in without extra flushes.
+                columns_sql = ", ".join(_name(f) for f in fields[1:])
+                side.execute(f"CREATE TABLE {self._staged(resource)} (id INTEGER PRIMARY KEY, {columns_sql})")
         except BaseException:
             self._discard()
             raise
         self.inbox: queue.Queue[tuple[str, list[tuple[Any, ...]]] | None] = queue.Queue(_SEARCH_BACKLOG)
         self.waiting: dict[str, list[tuple[Any, ...]]] = {name: [] for name in self.tables}
-        self.indexed = dict.fromkeys(self.tables, 0)  # rows indexed, per resource
+        self.indexed = dict.fromkeys(self.tables, 0)  # rows staged, per resource
         self.thread = threading.Thread(target=self._run, name="medusa-import-search", daemon=True)
         self.thread.start()
 
@@ -1206,14 +1260,14 @@ class _SearchBuild:
                 resource, values = item
                 self.waiting[resource] += values
                 if len(self.waiting[resource]) >= _TEXT_CHUNK:
-                    self._index(resource)
+                    self._stage(resource)
             ended = True
             for resource, (search, _, _) in self.tables.items():
                 if self.closing:
                     return
+                self._stage(resource)
                 self._index(resource)
-                # FTS5 puts every flushed segment at level 0, however big: merged here.
-                self._side().execute(f"INSERT INTO {_name(search)} ({_name(search)}) VALUES ('optimize')")
+                self._settle(search, self.indexed[resource])
                 self._side().execute(
                     f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,)
                 )
@@ -1223,7 +1277,6 @@ class _SearchBuild:
                 self._side().execute(
                     f"DELETE FROM {_name(search + '_config')} WHERE k IN ({marks})", list(_SEARCH_BUILD_OPTIONS)
                 )
-                self._settle(search, self.indexed[resource])
             self._side().execute("COMMIT")
             self._side().close()
             self.side = None
@@ -1236,35 +1289,61 @@ class _SearchBuild:
         assert self.side is not None
         return self.side
 
-    def _index(self, resource: str) -> None:
-        """Index the waiting rows of `resource` in one statement: FTS5 writes one segment per statement."""
+    @staticmethod
+    def _staged(resource: str) -> str:
+        return _name(f"medusa_staged_{resource}")
+
+    def _stage(self, resource: str) -> None:
+        """Stage the waiting rows of `resource` in one statement (one GIL hand-off from the parser)."""
         waiting = self.waiting[resource]
         if waiting:
-            search, names, pick = self.tables[resource]
-            _insert_values(self._side(), _name(search), names, list(map(pick, waiting)), most=len(waiting))
+            _, fields, pick = self.tables[resource]
+            _insert_values(self._side(), self._staged(resource), fields, list(map(pick, waiting)), most=len(waiting))
             self.indexed[resource] += len(waiting)
             waiting.clear()
 
-    def _settle(self, search: str, rows: int) -> None:
-        """Put the merged segment on the level FTS5's own merging would have given it.
+    def _index(self, resource: str) -> None:
+        """Index every staged row of `resource` in one statement, by id."""
+        search, fields, _ = self.tables[resource]
+        columns = ", ".join(_name(f) for f in fields[1:])
+        self._side().execute(
+            f"INSERT INTO {_name(search)} (rowid, {columns}) SELECT id, {columns} FROM {self._staged(resource)}"
+        )
+        self._side().execute(f"DROP TABLE {self._staged(resource)}")
 
-        'optimize' puts its one segment one level above the highest one in use: here,
-        with every segment at level 0, level 1. There, the 16th segment that later
-        writes merge into level 1 (after ~600 writes, measured) makes FTS5 merge
-        the whole index in that write: 2.4 s for 100k tickets, far more at 1M. An
-        index grown by N writes holds its oldest rows on level ~log16(N), where they
-        are merged again only after about N more writes. So the segment moves to the
-        lowest level L with 16 ** (L + 1) >= rows, in the structure record (FTS5's
-        format 1, `_structure_with_level`); any other record is left as it is.
+    def _settle(self, search: str, rows: int) -> None:
+        """Put the build's segments on the levels FTS5's own merging would keep them on.
+
+        The build leaves its segments on level 0, where a later POST's automerge
+        would rewrite them all (measured p99 0.8 s); merged into one by 'optimize',
+        the segment sat on level 1, where the 16th segment that later writes merge
+        into it (after ~600 writes, measured) made FTS5 merge the whole index in that
+        write: 2.4 s for 100k tickets, far more at 1M. An index grown by N writes
+        holds its oldest rows on level ~log16(N), where they are merged again only
+        after about N more writes. So each segment of R rows goes to a level of its
+        own from the lowest L with 16 ** (L + 1) >= R up, the oldest highest, in the
+        structure record (FTS5's format 1, `_structure_on_levels`). A record that
+        cannot be rewritten so (another format, too many segments) is merged by
+        'optimize' first; any other record is left as it is.
         """
-        level = 0
-        while 16 ** (level + 1) < rows:
-            level += 1
         table = _name(search + "_data")
-        found = self._side().execute(f"SELECT block FROM {table} WHERE id = {_FTS5_STRUCTURE_ROWID}").fetchone()
-        moved = _structure_with_level(found[0], level) if found is not None else None
+        side = self._side()
+
+        def structure() -> bytes | None:
+            found = side.execute(f"SELECT block FROM {table} WHERE id = {_FTS5_STRUCTURE_ROWID}").fetchone()
+            return found[0] if found is not None else None
+
+        record = structure()
+        read = _structure_segments(record) if record is not None else None
+        if read is None or not read[1]:
+            return
+        moved = _structure_on_levels(record, _level_for(rows // len(read[1])))  # type: ignore[arg-type]
+        if moved is None:
+            side.execute(f"INSERT INTO {_name(search)} ({_name(search)}) VALUES ('optimize')")
+            record = structure()
+            moved = _structure_on_levels(record, _level_for(rows)) if record is not None else None
         if moved is not None:
-            self._side().execute(f"UPDATE {table} SET block = ? WHERE id = {_FTS5_STRUCTURE_ROWID}", (moved,))
+            side.execute(f"UPDATE {table} SET block = ? WHERE id = {_FTS5_STRUCTURE_ROWID}", (moved,))
 
     def _discard(self) -> None:
         side, self.side = self.side, None
@@ -1330,18 +1409,41 @@ def _structure_segments(record: bytes) -> tuple[int, list[tuple[int, int, int, i
     return (writes, found) if at == len(record) and segments == len(found) else None
 
 
-def _structure_with_level(record: bytes, level: int) -> bytes | None:
-    """Return an FTS5 structure record whose only segment is moved up to `level`, or None.
+_FTS5_LEVELS = 64  # FTS5_MAX_LEVEL
+_FTS5_MERGE_AT = 16  # a level with this many segments is merged (automerge, crisismerge)
 
-    None unless the record is format 1 (`_structure_segments`) with one segment,
-    below `level` (FTS5 has 64 levels).
+
+def _level_for(rows: int) -> int:
+    """Return the lowest level L with 16 ** (L + 1) >= rows: where an index grown by `rows` writes keeps them."""
+    level = 0
+    while 16 ** (level + 1) < rows:
+        level += 1
+    return level
+
+
+def _structure_on_levels(record: bytes, lowest: int) -> bytes | None:
+    """Return an FTS5 structure record with its segments moved up to levels `lowest` and over, or None.
+
+    One segment per level while the levels last (FTS5 has 64), the oldest (first
+    listed) highest; else evenly, fewer than _FTS5_MERGE_AT per level. None unless
+    the record is format 1 (`_structure_segments`) with every segment on level 0,
+    `lowest` is above it, and they fit.
     """
     read = _structure_segments(record)
-    if read is None or len(read[1]) != 1 or read[1][0][0] >= level or level >= 64:
+    if read is None or not read[1] or any(level for level, *_ in read[1]) or not 0 < lowest < _FTS5_LEVELS:
         return None
-    writes, ((_, *segment),) = read
-    head = record[:4] + _put_varint(level + 1) + _put_varint(1) + _put_varint(writes)
-    return head + b"\x00\x00" * level + b"\x00\x01" + b"".join(map(_put_varint, segment))
+    writes, found = read
+    per_level = -(-len(found) // (_FTS5_LEVELS - lowest))
+    if per_level >= _FTS5_MERGE_AT:
+        return None
+    groups = [found[at : at + per_level] for at in range(0, len(found), per_level)]
+    groups.reverse()  # the oldest segments on the highest level
+    out = [record[:4], _put_varint(lowest + len(groups)), _put_varint(len(found)), _put_varint(writes)]
+    out.append(b"\x00\x00" * lowest)
+    for group in groups:
+        out.append(b"\x00" + _put_varint(len(group)))
+        out.extend(_put_varint(value) for _, *segment in group for value in segment)
+    return b"".join(out)
 
 
 class _Failed:
