@@ -50,6 +50,11 @@ BATCH = 1000  # tickets per store call of an export: bounded memory, few round t
 IMPORT_BATCH = 5000
 TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at"})
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z", re.ASCII)
+# A timestamp valid in any month (days 1-28, year 1 on): the import's fast check takes
+# it without a datetime (2.4M of them at 1M tickets); other days go through both.
+_ANY_MONTH_TIMESTAMP = re.compile(
+    r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z\Z", re.ASCII
+)
 
 
 class TransferError(Exception):
@@ -292,7 +297,9 @@ class _FastShape:
             row[name] = value
         for json_name, name in self.times:
             value = doc[json_name]
-            if type(value) is not str or not _TIMESTAMP.match(value) or not _valid_time(value):
+            if type(value) is not str:
+                return None
+            if not _ANY_MONTH_TIMESTAMP.match(value) and not (_TIMESTAMP.match(value) and _valid_time(value)):
                 return None
             row[name] = value
         if row.get("updated_at", "") < row.get("created_at", ""):

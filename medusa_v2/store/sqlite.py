@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -929,6 +930,9 @@ def _tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[t
     return list(map(itemgetter(*columns), rows))
 
 
+_first, _second, _id = itemgetter(0), itemgetter(1), itemgetter("id")
+
+
 def _insert_values(
     db: sqlite3.Connection, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], most: int = 5000
 ) -> None:
@@ -952,7 +956,7 @@ def _insert_values(
             sql = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * len(chunk))
             if len(chunk) == per:
                 full_sql = sql
-        db.execute(sql, [v for row in chunk for v in row])
+        db.execute(sql, list(chain.from_iterable(chunk)))  # in C: this thread holds the GIL meanwhile
 
 
 class _Import:
@@ -1048,11 +1052,11 @@ class _Import:
         savepoint and the taken id looked up, for the error.
         """
         db, decl, child = self.db, self.decl, self.child
-        rows = [row for row, _ in batch]
-        ids = [row["id"] for row in rows]
+        rows = list(map(_first, batch))
+        ids = list(map(_id, rows))
         _refuse_repeats(decl.name, ids)
         child_name = child.name if child is not None else ""
-        items = [item for _, items in batch for item in items] if child is not None else []
+        items = list(chain.from_iterable(map(_second, batch))) if child is not None else []
         child_ids = [item["id"] for item in items]
         _refuse_repeats(child_name, child_ids)
         values = _tuples(self.columns, rows)
@@ -1262,7 +1266,8 @@ class _SearchBuild:
                 if len(self.waiting[resource]) >= _TEXT_CHUNK:
                     self._stage(resource)
             ended = True
-            for resource, (search, _, _) in self.tables.items():
+            # The smaller index first: the larger one ends last, beside the import's sorts.
+            for resource, (search, _, _) in sorted(self.tables.items(), key=lambda item: self.indexed[item[0]]):
                 if self.closing:
                     return
                 self._stage(resource)
