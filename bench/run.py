@@ -1099,30 +1099,40 @@ Changes (every existing test still passes):
   are set aside inside the import's transaction and rebuilt at the end (one sort per
   index, totals recounted). Into a non-empty store, indexes and triggers stay live.
   Three threads share the work: the parser (JSON, validation) on the event loop;
-  SQLite's writer connection, inserting each batch as bound multi-row statements;
-  and the search build, a connection and thread of its own that indexes the same
-  values in a scratch file beside the database (10k rows per statement, FTS5
-  `hashsize` 64 MB and `crisismerge` 1000 while loading). At the end the writer
-  sorts the B-tree indexes while the build merges its segments once ('optimize':
-  FTS5 leaves every flushed segment at level 0, where a later POST's automerge would
-  rewrite them all, measured p99 0.8 s), and its one segment goes on the level an
-  index grown by as many writes would keep its oldest rows (~log16 of the rows;
-  'optimize' alone leaves it on level 1, where the 659th POST after a 100k import
-  merged it again, in 2.4 s); then each search table is dropped, created again and
-  its shadow tables copied in, in the import's transaction, and FTS5's
-  'integrity-check' passes on it in the tests. The import command reads its input a
-  megabyte at a time (with 8 KB reads the parser gave the GIL away every ~20 lines
-  and waited to get it back: 38 s of CPU for 21.6 s of parsing at 1M) and collects
-  garbage less often (7% of the parser at the default pace).
-  Measured side by side on 2026-11-28, the code before these changes and after, on
-  the same machine within minutes (one run each; that machine answered the bare
-  ceiling at ~2,200 req/s, against ~7,400 in the run above, so its absolute rates are
-  not comparable with the tables): 100k tickets 12.0 s -> 6.3-6.5 s (1.9x), 1M
-  tickets 158.5 s -> 75.2 s (2.1x; other runs of the new code 63.8-70.0 s). Where a
-  1M import's time goes now (a traced run of 63.8 s there): parsing and inserting
-  32 s, all three threads busy; index sorts 18 s, with the search merge (14.5 s)
-  beside them; moving the search index in 2.5 s; the commit 9.3 s, most of it
-  the checkpoint writing 1.3 GB from the WAL into the database file and its fsyncs.
+  SQLite's writer connection, inserting batches of 5,000 tickets as bound multi-row
+  statements; and the search build, a connection and thread of its own that stages
+  the same values in a scratch file beside the database. Once every batch is in,
+  the writer sorts the B-tree indexes while the build indexes each search table's
+  staged rows in one statement, by id: FTS5 then writes a segment only per 128 MB
+  of terms (~5 at 1M tickets; a statement per 10k rows wrote 100, which 'optimize'
+  merged: 13 s of CPU). Each segment goes on a level of its own, from the one an
+  index grown by as many writes would keep its rows on (~log16 of its rows), the
+  oldest highest: left on level 0, a later POST's automerge would rewrite them all
+  (measured p99 0.8 s), and one merged segment left on level 1 by 'optimize' was
+  merged again by the 659th POST after a 100k import, in 2.4 s. Then each search
+  table is dropped, created again and its shadow tables copied in, in the import's
+  transaction; FTS5's 'integrity-check' passes on it in the tests. The import
+  command (`exclusive`: the store is its own) writes through a rollback journal
+  when no other connection has the database open, and sets WAL again at its end:
+  through the WAL, every page of a fresh import was written twice (the checkpoint
+  at its commit took 8-10 s at 1M). It reads its input a megabyte at a time (with
+  8 KB reads the parser gave the GIL away every ~20 lines and waited to get it back)
+  and collects garbage less often (7% of the parser at the default pace).
+  The parser, the writer's binding and the staging all need the GIL: parsing alone
+  takes 16.4 s of the 1M tickets; parsing and inserting (no search build) took
+  26.6 s in batches of 1,000 and 21.9 s in batches of 5,000 (each hand-off between
+  the threads costs both a wait for the GIL). A 1M import traced on 2026-11-28
+  (62.9 s; a machine ~3x slower than the one of the tables' first report): parsing,
+  inserting and staging 31.4 s, the GIL held ~100% of it (py-spy --gil: parser
+  22.5 s, writer 8.2 s, staging 3.4 s); index sorts 23.3 s (one core; SQLite's
+  sorter threads gave no gain) with the search build (22.5 s) on the other core;
+  moving the search index in 3.7 s; the commit 2.6 s. Side by side on that machine
+  (1M, runs alternating): the code before this paragraph's last changes 76.1-83.7 s,
+  after 56.1-66.5 s. What 20,000 tickets/s (50 s) would take there: the sorts and the
+  move are serial on the one writing connection (27 s), so the parse phase would have
+  to fit in ~22 s, i.e. a third less GIL work (a faster JSON decoder saves ~1.2 s
+  of it; the rest is validation and binding), or indexes kept live during the parse
+  phase when input comes in id order.
 - **Export**: the store reads the columns in declared order and pairs each row's
   values with the JSON names at once (one dict per row, not a row dict and then its
   JSON dict), and `encode_json` keeps one CPython C encoder (`JSONEncoder.encode`
@@ -1198,13 +1208,12 @@ What the remaining gaps are made of:
   them; the totals per value (migration 5) add 1-9 µs to that. Indexing a batch's
   text in one statement would save most of the trigram part (one segment per
   commit) but needs the search trigger replaced by the store's own writes.
-- **Import at 1M on a slow machine**: a traced 80.5 s run on the machine of the
-  2026-11-28 notes (bare ceiling ~2,200-3,100 req/s): parsing and inserting 39.5 s
-  with both cores ~80% busy; index sorts 22.4 s with the search merge beside them;
-  moving the search index in 5.2 s; the commit 12 s (system time and I/O wait: the
-  checkpoint of 1.3 GB). 111 s of CPU (user + system) in all: on 2 cores no overlap
-  gets that under ~55 s, so 20,000/s at 1M needs a faster core or less work; the
-  biggest share is the trigram index (indexing, merging, moving: ~40% of the CPU).
+- **Import at 1M on a slow machine**: before the staged search build and the
+  rollback journal, a traced 80.5 s run on the machine of the 2026-11-28 notes (bare
+  ceiling ~2,200-3,100 req/s): parsing and inserting 39.5 s with both cores ~80%
+  busy; index sorts 22.4 s with the search merge beside them; moving the search
+  index in 5.2 s; the commit 12 s (system time and I/O wait: the checkpoint of
+  1.3 GB); 111 s of CPU. After them (see Import above): 88 s of CPU, ~60 s.
 """
 
 
