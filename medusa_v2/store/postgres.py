@@ -784,7 +784,7 @@ class PostgresStore(Store):
         batches: AsyncIterable[Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]],
         *,
         replace: bool = False,
-        exclusive: bool = False,  # noqa: ARG002 (nothing to gain: PostgreSQL writes its WAL either way)
+        exclusive: bool = False,  # nothing to change: PostgreSQL writes its WAL either way
     ) -> int:
         """Insert batch by batch (COPY) in one transaction; ids and timestamps kept as given.
 
