@@ -1340,9 +1340,9 @@ class _SearchBuild:
 
         record = structure()
         read = _structure_segments(record) if record is not None else None
-        if read is None or not read[1]:
+        if record is None or read is None or not read[1]:
             return
-        moved = _structure_on_levels(record, _level_for(rows // len(read[1])))  # type: ignore[arg-type]
+        moved = _structure_on_levels(record, _level_for(rows // len(read[1])))
         if moved is None:
             side.execute(f"INSERT INTO {_name(search)} ({_name(search)}) VALUES ('optimize')")
             record = structure()
