@@ -280,6 +280,10 @@ class SQLiteStore(Store):
             # FULL also survives power loss at one fsync per commit (docs/durability.md).
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
             db.execute("PRAGMA foreign_keys = ON")
+            # Statement journals in memory: an insert's savepoint journals every page it
+            # touches (~50: eleven indexes, the search index, the totals), and past 64 KB
+            # SQLite spilled them to a temp file, a write call per page (insert 58 -> 27 µs).
+            db.execute("PRAGMA temp_store = MEMORY")
         except sqlite3.Error as exc:
             db.close()
             raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
