@@ -357,3 +357,89 @@ def test_sqlite_url_refuses_unknown_options(tmp_path):
 
     with pytest.raises(ValueError, match="synchronus"):
         store_from_url(f"sqlite:///{tmp_path / 'db.sqlite'}?synchronus=full")
+
+
+# -- inserts of one event-loop iteration (group commit) --
+
+
+def insert_together(io_loop, store, calls):
+    """Ask for every insert in one loop iteration; return each one's row or exception, and the INSERT statements run."""
+    import asyncio
+
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    try:
+
+        async def together():
+            return await asyncio.gather(*(store.insert_row(*call) for call in calls), return_exceptions=True)
+
+        outcomes = run(io_loop, together())
+    finally:
+        store.db.set_trace_callback(None)
+    # Each statement once (it is traced again at the start of each trigger it fires).
+    return outcomes, list(dict.fromkeys(s for s in statements if s.startswith('INSERT INTO "ticket"')))
+
+
+def search_integrity(store):
+    for search in ("ticket_search", "message_search"):
+        store.db.execute(f"INSERT INTO {search} ({search}) VALUES ('integrity-check')")
+
+
+def test_inserts_of_one_iteration_go_in_one_statement_each_with_its_own_row(io_loop, store):
+    parent = run(io_loop, store.insert_row(TICKET, {"title": "parent"}, NOW))
+    calls = [
+        (TICKET, {"title": f"plain {i}", "state": ("open", "closed")[i % 2], "priority": i % 5 + 1}, NOW + i)
+        for i in range(12)
+    ]
+    calls += [(TICKET, {"title": "other columns", "assignee": "bob"}, NOW)]  # alone with its columns
+    calls += [(TICKET, {"title": f"few {i}"}, NOW) for i in range(2)]  # another group
+    calls += [(MESSAGE, {"author": "ann", "body": "under parent"}, NOW, (TICKET, parent["id"]))]
+    calls += [(TICKET, {"id": 500, "title": "chosen"}, NOW)]
+    outcomes, inserts = insert_together(io_loop, store, calls)
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    for call, row in zip(calls, outcomes, strict=True):
+        assert {k: row[k] for k in call[1]} == call[1]
+        assert row == run(io_loop, store.get_row(call[0], row["id"], call[3] if len(call) > 3 else None))
+        assert row["created_at"] == timestamp(call[2])
+    plain = [row["id"] for row in outcomes[:12]]
+    assert plain == list(range(plain[0], plain[0] + 12))  # the next ids, in the order asked
+    ticket_ids = [row["id"] for call, row in zip(calls, outcomes, strict=True) if call[0] is TICKET]
+    assert len(set(ticket_ids)) == len(ticket_ids) and 500 in ticket_ids
+    # Two groups in one statement each; the row alone and the chosen id, one each.
+    assert len(inserts) == 4 and sum(s.count("), (") for s in inserts) == 11 + 1
+    page = run(io_loop, store.list_rows(TICKET, ListQuery(filters={"state": ("closed",)})))
+    assert page.count == 6 == len(page.rows)
+    assert run(io_loop, store.list_rows(TICKET, ListQuery(q="plain 1"))).count == 3  # plain 1, 10, 11
+    assert run(io_loop, store.list_rows(TICKET, ListQuery())).count == 1 + 15 + 1
+    search_integrity(store)
+    # The counter moved past the group: the next insert takes the id after it.
+    assert (
+        run(io_loop, store.insert_row(TICKET, {"title": "next"}, NOW))["id"]
+        == max(i for i in ticket_ids if i < 500) + 1
+    )
+
+
+def test_a_group_whose_next_ids_are_taken_goes_one_by_one_skipping_them(io_loop, store):
+    first = run(io_loop, store.insert_row(TICKET, {"title": "first"}, NOW))
+    run(io_loop, store.insert_row(TICKET, {"id": first["id"] + 3, "title": "chosen ahead"}, NOW))
+    outcomes, inserts = insert_together(io_loop, store, [(TICKET, {"title": f"t{i}"}, NOW) for i in range(5)])
+    assert [row["id"] for row in outcomes] == [first["id"] + n for n in (1, 2, 4, 5, 6)]
+    assert [row["title"] for row in outcomes] == [f"t{i}" for i in range(5)]
+    assert len(inserts) == 5  # one by one
+    assert run(io_loop, store.get_row(TICKET, first["id"] + 3))["title"] == "chosen ahead"
+    assert run(io_loop, store.list_rows(TICKET, ListQuery())).count == 7
+    search_integrity(store)
+
+
+def test_a_row_the_database_refuses_fails_alone_and_its_group_goes_in(io_loop, store):
+    calls = [(TICKET, {"title": f"t{i}", "state": "bogus" if i == 2 else "open"}, NOW) for i in range(5)]
+    outcomes, inserts = insert_together(io_loop, store, calls)
+    assert isinstance(outcomes[2], sqlite3.IntegrityError)
+    kept = [outcomes[i] for i in (0, 1, 3, 4)]
+    assert [row["title"] for row in kept] == ["t0", "t1", "t3", "t4"]
+    assert [row["id"] for row in kept] == [1, 2, 3, 4]  # the refused row's id was not used up
+    assert len(inserts) == 1 + 5  # the group's statement, undone; then one by one
+    assert run(io_loop, store.list_rows(TICKET, ListQuery())).count == 4
+    assert run(io_loop, store.list_rows(TICKET, ListQuery(filters={"state": ("open",)}))).count == 4
+    assert run(io_loop, store.list_rows(TICKET, ListQuery(q="t2"))).count == 0
+    search_integrity(store)

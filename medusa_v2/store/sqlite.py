@@ -22,6 +22,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
+from ..declaration import INT64_MAX
 from .base import (
     IMPORT_LOOKAHEAD,
     AlreadyExists,
@@ -478,10 +479,12 @@ class SQLiteStore(Store):
         """Insert in one transaction: parent checked, chosen id refused when taken.
 
         Group commit: the inserts asked for in one event-loop iteration share one
-        transaction (each in a SAVEPOINT of its own, so one's error leaves the others
-        alone), and each caller gets its row only after that COMMIT returned. A
+        transaction, and each caller gets its row only after that COMMIT returned. A
         commit per row costs far more than the row (the search index writes and
-        merges a segment per transaction).
+        merges a segment per transaction). Rows that take the next ids go in one
+        statement (_insert_together); the others, and all of them when that
+        statement fails, each in a SAVEPOINT of its own, so one's error leaves the
+        others alone.
         """
         row = dict(values)
         row["created_at"] = row["updated_at"] = timestamp(now)
@@ -511,7 +514,14 @@ class SQLiteStore(Store):
                         outcomes.append((future, exc, None))
                         raise
                 else:
-                    for future, decl, row, parent, check_parent in jobs:
+                    together, one_by_one = _together(jobs)
+                    for group in together:
+                        made = self._insert_together(db, group[0][1], [job[2] for job in group])
+                        if made is None:
+                            one_by_one.extend(group)
+                        else:
+                            outcomes.extend((job[0], None, result) for job, result in zip(group, made, strict=True))
+                    for future, decl, row, parent, check_parent in one_by_one:
                         db.execute("SAVEPOINT medusa_insert")
                         try:
                             result = self._insert(db, decl, row, parent, check_parent)
@@ -569,6 +579,45 @@ class SQLiteStore(Store):
         marks = ", ".join("?" for _ in row)
         db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
         return self._get(db, decl, row["id"], None)
+
+    def _insert_together(
+        self, db: sqlite3.Connection, decl: Any, rows: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]] | None:
+        """Insert rows taking the next assigned ids in one statement; return them as stored.
+
+        Returns None, having changed nothing, when the next ids are not all free (a
+        client chose one) or the statement fails (a row the store refuses): the
+        caller then inserts the rows one by one, each with its own outcome. One
+        statement instead of one per row: FTS5 writes one index segment per
+        statement, and each row's savepoint journalled every page it touched.
+        """
+        table = _name(decl.name)
+        found = db.execute("SELECT next_id FROM id_counter WHERE name = ?", (decl.name,)).fetchone()
+        first = found[0] if found is not None else 1
+        last = first + len(rows) - 1
+        if last > INT64_MAX:
+            return None
+        if db.execute(f"SELECT 1 FROM {table} WHERE id BETWEEN ? AND ? LIMIT 1", (first, last)).fetchone():
+            return None
+        columns = tuple(rows[0])
+        db.execute("SAVEPOINT medusa_together")
+        try:
+            _insert_values(db, table, ("id", *columns), [(first + i, *row.values()) for i, row in enumerate(rows)])
+            db.execute(
+                "INSERT INTO id_counter (name, next_id) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET next_id = excluded.next_id",
+                (decl.name, last + 1),
+            )
+        except sqlite3.DatabaseError:
+            if not db.in_transaction:
+                raise  # SQLite rolled the whole transaction back (e.g. disk full): every row fails
+            db.execute("ROLLBACK TO medusa_together")
+            db.execute("RELEASE medusa_together")
+            return None
+        db.execute("RELEASE medusa_together")
+        names, sql = _get_sql(decl, False, ranged=True)
+        stored = db.execute(sql, (first, last))
+        return [dict(zip(names, values, strict=True)) for values in stored]
 
     async def update_row(
         self,
@@ -860,6 +909,31 @@ def _busy(exc: BaseException) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+def _together(jobs: Sequence[Any]) -> tuple[list[list[Any]], list[Any]]:
+    """Split queued inserts into groups insertable in one statement, and the rest.
+
+    A group: two or more rows of one resource with the same columns, no parent and
+    no chosen id (each takes the next assigned id). The rest go one by one (a
+    parent to check, a chosen id to refuse when taken, a row alone).
+    """
+    groups: dict[tuple[int, tuple[str, ...]], list[Any]] = {}
+    rest: list[Any] = []
+    for job in jobs:
+        _, decl, row, parent, _ = job
+        if parent is not None or row.get("id") is not None:
+            rest.append(job)
+            continue
+        row.pop("id", None)
+        groups.setdefault((id(decl), tuple(row)), []).append(job)
+    together = []
+    for group in groups.values():
+        if len(group) > 1:
+            together.append(group)
+        else:
+            rest.extend(group)
+    return together, rest
+
+
 def _assign_id(db: sqlite3.Connection, name: str, table: str) -> int:
     """Take the next id from the table's counter (inside the insert's transaction).
 
@@ -901,20 +975,26 @@ _SEARCH_BUILD_OPTIONS = {"hashsize": 128 << 20, "crisismerge": 1000}
 _SEARCH_BACKLOG = 16  # batches queued for an import's search build (bounds its memory)
 
 
-_GET_SQL: dict[tuple[int, bool], tuple[Any, tuple[str, ...], str]] = {}
+_GET_SQL: dict[tuple[int, bool, bool], tuple[Any, tuple[str, ...], str]] = {}
 
 
-def _get_sql(decl: Any, nested: bool) -> tuple[tuple[str, ...], str]:
-    """Return (column names, SQL) reading one row by id (and parent), built once per declaration."""
-    found = _GET_SQL.get((id(decl), nested))
+def _get_sql(decl: Any, nested: bool, ranged: bool = False) -> tuple[tuple[str, ...], str]:
+    """Return (column names, SQL) reading one row by id (and parent), built once per declaration.
+
+    `ranged`: the rows of ids from one to another, in id order, instead.
+    """
+    found = _GET_SQL.get((id(decl), nested, ranged))
     if found is None or found[0] is not decl:
         names = tuple(f.name for f in decl.fields)
-        sql = f"SELECT {', '.join(_name(n) for n in names)} FROM {_name(decl.name)} WHERE id = ?"
+        sql = f"SELECT {', '.join(_name(n) for n in names)} FROM {_name(decl.name)}"
+        sql += " WHERE id BETWEEN ? AND ?" if ranged else " WHERE id = ?"
         if nested:
             sql += f" AND {_name(decl.parent_field)} = ?"
+        if ranged:
+            sql += " ORDER BY id"
         if len(_GET_SQL) > 1024:
             _GET_SQL.clear()
-        found = _GET_SQL[(id(decl), nested)] = (decl, names, sql)
+        found = _GET_SQL[(id(decl), nested, ranged)] = (decl, names, sql)
     return found[1], found[2]
 
 
