@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 import tornado.httputil
+import tornado.iostream
 import tornado.web
 
 from .auth import Identity
@@ -420,6 +421,8 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         """Log unexpected errors with a summary that holds no credentials and no body."""
         if isinstance(value, (tornado.web.HTTPError, StoreUnavailable)):
             return  # answered as a 4xx/503; the access log has the line
+        if isinstance(value, tornado.iostream.StreamClosedError) and self._finished:
+            return  # the client left before its answer was written; the access log has the line
         self.api.log.error("Uncaught exception in %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
 
 

@@ -453,3 +453,46 @@ async def test_requires_credentials(client):
     r = await client.post("/ticket", json_body={"title": "x"}, auth=None)
     assert r.code == 401
     assert await everything(client) == []
+
+
+@pytest.mark.gen_test
+async def test_a_client_gone_before_its_201_costs_no_error_log_and_the_ticket_stays(
+    client, store, base_url, caplog, monkeypatch
+):
+    """A POST whose client hung up while it was stored: committed, logged once as 201, no traceback."""
+    import asyncio
+    import logging
+    from urllib.parse import urlsplit
+
+    entered, release = asyncio.Event(), asyncio.Event()
+    insert_row = store.insert_row
+
+    async def slow_insert(*args, **kwargs):
+        entered.set()
+        await release.wait()
+        return await insert_row(*args, **kwargs)
+
+    monkeypatch.setattr(store, "insert_row", slow_insert)
+    parts = urlsplit(base_url)
+    body = json.dumps({"title": "asked by a client that left"}).encode()
+    with caplog.at_level(logging.INFO):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(
+            b"POST /api/v2/ticket HTTP/1.1\r\nHost: x\r\nX-Api-Key: " + client.headers["X-Api-Key"].encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        await asyncio.wait_for(entered.wait(), 5)
+        writer.close()  # the client gives up while the ticket is being stored
+        await writer.wait_closed()
+        await asyncio.sleep(0.05)
+        release.set()
+        for _ in range(100):  # until the handler is done with it
+            if any("POST /api/v2/ticket" in record.getMessage() for record in caplog.records):
+                break
+            await asyncio.sleep(0.01)
+    monkeypatch.undo()
+    lines = [record.getMessage() for record in caplog.records if "POST /api/v2/ticket" in record.getMessage()]
+    assert len(lines) == 1 and " 201 " in lines[0], lines
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
+    listed = await everything(client)
+    assert [ticket["title"] for ticket in listed] == ["asked by a client that left"]
