@@ -1199,15 +1199,23 @@ What the remaining gaps are made of:
   ETag hash and the access-log record (one line per request is required). On this 2-core
   machine wrk itself takes one core, so both the ceiling and the daemon are measured
   with the same client cost.
-- **POST**: one committed WAL transaction per request (durability kept: `synchronous =
-  NORMAL`) updating eleven indexes, the trigram index and the id counter. Measured
-  in-process on 2026-11-28 (32 inserts a transaction, as the group commit makes
-  them): an INSERT of a ticket costs 26-35 µs with no trigger, 58-94 µs with any one
-  trigger (its statement journal), 99-154 µs with the trigram trigger (FTS5 writes
-  a segment at every statement's savepoint: one per row), 100-163 µs with all of
-  them; the totals per value (migration 5) add 1-9 µs to that. Indexing a batch's
-  text in one statement would save most of the trigram part (one segment per
-  commit) but needs the search trigger replaced by the store's own writes.
+- **POST**: every POST is committed before its 201 (durability kept: `synchronous =
+  NORMAL`), updating eleven indexes, the trigram index, the totals and the id
+  counter. The POSTs of one event-loop iteration share one transaction (group
+  commit; under wrk's 32 connections, 475 of 500 groups measured held all 32).
+  Measured in-process on 2026-11-28 (32 inserts a transaction): an INSERT of a ticket
+  cost 26-35 µs with no trigger, 58-94 µs with any one trigger (its statement
+  journal), 99-154 µs with the trigram trigger (FTS5 writes a segment at every
+  statement's end: one per row). Two changes since (both measured side by side on a
+  machine ~3x faster than that one, bare ceiling ~8,700 req/s, 100k tickets, runs
+  alternating): statement journals in memory (`temp_store = MEMORY`: each row's
+  savepoint journalled ~50 pages, spilled past 64 KB to a temp file, one write call
+  a page; the INSERT 58 -> 27 µs; POST 0.35-0.41x -> 0.39-0.45x the ceiling), and the
+  group's rows that take the next ids inserted by one multi-row statement, read
+  back by one range query (one search segment per group; a row 58 -> 29 µs
+  in-process; POST 0.36-0.39x -> 0.47-0.50x). A chosen id, a parent to check, a lone
+  row or a statement the database refuses still go one by one, each in its own
+  savepoint.
 - **Import at 1M on a slow machine**: before the staged search build and the
   rollback journal, a traced 80.5 s run on the machine of the 2026-11-28 notes (bare
   ceiling ~2,200-3,100 req/s): parsing and inserting 39.5 s with both cores ~80%
