@@ -592,8 +592,7 @@ class SQLiteStore(Store):
         statement, and each row's savepoint journalled every page it touched.
         """
         table = _name(decl.name)
-        found = db.execute("SELECT next_id FROM id_counter WHERE name = ?", (decl.name,)).fetchone()
-        first = found[0] if found is not None else 1
+        first = _next_id(db, decl.name)
         last = first + len(rows) - 1
         if last > INT64_MAX:
             return None
@@ -603,11 +602,7 @@ class SQLiteStore(Store):
         db.execute("SAVEPOINT medusa_together")
         try:
             _insert_values(db, table, ("id", *columns), [(first + i, *row.values()) for i, row in enumerate(rows)])
-            db.execute(
-                "INSERT INTO id_counter (name, next_id) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET next_id = excluded.next_id",
-                (decl.name, last + 1),
-            )
+            _set_next_id(db, decl.name, last + 1)
         except sqlite3.DatabaseError:
             if not db.in_transaction:
                 raise  # SQLite rolled the whole transaction back (e.g. disk full): every row fails
@@ -941,20 +936,29 @@ def _assign_id(db: sqlite3.Connection, name: str, table: str) -> int:
     id a client chose (which does not move the counter) is skipped: the first free
     id after it is taken instead.
     """
-    found = db.execute("SELECT next_id FROM id_counter WHERE name = ?", (name,)).fetchone()
-    candidate = found[0] if found is not None else 1
+    candidate = _next_id(db, name)
     if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (candidate,)).fetchone() is not None:
         candidate = db.execute(
             f"SELECT t.id + 1 FROM {table} t WHERE t.id >= ?"
             f" AND NOT EXISTS (SELECT 1 FROM {table} u WHERE u.id = t.id + 1) ORDER BY t.id LIMIT 1",
             (candidate,),
         ).fetchone()[0]
+    _set_next_id(db, name, candidate + 1)
+    return candidate
+
+
+def _next_id(db: sqlite3.Connection, name: str) -> int:
+    """Return the id the counter would give next (it may be taken by a chosen id)."""
+    found = db.execute("SELECT next_id FROM id_counter WHERE name = ?", (name,)).fetchone()
+    return found[0] if found is not None else 1
+
+
+def _set_next_id(db: sqlite3.Connection, name: str, next_id: int) -> None:
     db.execute(
         "INSERT INTO id_counter (name, next_id) VALUES (?, ?)"
         " ON CONFLICT (name) DO UPDATE SET next_id = excluded.next_id",
-        (name, candidate + 1),
+        (name, next_id),
     )
-    return candidate
 
 
 # An import moves an id counter past its highest id below this; a huge chosen id
