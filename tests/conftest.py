@@ -6,6 +6,7 @@ installed; the constants are re-exported for the test modules that import them.
 
 from __future__ import annotations
 
+import medusa_v2
 from medusa_v2.testing import API_KEY, PASSWORD, SECRET, USERNAME, Client, FakeClock, Response
 
 __all__ = ["API_KEY", "PASSWORD", "SECRET", "USERNAME", "Client", "FakeClock", "Response"]
@@ -39,3 +40,11 @@ def pytest_generate_tests(metafunc):
         and metafunc.definition.get_closest_marker("stores") is None
     ):
         metafunc.definition.add_marker(pytest.mark.stores("sqlite", "postgresql"))
+
+
+def assert_304_headers(r):
+    """A 304 carries what every response does: the version and the CORS headers."""
+    assert r.headers["X-Medusa-Server"] == medusa_v2.__version__
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    exposed = {h.strip().lower() for h in r.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"etag", "link", "x-medusa-server", "x-pagination-count"} <= exposed

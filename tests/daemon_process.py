@@ -21,21 +21,15 @@ LAUNCHER = ROOT / "bin" / "medusa-v2"
 class Daemon:
     """A daemon subprocess on a free port; its stderr is collected in the background."""
 
-    def __init__(self, config: Path, *extra: str, new_session: bool = False) -> None:
+    def __init__(
+        self, config: Path, *extra: str, new_session: bool = False, command: tuple[str, ...] | None = None
+    ) -> None:
+        """`command`: the arguments after the launcher, instead of `serve` on 127.0.0.1 and a free port."""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(config.parent), str(ROOT)])}
+        if command is None:
+            command = ("serve", "--config", str(config), "--host", "127.0.0.1", "--port", "0", *extra)
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(LAUNCHER),
-                "serve",
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                *extra,
-            ],
+            [sys.executable, str(LAUNCHER), *command],
             cwd=config.parent,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,

@@ -446,6 +446,29 @@ async def test_revoke_needs_a_token(client):
     assert_401(await client.delete("/authenticate", headers={"x-auth": "Bearer junk"}, auth=None), INVALID_TOKEN)
 
 
+@pytest.mark.gen_test
+async def test_keys_and_passwords_are_compared_in_constant_time(client, monkeypatch):
+    """The API key, the user name and the password reach hmac.compare_digest, not ==."""
+    import hmac
+
+    compared: list[set[bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(a, b):
+        compared.append({x.encode() if isinstance(x, str) else bytes(x) for x in (a, b)})
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    wrong_key = "k" * len(API_KEY)
+    assert_401(await client.get("/thing/1", headers={"X-Api-Key": wrong_key}, auth=None), INVALID_API_KEY)
+    assert {API_KEY.encode(), wrong_key.encode()} in compared
+    compared.clear()
+    r = await client.get("/thing/1", headers=basic(f"{USERNAME}:not-{PASSWORD}"), auth=None)
+    assert_401(r, INVALID_USER_PASS)
+    assert {USERNAME.encode()} in compared  # the right name, compared with itself
+    assert {PASSWORD.encode(), f"not-{PASSWORD}".encode()} in compared
+
+
 # -- throttling ------------------------------------------------------------------------
 
 THROTTLE = {"login_max_failures": 3, "login_window": 60}
@@ -498,6 +521,31 @@ async def test_throttle_is_shared_through_the_store(client, other_app, clock):
     assert_429(await login(elsewhere))
     clock.advance(61)
     assert (await login(elsewhere)).code == 200
+
+
+@pytest.mark.parametrize("overrides", [THROTTLE])
+@pytest.mark.gen_test
+async def test_throttle_counts_each_client_apart(client, http_client):
+    """Failures from one address do not lock out another (here 127.0.0.2, on the loopback too)."""
+
+    async def login_from(address: str, password: str):
+        r = await http_client.fetch(
+            client.url("/authenticate"),
+            method="POST",
+            body=json.dumps({"username": USERNAME, "password": password}),
+            headers={"Content-Type": "application/json"},
+            network_interface=address,
+            raise_error=False,
+        )
+        return r.code
+
+    for _ in range(3):
+        assert await login_from("127.0.0.1", "wrong") == 401
+    assert await login_from("127.0.0.1", PASSWORD) == 429
+    assert await login_from("127.0.0.2", PASSWORD) == 200
+    for _ in range(3):
+        assert await login_from("127.0.0.2", "wrong") == 401
+    assert await login_from("127.0.0.2", PASSWORD) == 429
 
 
 @pytest.mark.parametrize("overrides", [THROTTLE])

@@ -97,6 +97,7 @@ def test_empty_file_gives_defaults(tmp_path):
     ):
         assert getattr(settings, name) == getattr(defaults, name), name
     assert settings.web_host == "0.0.0.0" and settings.web_port == 8081
+    assert settings.max_body_size == 1024 * 1024  # DESIGN.md: 1 MiB by default
     assert settings.resources == ("ticket", "message")
     assert settings.https_cert == str(tmp_path / "server.crt")
     assert settings.https_key == str(tmp_path / "server.key")

@@ -39,8 +39,8 @@ def run_cli(*args: str, cwd: Path, stdin: str | None = None, timeout: float = 30
 def daemon_factory():
     started: list[Daemon] = []
 
-    def start(config: Path, *extra: str) -> Daemon:
-        d = Daemon(config, *extra)
+    def start(config: Path, *extra: str, command: tuple[str, ...] | None = None) -> Daemon:
+        d = Daemon(config, *extra, command=command)
         started.append(d)
         return d
 
@@ -86,6 +86,22 @@ def test_https_without_certificate_exits_2(tmp_path):
     assert result.returncode == 2
     assert "https_cert" in result.stderr and "missing.crt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_bare_command_serves_on_the_host_and_port_of_config_ini(tmp_path, daemon_factory):
+    """`medusa-v2 --config PATH` (no subcommand, no --host/--port): web_host and web_port decide."""
+    import socket
+
+    with socket.socket() as probe:  # a port free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "config.ini"
+    config.write_text(f"[General]\nweb_host = 127.0.0.1\nweb_port = {port}\n")
+    d = daemon_factory(config, command=("--config", str(config)))
+    assert d.port == port
+    status, _, body = d.request("/health")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert d.stop() == 0
 
 
 def test_first_start_generates_secrets_serves_and_stops_on_sigterm(tmp_path, daemon_factory):

@@ -6,6 +6,7 @@ import re
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from conftest import assert_304_headers
 
 STATES = ("open", "pending", "closed")
 NAMES = (None, "ann", "bob", None, "Cy")
@@ -306,6 +307,7 @@ async def test_list_etag_and_304(client, tickets):
     assert again.code == 304
     assert again.body == b""
     assert again.headers["ETag"] == etag
+    assert_304_headers(again)
     await client.patch(f"/ticket/{ids(r)[0]}", json_body={"priority": 1})
     changed = await client.get("/ticket?state=open", headers={"If-None-Match": etag})
     assert changed.code == 200
@@ -391,6 +393,15 @@ async def test_q_with_filter_and_sort(client, corpus):
     r = await client.get("/ticket?q=o&priority=1,2,3&sort=-title&limit=1&page=2")
     assert r.headers["X-Pagination-Count"] == "3"  # Printer ON FIRE, Network, Coffee machine
     assert ids(r) == [corpus[2]]
+
+
+@pytest.mark.gen_test
+async def test_q_searches_title_and_description_only(client, corpus):
+    r = await client.post("/ticket", json_body={"title": "plain", "assignee": "quokka", "state": "pending"})
+    assert r.code == 201
+    assert ids(await client.get("/ticket?q=quokka")) == []  # the assignee is not searched
+    assert ids(await client.get("/ticket?q=pending")) == []  # nor the state
+    assert ids(await client.get("/ticket?q=plain")) == [r.json["id"]]
 
 
 @pytest.mark.gen_test

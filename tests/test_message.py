@@ -232,6 +232,26 @@ async def test_list_filter_sort_search(client):
 
 
 @pytest.mark.gen_test
+async def test_boundary_lengths_are_accepted(client):
+    tid = await ticket(client)
+    longest = await message(client, tid, author="a" * 100, body="b" * 10000)
+    shortest = await message(client, tid, author="a", body="b")
+    assert (len(longest["author"]), len(longest["body"])) == (100, 10000)
+    assert (shortest["author"], shortest["body"]) == ("a", "b")
+    assert [m["id"] for m in await messages(client, tid)] == [longest["id"], shortest["id"]]
+
+
+@pytest.mark.gen_test
+async def test_q_searches_the_body_only(client):
+    tid = await ticket(client, title="zebra in the title")
+    found = await message(client, tid, author="quokka", body="a plain body")
+    base = f"/ticket/{tid}/message"
+    assert (await client.get(base + "?q=quokka")).json == []  # the author is not searched
+    assert (await client.get(base + "?q=zebra")).json == []  # nor the ticket's own text
+    assert [m["id"] for m in (await client.get(base + "?q=PLAIN")).json] == [found["id"]]
+
+
+@pytest.mark.gen_test
 async def test_idempotent_message_create(client):
     tid = await ticket(client)
     body = {"author": "ann", "body": "once"}

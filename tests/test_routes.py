@@ -194,6 +194,22 @@ async def test_two_apps_with_different_settings(client, serve, settings):
 
 
 @pytest.mark.gen_test
+async def test_the_resources_setting_chooses_the_builtins_served(serve, settings):
+    only_tickets = serve(settings.replace(resources=("ticket",)), resources=None)
+    made = await only_tickets.post("/ticket", json_body={"title": "t"})
+    assert made.code == 201
+    assert (await only_tickets.get(f"/ticket/{made.json['id']}")).code == 200
+    for path in (f"/ticket/{made.json['id']}/message", f"/ticket/{made.json['id']}/message/1"):
+        r = await only_tickets.get(path)
+        assert r.code == 404 and r.json["error"] and r.headers["X-Medusa-Server"], path
+    both = serve(settings.replace(resources=("ticket", "message")), resources=None)
+    assert (await both.get(f"/ticket/{made.json['id']}/message")).json == []
+    none = serve(settings.replace(resources=()), resources=None)
+    assert (await none.get("/ticket")).code == 404
+    assert (await none.get("/health", auth=None)).code == 200  # the built-in endpoints stay
+
+
+@pytest.mark.gen_test
 async def test_two_apps_with_different_cors(client, serve, settings):
     other = serve(settings.replace(cors_origins=("https://only.example",)), resources=[Shelf])
     r = await client.get("/shelf/1", headers={"Origin": "https://x.example"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import assert_304_headers
 
 from medusa_v2.declaration import INT64_MAX
 
@@ -102,6 +103,7 @@ async def test_get_one_etag_and_304(client):
     assert again.code == 304
     assert again.body == b""
     assert again.headers["ETag"] == etag
+    assert_304_headers(again)
     other = await client.get(f"/ticket/{t['id']}", headers={"If-None-Match": '"nope"'})
     assert other.code == 200
 
