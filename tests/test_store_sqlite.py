@@ -443,3 +443,44 @@ def test_a_row_the_database_refuses_fails_alone_and_its_group_goes_in(io_loop, s
     assert run(io_loop, store.list_rows(TICKET, ListQuery(filters={"state": ("open",)}))).count == 4
     assert run(io_loop, store.list_rows(TICKET, ListQuery(q="t2"))).count == 0
     search_integrity(store)
+
+
+# -- token revocations --
+
+
+def test_revocation_checks_of_one_iteration_share_a_look_up(io_loop, store, tmp_path):
+    import asyncio
+
+    statements: list[str] = []
+
+    async def checks():
+        store.db.set_trace_callback(statements.append)
+        try:
+            return await asyncio.gather(*(store.is_token_revoked(jti) for jti in ("a", "a", "b", "a", "b")))
+        finally:
+            store.db.set_trace_callback(None)
+
+    assert run(io_loop, checks()) == [False] * 5
+    assert len([s for s in statements if "revoked_token" in s]) == 2  # one per jti
+
+    async def revoked_here():
+        # Revoked by this store in the same iteration: refused at once.
+        assert not await store.is_token_revoked("c")
+        await store.revoke_token("c", NOW + 60)
+        return await store.is_token_revoked("c")
+
+    assert run(io_loop, revoked_here())
+
+    async def revoked_elsewhere():
+        other = SQLiteStore(store.path)
+        await other.open()
+        try:
+            assert not await store.is_token_revoked("d")
+            await other.revoke_token("d", NOW + 60)
+            before = await store.is_token_revoked("d")  # this iteration's answer, as of its look-up
+            await asyncio.sleep(0)  # the next iteration looks again
+            return before, await store.is_token_revoked("d")
+        finally:
+            await other.close()
+
+    assert run(io_loop, revoked_elsewhere()) == (False, True)

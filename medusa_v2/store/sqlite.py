@@ -245,6 +245,8 @@ class SQLiteStore(Store):
             tuple[asyncio.Future[dict[str, Any]], Any, dict[str, Any], Parent | None, Check | None]
         ] = []
         self._flush_scheduled = False
+        # Revocation look-ups of this event-loop iteration (is_token_revoked).
+        self._revocation_checks: dict[str, bool] = {}
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -367,6 +369,7 @@ class SQLiteStore(Store):
                 "INSERT INTO revoked_token (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING",
                 (jti, expires_at),
             )
+        self._revocation_checks.clear()  # a check later in this loop iteration must see it
 
     async def purge_expired_revocations(self, now: float) -> None:
         """Delete revocations of tokens that have expired (they are refused anyway)."""
@@ -374,12 +377,25 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM revoked_token WHERE expires_at < ?", (now,))
 
     async def is_token_revoked(self, jti: str) -> bool:
-        """Look the jti up in the revocation table."""
+        """Look the jti up in the revocation table, once per jti and event-loop iteration.
+
+        The requests a loop iteration serves had all arrived when it began, so one
+        look-up made during it answers every one of them as of a moment after it
+        arrived (a browser's parallel requests share one token). The answers are
+        forgotten at the next iteration, and at once when this store revokes a token.
+        """
+        checks = self._revocation_checks
+        found = checks.get(jti)
+        if found is not None:
+            return found
         try:
-            row = self.db.execute("SELECT 1 FROM revoked_token WHERE jti = ?", (jti,)).fetchone()
+            found = self.db.execute("SELECT 1 FROM revoked_token WHERE jti = ?", (jti,)).fetchone() is not None
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return row is not None
+        if not checks:
+            asyncio.get_running_loop().call_soon(checks.clear)
+        checks[jti] = found
+        return found
 
     async def login_failures(self, client: str, since: float) -> Sequence[float]:
         """Return the client's failure times in the window."""
