@@ -1203,11 +1203,15 @@ What the remaining gaps are made of:
 - **1-2 character `q`**: trigrams cannot index them; they scan (documented in the store).
 - **Per-request ratios**: the profile's largest block is Tornado's own HTTP parsing,
   header writing and socket writes, which the bare handler also pays; what remains of
-  ours is authentication (on SQLite a revocation look-up per token request, required
-  so a revoked token is refused by every process), one store read, JSON encoding, the
-  ETag hash and the access-log record (one line per request is required). On this 2-core
-  machine wrk itself takes one core, so both the ceiling and the daemon are measured
-  with the same client cost.
+  ours is authentication (on SQLite a revocation look-up per token and event-loop
+  iteration, so a revoked token is refused by every process: ~12% of a JWT GET's
+  samples when it was one per request; coalesced, GET one (JWT) went from a median
+  0.80x to 0.84x in 7 runs each, alternating, on the faster machine), one store read,
+  JSON encoding, the ETag hash and the access-log record (one line per request is
+  required). On this 2-core machine wrk itself takes one core, so both the ceiling and
+  the daemon are measured with the same client cost. On the faster machine (ceiling
+  ~8,700-9,000 req/s) the GET ratios moved by ±0.05 from one full run to the next
+  (GET one with a JWT: 0.80, 0.81, 0.85, 0.74 in four runs before that change).
 - **POST**: every POST is committed before its 201 (durability kept: `synchronous =
   NORMAL`), updating eleven indexes, the trigram index, the totals and the id
   counter. The POSTs of one event-loop iteration share one transaction (group
