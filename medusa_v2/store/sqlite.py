@@ -379,10 +379,12 @@ class SQLiteStore(Store):
     async def is_token_revoked(self, jti: str) -> bool:
         """Look the jti up in the revocation table, once per jti and event-loop iteration.
 
-        The requests a loop iteration serves had all arrived when it began, so one
-        look-up made during it answers every one of them as of a moment after it
-        arrived (a browser's parallel requests share one token). The answers are
-        forgotten at the next iteration, and at once when this store revokes a token.
+        The requests one loop iteration serves share one look-up (a browser's parallel
+        requests share one token), so an answer is at most one iteration old: another
+        process's revocation is seen from this process's next iteration on (a few
+        milliseconds under load), as PostgreSQL's NOTIFY reaches the others about a
+        millisecond after the commit. The answers are forgotten at the next iteration,
+        and at once when this store revokes a token.
         """
         checks = self._revocation_checks
         found = checks.get(jti)
