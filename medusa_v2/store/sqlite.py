@@ -620,7 +620,7 @@ class SQLiteStore(Store):
         db.execute("SAVEPOINT medusa_together")
         try:
             _insert_values(db, table, ("id", *columns), [(first + i, *row.values()) for i, row in enumerate(rows)])
-            _set_next_id(db, decl.name, last + 1)
+            _move_next_id(db, decl.name, last + 1)
         except sqlite3.DatabaseError:
             if not db.in_transaction:
                 raise  # SQLite rolled the whole transaction back (e.g. disk full): every row fails
@@ -961,7 +961,7 @@ def _assign_id(db: sqlite3.Connection, name: str, table: str) -> int:
             f" AND NOT EXISTS (SELECT 1 FROM {table} u WHERE u.id = t.id + 1) ORDER BY t.id LIMIT 1",
             (candidate,),
         ).fetchone()[0]
-    _set_next_id(db, name, candidate + 1)
+    _move_next_id(db, name, candidate + 1)
     return candidate
 
 
@@ -971,10 +971,11 @@ def _next_id(db: sqlite3.Connection, name: str) -> int:
     return found[0] if found is not None else 1
 
 
-def _set_next_id(db: sqlite3.Connection, name: str, next_id: int) -> None:
+def _move_next_id(db: sqlite3.Connection, name: str, next_id: int) -> None:
+    """Move the counter forward to `next_id` (never back: a deleted row's id is not given out again)."""
     db.execute(
         "INSERT INTO id_counter (name, next_id) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET next_id = excluded.next_id",
+        " ON CONFLICT (name) DO UPDATE SET next_id = MAX(next_id, excluded.next_id)",
         (name, next_id),
     )
 
@@ -1206,11 +1207,7 @@ class _Import:
                 self.search.move_into(db)
         for name, top in self.highest.items():
             if top:  # past the imported ids: the next POST does not walk them for a free id
-                db.execute(
-                    "INSERT INTO id_counter (name, next_id) VALUES (?, ?)"
-                    " ON CONFLICT (name) DO UPDATE SET next_id = MAX(next_id, excluded.next_id)",
-                    (name, top + 1),
-                )
+                _move_next_id(db, name, top + 1)
         db.execute(f"PRAGMA cache_size = {self.cache_before}")
         try:
             db.execute("COMMIT")
@@ -1521,13 +1518,13 @@ def _structure_segments(record: bytes) -> tuple[int, list[tuple[int, int, int, i
 
 
 _FTS5_LEVELS = 64  # FTS5_MAX_LEVEL
-_FTS5_MERGE_AT = 16  # a level with this many segments is merged (automerge, crisismerge)
+_FTS5_MERGE_AT = SEARCH_AUTOMERGE  # a level with this many segments is merged (automerge; crisismerge's default too)
 
 
 def _level_for(rows: int) -> int:
     """Return the lowest level L with 16 ** (L + 1) >= rows: where an index grown by `rows` writes keeps them."""
     level = 0
-    while 16 ** (level + 1) < rows:
+    while _FTS5_MERGE_AT ** (level + 1) < rows:
         level += 1
     return level
 
