@@ -168,18 +168,15 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
                 return counts
             # Read a megabyte at a time: every read lets the store's threads take the GIL
             # from the parser, which then waits to get it back (8 KB reads: 9% of its time).
-            if args.file == "-":
-                with open(sys.stdin.fileno(), "rb", buffering=READ_BUFFER, closefd=False) as source:
-                    return await import_jsonl(
-                        store, source, replace=args.replace, progress=progress_stream(), size=None, exclusive=True
-                    )
-            with open(args.file, "rb", buffering=READ_BUFFER) as source:
+            stdin = args.file == "-"
+            path: int | str = sys.stdin.fileno() if stdin else args.file
+            with open(path, "rb", buffering=READ_BUFFER, closefd=not stdin) as source:
                 return await import_jsonl(
                     store,
                     source,
                     replace=args.replace,
                     progress=progress_stream(),
-                    size=input_size(source),
+                    size=input_size(source),  # None unless a regular file (stdin redirected from one too)
                     exclusive=True,
                 )
         finally:
