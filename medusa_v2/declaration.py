@@ -8,6 +8,7 @@ Adding a field to a resource is one `Field(...)` line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,13 +45,19 @@ class Field:
     sortable: bool = False
     filter: str | None = None  # None, "one" (exact value) or "many" (comma list)
     searchable: bool = False
+    pattern: str | None = None  # str fields: the whole value must match (identifiers: slugs)
     json_name: str = ""
+    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.json_name:
             object.__setattr__(self, "json_name", to_camel(self.name))
         if self.type not in (int, str):
             raise TypeError(f"field {self.name}: unsupported type {self.type!r}")
+        if self.pattern is not None:
+            if self.type is not str:
+                raise TypeError(f"field {self.name}: a pattern is for str fields")
+            object.__setattr__(self, "_regex", re.compile(self.pattern))
 
     @property
     def dash_name(self) -> str:
@@ -90,7 +97,17 @@ class Field:
             raise ValueError("must not be empty" if low == 1 else f"must be at least {low} characters")
         if self.max is not None and len(value) > self.max:
             raise ValueError(f"must be at most {self.max} characters")
+        if self._regex is not None and self._regex.fullmatch(value) is None:
+            raise ValueError(f"must match {self.pattern}")
         return value
+
+    def parse_id(self, raw: str) -> Any:
+        """Return a path identifier as this (id) field's value, else raise ValueError(reason)."""
+        if self.type is int:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= INT64_MAX:
+                raise ValueError("must be a positive 64-bit integer")
+            return int(raw)
+        return self.check(raw)
 
     def parse_query_value(self, raw: str) -> Any:
         """Convert a query-string value to this field's type (ValueError when invalid)."""
@@ -137,6 +154,14 @@ class Declaration:
             raise ValueError(f"resource {self.name}: duplicate field names")
         if "id" not in names:
             raise ValueError(f"resource {self.name}: an 'id' field is required")
+        ident = self.fields[names.index("id")]
+        if ident.writable or ident.nullable:
+            raise ValueError(f"resource {self.name}: the 'id' field is read-only and never null")
+        if ident.type is str and (ident.pattern is None or not ident.settable_on_create):
+            raise ValueError(
+                f"resource {self.name}: a string 'id' declares its pattern and is chosen on create "
+                "(pattern=..., settable_on_create=True)"
+            )
         set_ = object.__setattr__
         set_(self, "label", self.label or self.name.replace("-", " ").capitalize())
         set_(self, "by_name", {f.name: f for f in self.fields})
@@ -152,6 +177,11 @@ class Declaration:
         set_(self, "json_pairs", tuple((f.name, f.json_name) for f in self.fields))
         set_(self, "column_order", tuple(f.name for f in self.fields))
         set_(self, "json_names", tuple(f.json_name for f in self.fields))
+
+    @property
+    def id_field(self) -> Field:
+        """Return the identifier field (int: assigned by the store; str: chosen by the client)."""
+        return self.by_name["id"]
 
     @property
     def writable(self) -> tuple[Field, ...]:
@@ -196,6 +226,9 @@ class Declaration:
                     values[f.name] = f.check(value)
                 except ValueError as exc:
                     errors[key] = str(exc)
+        ident = self.by_name["id"]
+        if creating and ident.type is str and "id" not in values and ident.json_name not in errors:
+            errors[ident.json_name] = "required field"  # nothing assigns a slug but the client
         for f in self.writable:
             if f.name in values or f.json_name in errors:
                 continue
@@ -218,10 +251,6 @@ class Declaration:
             json_names = self.json_names
             return [dict(zip(json_names, values, strict=False)) for values in page.tuples]  # same length
         return [self.to_json(row) for row in page.rows]
-
-    def subset_to_json(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Return some fields (snake names) under their JSON names."""
-        return {self.by_name[name].json_name: value for name, value in values.items()}
 
 
 def invalid(errors: Mapping[str, str]) -> ApiError:

@@ -181,7 +181,7 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
             self.check_request_size()
             await self.api.auth.authenticate(headers, self.first_query_value("api_key"), self.request.remote_ip or "")
             path = {k: v.decode("utf-8") for k, v in (self.path_kwargs or {}).items() if v is not None}
-            ids = self.parse_ids(path)
+            ids = self.parse_ids(path, self.resource.id_fields)
             answer = await (list_answer if kind == "collection" else retrieve_answer)(self, ids)
         except Exception:
             # Whatever it is (401, 400, 404, 503, a bug), ResourceHandler answers it

@@ -25,7 +25,7 @@ import tornado.web
 from .auth import Identity
 from .casing import camelize
 from .context import ApiContext
-from .declaration import INT64_MAX, Declaration
+from .declaration import Declaration, Field
 from .errors import ApiError
 from .store import StoreUnavailable
 
@@ -157,17 +157,18 @@ class RequestView:
     request: tornado.httputil.HTTPServerRequest
     _query: dict[str, list[str]] | None
 
-    def parse_ids(self, path: Mapping[str, str]) -> dict[str, int]:
-        """Return the path identifiers as positive 64-bit integers, or raise 400."""
-        ids: dict[str, int] = {}
+    def parse_ids(self, path: Mapping[str, str], fields: Mapping[str, Field]) -> dict[str, Any]:
+        """Return the path identifiers parsed by their resources' id fields, or raise 400."""
+        ids: dict[str, Any] = {}
         for key, raw in path.items():
             if raw is None:
                 continue
-            if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= INT64_MAX:
+            try:
+                ids[key] = fields[key].parse_id(raw)
+            except ValueError as exc:
                 shown = raw if len(raw) <= 40 else raw[:40] + "..."
                 label = key[:-3] if key.endswith("_id") else key
-                raise ApiError(400, f"Invalid {label} id '{shown}': must be a positive 64-bit integer")
-            ids[key] = int(raw)
+                raise ApiError(400, f"Invalid {label} id '{shown}': {exc}") from None
         return ids
 
     @property

@@ -174,6 +174,8 @@ def field_schema(f: Field, *, read_only: bool = False) -> dict[str, Any]:
         schema = {"type": "string", "minLength": f.min or 0}
         if f.max is not None:
             schema["maxLength"] = f.max
+        if f.pattern is not None:
+            schema["pattern"] = f"^(?:{f.pattern})$"
     if f.nullable:
         schema["type"] = [schema["type"], "null"]
         if "enum" in schema:
@@ -337,13 +339,19 @@ def _filter_description(f: Field) -> str:
 # -- operations --
 
 
-def _path_parameter(key: str, label: str) -> dict[str, Any]:
+def _path_parameter(key: str, label: str, ident: Field) -> dict[str, Any]:
+    if ident.type is int:
+        what = "a positive 64-bit integer"
+        schema: dict[str, Any] = {"type": "integer", "format": "int64", "minimum": 1, "maximum": INT64_MAX}
+    else:
+        what = f"matching {ident.pattern}"
+        schema = field_schema(ident)
     return {
         "name": key,
         "in": "path",
         "required": True,
-        "description": f"The {label} id: a positive 64-bit integer (anything else is 400).",
-        "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": INT64_MAX},
+        "description": f"The {label} id: {what} (anything else is 400).",
+        "schema": schema,
     }
 
 
@@ -430,10 +438,12 @@ class _Builder:
         for ancestor in chain[:-1]:
             collection += f"/{ancestor.name}/{{{ancestor.id_key()}}}"
             a_label = ancestor.declaration.label if ancestor.declaration is not None else ancestor.name
-            parent_params.append(_path_parameter(ancestor.id_key(), a_label.lower()))
+            parent_params.append(
+                _path_parameter(ancestor.id_key(), a_label.lower(), ancestor.id_fields[ancestor.id_key()])
+            )
         collection += "/" + res.name
         item = f"{collection}/{{{res.id_key()}}}"
-        own_param = _path_parameter(res.id_key(), label.lower())
+        own_param = _path_parameter(res.id_key(), label.lower(), res.id_fields[res.id_key()])
         children = [m for m in mounted if m.parent is res]
 
         for kind, path, params in (

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import idempotency
 from .casing import camelize
-from .declaration import Declaration
+from .declaration import Declaration, Field
 from .errors import ApiError
 from .handler import ApiHandler, RequestView, encode_json, etag_matches, etag_of
 from .listing import ListQuery, Page, link_header, pagination_headers, parse_list_query
@@ -29,6 +29,9 @@ ROUTES: Mapping[str, Mapping[str, str]] = {
     "item": {"GET": "retrieve", "PUT": "replace", "PATCH": "update", "DELETE": "delete"},
 }
 
+INT_ID = Field("id", int, writable=False, min=1)
+"""The identifier of a resource without a declaration: a positive 64-bit integer."""
+
 Precondition = Callable[[Mapping[str, Any]], None]
 """Called with the current representation inside a write; raises 412 when stale."""
 
@@ -36,8 +39,8 @@ Precondition = Callable[[Mapping[str, Any]], None]
 class Resource:
     """Base of every resource; subclasses implement the methods they support.
 
-    Signatures (all coroutines; `ids` are the path identifiers as ints, e.g.
-    `ticket_id=12, message_id=5`):
+    Signatures (all coroutines; `ids` are the path identifiers, parsed by each
+    declaration's id field: ints such as `ticket_id=12, message_id=5`, or slugs):
         list(query: ListQuery, **ids) -> Page
         retrieve(**ids) -> dict
         create(values: dict, **ids) -> dict          (the created item, with "id")
@@ -54,9 +57,14 @@ class Resource:
     declaration: ClassVar[Declaration | None] = None
     verbs: ClassVar[dict[str, tuple[str, ...]]] = {}
     allow: ClassVar[dict[str, str]] = {}  # route kind -> the `Allow` value (verbs and OPTIONS)
+    # Path argument (`ticket_id`) -> the field that parses it: this resource's and its parents'.
+    id_fields: ClassVar[dict[str, Field]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if isinstance(getattr(cls, "name", None), str):
+            own = cls.declaration.id_field if cls.declaration is not None else INT_ID
+            cls.id_fields = {**(cls.parent.id_fields if cls.parent else {}), cls.id_key(): own}
         cls.verbs = {
             kind: tuple(verb for verb, method in table.items() if getattr(cls, method, None) is not None)
             for kind, table in ROUTES.items()
@@ -144,7 +152,7 @@ class ResourceHandler(ResourceView, ApiHandler):
 
     async def _run(self, path: Mapping[str, str]) -> None:
         method = ROUTES[self.kind][self.request.method]  # prepare() let only these through
-        await _RUNNERS[method](self, self.parse_ids(path))
+        await _RUNNERS[method](self, self.parse_ids(path, self.resource.id_fields))
 
     def precondition(self) -> Precondition | None:
         """Return the If-Match check for a write, or None without If-Match."""

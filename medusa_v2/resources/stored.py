@@ -22,19 +22,19 @@ class StoredResource(Resource):
 
     declaration: ClassVar[Declaration]
 
-    async def list(self, query: ListQuery, **ids: int) -> Page:
+    async def list(self, query: ListQuery, **ids: Any) -> Page:
         """Return one page of representations and the number of matching items."""
         with self._errors():
             page = await self.store.list_rows(self.declaration, query, self._parent(ids))
         return Page(self.declaration.page_to_json(page), page.count)
 
-    async def retrieve(self, **ids: int) -> dict[str, Any]:
+    async def retrieve(self, **ids: Any) -> dict[str, Any]:
         """Return one item's representation."""
         with self._errors():
             row = await self.store.get_row(self.declaration, ids[self.id_key()], self._parent(ids))
         return self.declaration.to_json(row)
 
-    async def create(self, values: dict[str, Any], **ids: int) -> dict[str, Any]:
+    async def create(self, values: dict[str, Any], **ids: Any) -> dict[str, Any]:
         """Insert an item (its parent checked by `check_parent`); return it."""
         with self._errors():
             row = await self.store.insert_row(
@@ -42,15 +42,15 @@ class StoredResource(Resource):
             )
         return self.declaration.to_json(row)
 
-    async def replace(self, values: dict[str, Any], precondition: Precondition | None, **ids: int) -> dict[str, Any]:
+    async def replace(self, values: dict[str, Any], precondition: Precondition | None, **ids: Any) -> dict[str, Any]:
         """Set every writable field (defaults already filled by the declaration)."""
         return await self._write(values, precondition, ids)
 
-    async def update(self, values: dict[str, Any], precondition: Precondition | None, **ids: int) -> dict[str, Any]:
+    async def update(self, values: dict[str, Any], precondition: Precondition | None, **ids: Any) -> dict[str, Any]:
         """Set the accepted fields only."""
         return await self._write(values, precondition, ids)
 
-    async def delete(self, precondition: Precondition | None, **ids: int) -> None:
+    async def delete(self, precondition: Precondition | None, **ids: Any) -> None:
         """Delete the item (and its children)."""
         with self._errors():
             await self.store.delete_row(
@@ -74,7 +74,7 @@ class StoredResource(Resource):
             )
         return self.declaration.to_json(row)
 
-    def _parent(self, ids: Mapping[str, int]) -> Parent | None:
+    def _parent(self, ids: Mapping[str, Any]) -> Parent | None:
         if self.parent is None:
             return None
         return (self.declaration.parent, ids[self.parent.id_key()])
