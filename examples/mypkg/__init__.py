@@ -1,0 +1,1 @@
+"""An embedder's own resources, declared with no SQL (see notes.py and shows.py)."""
