@@ -74,17 +74,32 @@ def credential(headers: Mapping[str, str], api_key: str | None) -> tuple[str, st
 class Authenticator:
     """Check credentials against one app's settings; shared state lives in the store."""
 
-    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float], version: str) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, clock: Callable[[], float], version: str, *, issuer: str | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self.issuer = f"Medusa {version}"
+        self.issuer = issuer or f"Medusa {version}"
         # Verified tokens until their expiry: signature checks are the costly part of a
-        # request, and a token's validity (bar revocation, checked every time) never changes.
+        # request, and a token's validity (bar revocation, checked every time) does not
+        # change while the credentials stay the same (`use` forgets them otherwise).
         self._verified: dict[str, Mapping[str, Any]] = {}
-        # Salted digests of Basic credentials that verified: a scrypt hash costs ~50 ms.
+        # Salted digests of Basic credentials that verified: a password hash is slow by design.
         self._basic_salt = secrets.token_bytes(16)
         self._basic_ok: set[bytes] = set()
+
+    def use(self, settings: Settings) -> None:
+        """Check with `settings` from now on; forget cached credentials when they changed."""
+        old, self.settings = self.settings, settings
+        if (old.web_username, old.web_password, old.encryption_secret) != (
+            settings.web_username,
+            settings.web_password,
+            settings.encryption_secret,
+        ):
+            self._verified = {}
+            self._basic_ok = set()
+            self._basic_salt = secrets.token_bytes(16)
 
     # -- every request --
 

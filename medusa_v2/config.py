@@ -30,7 +30,7 @@ try:
 except ImportError:  # Windows: writers are not serialised, the rename is still atomic
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CONFIGSPEC", "ConfigError", "default_config_path", "load_config", "write_settings"]
+__all__ = ["CONFIGSPEC", "ConfigError", "default_config_path", "load_config", "read_own_sections", "write_settings"]
 
 # The spec gives types and Medusa's defaults; ranges and formats are checked once, by
 # Settings, so an embedder that builds Settings directly gets the same rules.
@@ -295,6 +295,26 @@ def load_config(path: str | os.PathLike[str], *, write_back: bool = True) -> Set
     if missing and write_back:
         missing = _store_secrets(absolute, missing, label)
     return settings.replace(**missing) if missing else settings
+
+
+def read_own_sections(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the Settings values of our own sections ([Database], [API]) of a host's config.ini.
+
+    For a host that owns the file (Medusa): it is only read, never written, and its
+    [General] keys are left to the host. A file that does not exist gives the
+    defaults. Raise ConfigError naming the key for an invalid value of ours.
+    """
+    label = os.fspath(path)
+    absolute = os.path.abspath(label)
+    spec = CONFIGSPEC.split("[Database]", 1)[1]
+    cfg = _parse(_read_bytes(absolute, label) or b"", label, ("[Database]" + spec).splitlines())
+    _validate(cfg, label)
+    values = {field: cfg[section][key] for field, (section, key) in _KEYS.items() if section != "General"}
+    for field in ("cors_origins", "resources", "extra_handlers"):
+        values[field] = tuple(item.strip() for item in values[field] if item.strip())
+    if values["database_url"]:
+        values["database_url"] = _database_url(values["database_url"], os.path.dirname(absolute))
+    return values
 
 
 def _store_secrets(path: str, generated: dict[str, str], label: str) -> dict[str, str]:

@@ -1,14 +1,17 @@
 """What one API instance needs per request: settings, store, authenticator, clock.
 
 An `ApiContext` reaches every handler through the URL table's kwargs, so two apps
-with different settings live side by side in one process.
+with different settings live side by side in one process. An embedding host may
+own the settings (`provider`, asked before every request) and the version shown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
 from .auth import Authenticator
@@ -46,6 +49,14 @@ EXPOSE_HEADERS = ", ".join(
 )
 
 
+SettingsProvider = Callable[[Settings], Settings]
+"""Given the settings in force, return them unchanged (the same object) or the new ones.
+
+Called before every request of an app whose host owns the settings (Medusa's
+`medusa.app`, read live): it must be cheap when nothing changed.
+"""
+
+
 class ApiContext:
     """The per-app dependencies shared by all of that app's handlers."""
 
@@ -56,22 +67,70 @@ class ApiContext:
         *,
         clock: Callable[[], float] = time.time,
         log: logging.Logger | None = None,
+        version: str = __version__,
+        issuer: str | None = None,
+        provider: SettingsProvider | None = None,
+        opened: bool = True,
     ) -> None:
+        """Serve `store` with `settings`; `version` is shown in X-Medusa-Server and tokens.
+
+        `issuer` (default "Medusa <version>") is the tokens' `iss`. With `provider`,
+        the settings are refreshed before every request. `opened=False`: the store is
+        opened (with the mounted declarations) by the first request, on the loop that
+        serves it: for hosts that build their app before their event loop runs.
+        """
         self.settings = settings
         self.store = store
         self.clock = clock
-        self.version = __version__
+        self.version = version
+        self.provider = provider
+        self.opened = opened
+        self.declarations: Sequence[Any] = ()  # what the URL table mounts (set by get_apiv2_handlers)
+        self._opening: asyncio.Future[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop `open` ran on (its store lives there)
         self.log = log or logging.getLogger("medusa_v2")
-        self.auth = Authenticator(settings, store, clock, __version__)
+        self.auth = Authenticator(settings, store, clock, version, issuer=issuer)
         self._set_origins(settings)
         # Headers every response carries, computed once (the request path is hot).
         self.base_headers: tuple[tuple[str, str], ...] = (
             ("Content-Type", "application/json; charset=UTF-8"),
-            ("X-Medusa-Server", __version__),
+            ("X-Medusa-Server", version),
             ("Access-Control-Allow-Headers", ALLOW_HEADERS),
             ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
             ("Access-Control-Max-Age", "600"),
         )
+
+    def refresh(self) -> None:
+        """Apply the host's current settings, if it owns them and they changed."""
+        if self.provider is not None:
+            new = self.provider(self.settings)
+            if new is not self.settings:
+                self.apply_settings(new)
+
+    async def open(self) -> None:
+        """Open the store once, with the mounted declarations; concurrent callers wait for it."""
+        if self.opened:
+            return
+        if self._opening is None:
+            self.loop = asyncio.get_running_loop()
+            self._opening = asyncio.ensure_future(self._open())
+        await asyncio.shield(self._opening)
+
+    async def _open(self) -> None:
+        try:
+            await self.store.open(self.declarations)
+        except BaseException:
+            self._opening = None  # the next request tries again
+            raise
+        self.opened = True
+        self.log.info("medusa_v2: store opened (%s)", type(self.store).__name__)
+
+    async def close(self) -> None:
+        """Close the store if this context opened it."""
+        if self.opened and self._opening is not None:
+            self.opened = False
+            self._opening = None
+            await self.store.close()
 
     def _set_origins(self, settings: Settings) -> None:
         self.allowed_origins = frozenset(o for o in settings.cors_origins if o != "*")
@@ -80,10 +139,11 @@ class ApiContext:
     def apply_settings(self, settings: Settings) -> None:
         """Switch the running app to new settings (PATCH /config, config.ini reloads).
 
-        Handlers read `api.settings` per request, so the next request sees them.
+        Handlers read `api.settings` per request, so the next request sees them;
+        changed credentials also drop every credential the authenticator cached.
         """
         self.settings = settings
-        self.auth.settings = settings
+        self.auth.use(settings)
         self._set_origins(settings)
 
     def allow_origin(self, origin: str | None) -> str | None:

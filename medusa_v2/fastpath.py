@@ -113,7 +113,9 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
         """Decide, from the head alone, whether this request may take the fast path."""
         kind = self.kwargs["kind"]
         if (
-            "GET" in self.resource.verbs[kind]
+            self.api.opened
+            and self.api.provider is None  # a host's live settings: ResourceHandler refreshes them
+            and "GET" in self.resource.verbs[kind]
             and "Transfer-Encoding" not in headers
             and headers.get("Content-Length", "0") == "0"
             and not self._by_basic(headers)

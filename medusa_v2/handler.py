@@ -232,6 +232,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
 
     def initialize(self, api: ApiContext, kind: str) -> None:
         """Receive this app's context and the route kind from the URL table."""
+        api.refresh()  # a host that owns the settings: its current ones, before anything reads them
         self.api = api
         self.kind = kind
         # The verb table depends on the handler class, the route kind and the resource
@@ -287,6 +288,8 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         self.check_request_size()
         if method == "OPTIONS":
             return
+        if not self.api.opened:
+            await self.api.open()
         if method not in self.verbs:
             raise self._not_allowed()
         if method not in self.public:

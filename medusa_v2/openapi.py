@@ -577,12 +577,12 @@ class _Builder:
         entry["options"] = _options_operation(verbs, template, params)
         self.paths[template] = entry
 
-    def document(self) -> dict[str, Any]:
+    def document(self, version: str) -> dict[str, Any]:
         return {
             "openapi": "3.1.0",
             "info": {
                 "title": "Medusa API v2",
-                "version": __version__,
+                "version": version,
                 "description": "Generated from the resource declarations that drive the handlers. "
                 'Errors are `{"error": message}` (validation errors add `errors`). '
                 "Every response carries `X-Medusa-Server`.",
@@ -756,6 +756,7 @@ def build_openapi(
     settings: Settings | None = None,
     *,
     handlers: Iterable[tuple[str, type]] = (),
+    version: str = __version__,
 ) -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of an API mounted at `api_root_url_path`.
 
@@ -774,7 +775,7 @@ def build_openapi(
     for path, cls in handlers:
         routes: Mapping[str, tuple[str, ...]] = getattr(cls, "routes", {})
         builder.add_handler(path, cls, routes.get("single", ()), getattr(cls, "public", frozenset()))
-    doc = builder.document()
+    doc = builder.document(version)
     seen: set[str] = set()
     for template, entry in doc["paths"].items():
         for method, op in entry.items():

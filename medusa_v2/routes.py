@@ -37,28 +37,38 @@ def load_class(dotted: str) -> type:
     return obj
 
 
-def get_apiv2_handlers(
-    base: str,
-    api: ApiContext,
-    *,
-    resources: Iterable[type[Resource]] | None = None,
-    extra_handlers: Iterable[type | str] = (),
-) -> list[tornado.web.URLSpec]:
-    """Return the API's URL rules under `base` (e.g. "/medusa/api/v2"), catch-all last.
+ENDPOINTS: dict[str, tuple[str, type[ApiHandler]]] = {
+    "authenticate": ("/authenticate", AuthenticateHandler),
+    "health": ("/health", HealthHandler),
+    "openapi": (OPENAPI_PATH, OpenAPIHandler),
+    "config": ("/config", ConfigHandler),
+}
+"""The built-in endpoints that are not resources, by the name a host chooses them with."""
 
-    `resources` defaults to the built-in resources named by `[API] resources`;
-    `extra_handlers` (classes or dotted paths, added to those of `[API]
-    extra_handlers`) are Resource subclasses, or ApiHandler subclasses with a `path`.
-    Raises ValueError at start-up for anything that cannot be mounted.
+
+def mounted_resources(
+    api: ApiContext, resources: Iterable[type[Resource]] | None = None, extra_handlers: Iterable[type | str] = ()
+) -> tuple[list[type[Resource]], list[type[ApiHandler]]]:
+    """Return the Resource classes to mount and the plain handlers (ValueError naming a bad one).
+
+    `resources` defaults to `[API] resources`: built-in names or class paths. Extra
+    handlers (`[API] extra_handlers`, then the argument) are Resource subclasses, or
+    ApiHandler subclasses with a `path`.
     """
-    base = base.rstrip("/")
-    prefix = re.escape(base)
     if resources is None:
         known = builtin_resources()
-        unknown = [name for name in api.settings.resources if name not in known]
-        if unknown:
-            raise ValueError(f"[API] resources: unknown resource {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        resources = [known[name] for name in api.settings.resources]
+        chosen: list[type[Resource]] = []
+        for name in api.settings.resources:
+            if name in known:
+                chosen.append(known[name])
+            elif "." in name or ":" in name:
+                cls = load_class(name)
+                if not issubclass(cls, Resource):
+                    raise ValueError(f"[API] resources: {name!r} is not a Resource class")
+                chosen.append(cls)
+            else:
+                raise ValueError(f"[API] resources: unknown resource {name!r} (known: {', '.join(sorted(known))})")
+        resources = chosen
     mounted: list[type[Resource]] = list(resources)
     plain: list[type[ApiHandler]] = []
     for extra in [*api.settings.extra_handlers, *extra_handlers]:
@@ -69,22 +79,47 @@ def get_apiv2_handlers(
             plain.append(cls)
         else:
             raise ValueError(f"{cls.__qualname__}: extra handlers must be Resource or ApiHandler (with a path) classes")
+    for res in mounted:
+        if res.parent is not None and res.parent not in mounted:
+            raise ValueError(f"resource {res.name!r} needs its parent {res.parent.name!r} mounted too")
+    return mounted, plain
+
+
+def get_apiv2_handlers(
+    base: str,
+    api: ApiContext,
+    *,
+    resources: Iterable[type[Resource]] | None = None,
+    extra_handlers: Iterable[type | str] = (),
+    endpoints: Iterable[str] = tuple(ENDPOINTS),
+    catch_all: bool = True,
+) -> list[tornado.web.URLSpec]:
+    """Return the API's URL rules under `base` (e.g. "/medusa/api/v2"), most specific first.
+
+    `resources` and `extra_handlers`: see `mounted_resources`. `endpoints` names the
+    built-in endpoints to mount (all of ENDPOINTS by default; a host that serves its
+    own /authenticate or /config leaves them out), `catch_all` adds the JSON 404 for
+    any other path under `base`, last. The OpenAPI document describes exactly what
+    is mounted. Sets `api.declarations` (what the store derives its schema from).
+    Raises ValueError at start-up for anything that cannot be mounted.
+    """
+    base = base.rstrip("/")
+    prefix = re.escape(base)
+    mounted, plain = mounted_resources(api, resources, extra_handlers)
+    chosen = list(endpoints)
+    unknown = [name for name in chosen if name not in ENDPOINTS]
+    if unknown:
+        raise ValueError(f"unknown endpoint {unknown[0]!r} (known: {', '.join(ENDPOINTS)})")
+    api.declarations = tuple(res.declaration for res in mounted if res.declaration is not None)
 
     rules: list[tuple[int, tornado.web.URLSpec]] = []
-    fixed: list[tuple[str, type[ApiHandler]]] = [
-        ("/authenticate", AuthenticateHandler),
-        ("/health", HealthHandler),
-        (OPENAPI_PATH, OpenAPIHandler),
-        ("/config", ConfigHandler),
-    ]
+    fixed: list[tuple[str, type[ApiHandler]]] = [ENDPOINTS[name] for name in ENDPOINTS if name in chosen]
     fixed += [(cls.path, cls) for cls in plain]  # type: ignore[attr-defined]
     taken = [path for path, _ in fixed] + ["/" + r.name for r in mounted if r.parent is None]
     for path in taken:
         if taken.count(path) > 1:
             raise ValueError(f"two handlers claim the path {path!r} under {base or '/'}")
     for res in mounted:
-        if res.parent is not None and res.parent not in mounted:
-            raise ValueError(f"resource {res.name!r} needs its parent {res.parent.name!r} mounted too")
         instance = res(api)
         path = res.path_pattern()
         depth = path.count("/")
@@ -101,7 +136,7 @@ def get_apiv2_handlers(
             )
         )
     # The API description, built once from the same resources and handlers as the rules.
-    document = encode_json(build_openapi(base, mounted, api.settings, handlers=fixed))
+    document = encode_json(build_openapi(base, mounted, api.settings, handlers=fixed, version=api.version))
     for path, handler in fixed:
         kwargs: dict[str, object] = {"api": api, "kind": "single"}
         pattern = path
@@ -112,5 +147,6 @@ def get_apiv2_handlers(
     # Most specific first; the JSON 404 for anything else under the API root last.
     rules.sort(key=lambda rule: -rule[0])
     table = [rule for _, rule in rules]
-    table.append(tornado.web.url(f"{prefix}(?:/.*)?", NotFoundHandler, {"api": api, "kind": "single"}))
+    if catch_all:
+        table.append(tornado.web.url(f"{prefix}(?:/.*)?", NotFoundHandler, {"api": api, "kind": "single"}))
     return table

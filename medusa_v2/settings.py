@@ -269,8 +269,10 @@ def _cors_origins(value: Any) -> tuple[str, ...]:
 def _resources(value: Any) -> tuple[str, ...]:
     names = _strings(value)
     for name in names:
-        if not _RESOURCE_NAME.fullmatch(name):
-            raise ValueError(f"{name!r} is not a resource name ([a-z][a-z0-9-]*)")
+        if not (_RESOURCE_NAME.fullmatch(name) or _is_class_path(name)):
+            raise ValueError(
+                f"{name!r} is neither a resource name ([a-z][a-z0-9-]*) nor a class path (package.module.Class)"
+            )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"{duplicates[0]!r} is listed twice")
@@ -282,12 +284,16 @@ def _is_dotted(path: str) -> bool:
     return all(part.isidentifier() and not keyword.iskeyword(part) for part in parts)
 
 
+def _is_class_path(path: str) -> bool:
+    """Return whether `path` reads `package.module.Class` or `package.module:Class`."""
+    module, colon, attribute = path.partition(":")
+    return _is_dotted(module) and _is_dotted(attribute) if colon else "." in path and _is_dotted(path)
+
+
 def _extra_handlers(value: Any) -> tuple[str, ...]:
     paths = _strings(value)
     for path in paths:
-        module, colon, attribute = path.partition(":")
-        valid = _is_dotted(module) and _is_dotted(attribute) if colon else "." in path and _is_dotted(path)
-        if not valid:
+        if not _is_class_path(path):
             raise ValueError(f"{path!r} is not 'package.module:ClassName' or 'package.module.ClassName'")
     return paths
 

@@ -59,8 +59,8 @@ class Store(abc.ABC):
     """Persistent state: auth bookkeeping, idempotency keys and resource rows."""
 
     @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect and bring the schema up to date (forward migrations)."""
+    async def open(self, declarations: Sequence[Any] = ()) -> None:
+        """Connect and bring the schema up to date (forward migrations), for `declarations` too."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -281,7 +281,7 @@ class PostgresStore(Store):
 
     # -- connections --
 
-    async def open(self) -> None:
+    async def open(self, declarations: Sequence[Any] = ()) -> None:
         """Migrate on one direct connection (clear errors at start), then open the pool."""
         try:
             conn = await psycopg.AsyncConnection.connect(

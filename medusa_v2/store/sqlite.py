@@ -270,7 +270,7 @@ class SQLiteStore(Store):
             raise StoreUnavailable("the store is closed")
         return self._db
 
-    async def open(self) -> None:
+    async def open(self, declarations: Sequence[Any] = ()) -> None:
         """Open the file (WAL, busy timeout) and apply pending migrations."""
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

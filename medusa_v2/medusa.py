@@ -1,0 +1,151 @@
+"""Medusa's one line: serve our resources inside Medusa's own web server.
+
+In `medusa/server/core.py`, right after Medusa adds its own API v2 handlers:
+
+    from medusa_v2.medusa import mount_in_medusa; mount_in_medusa(self.app, self.options['api_v2_root'])
+
+Medusa keeps its `/authenticate`, `/config`, its other resources, its 404 and its
+web UI; ours are tried first under the same API root. The settings are Medusa's,
+read live from `medusa.app`: a key or password changed in Medusa's UI applies to
+our routes at the next request, and the old one is refused. Medusa owns its
+config.ini: it is read for our own [Database] and [API] sections and never written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import tornado.web
+
+from . import __version__
+from .config import read_own_sections
+from .context import ApiContext
+from .mount import mount
+from .settings import Settings
+from .store import store_from_url
+
+log = logging.getLogger("medusa_v2")
+
+DATABASE_FILE = "medusa_v2.db"  # in Medusa's data dir, unless config.ini's [Database] url says otherwise
+ENDPOINTS = ("health", "openapi")  # Medusa serves /authenticate and /config itself, and its own 404
+
+# Settings field <- the medusa.app attribute holding Medusa's live value.
+LIVE: dict[str, str] = {
+    "web_username": "WEB_USERNAME",
+    "web_password": "WEB_PASSWORD",
+    "api_key": "API_KEY",
+    "encryption_secret": "ENCRYPTION_SECRET",
+    "web_root": "WEB_ROOT",
+    "web_use_gzip": "WEB_USE_GZIP",
+    "handle_reverse_proxy": "HANDLE_REVERSE_PROXY",
+    "developer": "DEVELOPER",
+}
+
+
+class MedusaSettings:
+    """The settings provider reading `medusa.app` live: cheap when nothing changed."""
+
+    def __init__(self, app: ModuleType | Any, own: dict[str, Any]) -> None:
+        """Read `app` (medusa.app) for Medusa's keys; `own` holds our [Database]/[API] values."""
+        self.app = app
+        self.own = own
+        self._seen: tuple[Any, ...] | None = None
+
+    def values(self) -> dict[str, Any]:
+        """Return Medusa's current values of the keys it owns, as Settings fields."""
+        app = self.app
+        values = {field: getattr(app, attr, None) for field, attr in LIVE.items()}
+        for field in ("web_username", "web_password", "api_key", "encryption_secret", "web_root"):
+            values[field] = "" if values[field] is None else str(values[field])
+        for field in ("web_use_gzip", "handle_reverse_proxy", "developer"):
+            values[field] = bool(values[field])
+        values["web_root"] = str(values["web_root"]).rstrip("/")
+        return values
+
+    def first(self) -> Settings:
+        """Return the settings at mount time."""
+        self._seen = self._key()
+        return Settings(**self.own, **self.values())
+
+    def __call__(self, current: Settings) -> Settings:
+        """Return `current` while Medusa's values are unchanged, else the new settings."""
+        key = self._key()
+        if key == self._seen:
+            return current
+        try:
+            new = current.replace(**self.values())
+        except ValueError as exc:  # a value Medusa accepted and we cannot use: keep the last good ones
+            log.error("medusa_v2: Medusa's settings changed to values it cannot use (%s); keeping the previous", exc)
+            self._seen = key
+            return current
+        self._seen = key
+        return new
+
+    def _key(self) -> tuple[Any, ...]:
+        app = self.app
+        return tuple(getattr(app, attr, None) for attr in LIVE.values())
+
+
+def mount_in_medusa(app: tornado.web.Application, api_v2_root: str) -> ApiContext:
+    """Serve our resources under Medusa's API root, ahead of Medusa's catch-all; return the context.
+
+    The store (an SQLite file in Medusa's data dir, or config.ini's [Database] url)
+    is opened by the first request, on the loop that serves Medusa, and closed when
+    the process exits.
+    """
+    from medusa import app as medusa_app  # type: ignore[import-not-found]  # Medusa's settings, read live
+
+    return mount_medusa_app(app, api_v2_root, medusa_app)
+
+
+def mount_medusa_app(
+    app: tornado.web.Application,
+    api_v2_root: str,
+    medusa_app: ModuleType | Any,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> ApiContext:
+    """Do `mount_in_medusa`'s work with a given `medusa.app` (tests pass a replica)."""
+    config_file = getattr(medusa_app, "CONFIG_FILE", None)
+    own = read_own_sections(config_file) if config_file else read_own_sections(os.devnull)
+    if not own["database_url"]:
+        data_dir = getattr(medusa_app, "DATA_DIR", None) or os.getcwd()
+        own["database_url"] = "sqlite:///" + os.path.join(os.path.abspath(data_dir), DATABASE_FILE)
+    provider = MedusaSettings(medusa_app, own)
+    settings = provider.first()
+    version = str(getattr(medusa_app, "APP_VERSION", None) or __version__)
+    options: dict[str, Any] = {"version": version, "provider": provider, "opened": False}
+    if clock is not None:
+        options["clock"] = clock
+    api = ApiContext(settings, store_from_url(settings.database_url), **options)
+    mount(
+        app,
+        api_v2_root,
+        api,
+        endpoints=ENDPOINTS,
+        catch_all=False,
+        access_log=lambda: bool(getattr(medusa_app, "WEB_LOG", True)),
+    )
+    atexit.register(close_at_exit, api)
+    log.info("medusa_v2 %s mounted under %s (store: %s)", __version__, api_v2_root, type(api.store).__name__)
+    return api
+
+
+def close_at_exit(api: ApiContext, timeout: float = 5.0) -> None:
+    """Close the store on the loop it was opened on, whether that loop still runs or has stopped."""
+    loop = api.loop
+    if loop is None or not api.opened or loop.is_closed():
+        return
+    try:
+        if loop.is_running():
+            asyncio.run_coroutine_threadsafe(api.close(), loop).result(timeout)
+        else:
+            loop.run_until_complete(asyncio.wait_for(api.close(), timeout))
+    except Exception as exc:  # at exit: say it, never raise
+        log.warning("medusa_v2: the store did not close cleanly at exit: %s", exc)
