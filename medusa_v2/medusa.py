@@ -133,8 +133,34 @@ def mount_medusa_app(
         access_log=lambda: bool(getattr(medusa_app, "WEB_LOG", True)),
     )
     atexit.register(close_at_exit, api)
+    _log_into_medusa()
     log.info("medusa_v2 %s mounted under %s (store: %s)", __version__, api_v2_root, type(api.store).__name__)
     return api
+
+
+class _IntoMedusa(logging.Handler):
+    """Hand our records to a logger Medusa writes out (it configures named loggers, not the root)."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.handle(record)
+
+
+def _log_into_medusa(target: str = "medusa.server.core") -> None:
+    """Let Medusa's log show our lines (access log included, when Medusa's web log is on), once.
+
+    Medusa sets levels and handlers on its own named loggers and silences the root:
+    ours take the level of Medusa's web server module and go through its handlers.
+    """
+    ours = logging.getLogger("medusa_v2")
+    if not any(isinstance(h, _IntoMedusa) for h in ours.handlers):
+        medusa_log = logging.getLogger(target)
+        ours.addHandler(_IntoMedusa(medusa_log))
+        ours.setLevel(medusa_log.getEffectiveLevel())
+        ours.propagate = False  # through Medusa's handlers only: never twice
 
 
 def close_at_exit(api: ApiContext, timeout: float = 5.0) -> None:
