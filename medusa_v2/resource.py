@@ -55,6 +55,7 @@ class Resource:
     name: ClassVar[str]
     parent: ClassVar[type[Resource] | None] = None
     declaration: ClassVar[Declaration | None] = None
+    stored: ClassVar[bool] = False  # kept in the store: its tables come from `declaration`
     verbs: ClassVar[dict[str, tuple[str, ...]]] = {}
     allow: ClassVar[dict[str, str]] = {}  # route kind -> the `Allow` value (verbs and OPTIONS)
     # Path argument (`ticket_id`) -> the field that parses it: this resource's and its parents'.

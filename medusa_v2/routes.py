@@ -110,7 +110,7 @@ def get_apiv2_handlers(
     unknown = [name for name in chosen if name not in ENDPOINTS]
     if unknown:
         raise ValueError(f"unknown endpoint {unknown[0]!r} (known: {', '.join(ENDPOINTS)})")
-    api.declarations = tuple(res.declaration for res in mounted if res.declaration is not None)
+    api.declarations = tuple(res.declaration for res in mounted if res.stored and res.declaration is not None)
 
     rules: list[tuple[int, tornado.web.URLSpec]] = []
     fixed: list[tuple[str, type[ApiHandler]]] = [ENDPOINTS[name] for name in ENDPOINTS if name in chosen]

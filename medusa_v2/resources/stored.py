@@ -21,6 +21,7 @@ class StoredResource(Resource):
     """List, retrieve, create, replace, update and delete rows of `declaration`."""
 
     declaration: ClassVar[Declaration]
+    stored: ClassVar[bool] = True
 
     async def list(self, query: ListQuery, **ids: Any) -> Page:
         """Return one page of representations and the number of matching items."""
