@@ -22,6 +22,7 @@ import tornado.web
 from . import __version__
 from .app import LOG_FORMAT, LoopBufferedHandler, make_app
 from .fastpath import ApiApplication
+from .routes import declarations_for
 from .runtime import ConfigWatcher
 from .settings import Settings
 from .store import StoreUnavailable, open_store
@@ -101,7 +102,11 @@ async def check_startup(settings: Settings) -> None:
     unreachable database stops the daemon at once, and N workers never race to migrate.
     """
     try:
-        store = await open_store(settings.database_url)
+        declarations = declarations_for(settings)
+    except ValueError as exc:  # a resource or handler that cannot be mounted
+        raise StartupError(str(exc)) from None
+    try:
+        store = await open_store(settings.database_url, declarations)
     except ValueError as exc:  # a url option the store does not know
         raise StartupError(f"[Database] url: {exc}") from None
     except StoreUnavailable as exc:
@@ -160,7 +165,7 @@ async def run_worker(
     `shared`: other worker processes accept on the same sockets (`_SharedSocketServer`).
     """
     try:
-        store = await open_store(settings.database_url)
+        store = await open_store(settings.database_url, declarations_for(settings))
     except StoreUnavailable as exc:
         log.error("cannot open the store: %s", exc)
         return 1

@@ -9,11 +9,13 @@ from collections.abc import Iterable
 import tornado.web
 
 from .context import ApiContext
+from .declaration import Declaration
 from .endpoints import AuthenticateHandler, HealthHandler, NotFoundHandler, OpenAPIHandler
 from .handler import ApiHandler, encode_json, etag_of
 from .openapi import OPENAPI_PATH, build_openapi
 from .resource import Resource, ResourceHandler
 from .runtime import ConfigHandler
+from .settings import Settings
 
 
 def builtin_resources() -> dict[str, type[Resource]]:
@@ -47,7 +49,7 @@ ENDPOINTS: dict[str, tuple[str, type[ApiHandler]]] = {
 
 
 def mounted_resources(
-    api: ApiContext, resources: Iterable[type[Resource]] | None = None, extra_handlers: Iterable[type | str] = ()
+    settings: Settings, resources: Iterable[type[Resource]] | None = None, extra_handlers: Iterable[type | str] = ()
 ) -> tuple[list[type[Resource]], list[type[ApiHandler]]]:
     """Return the Resource classes to mount and the plain handlers (ValueError naming a bad one).
 
@@ -58,7 +60,7 @@ def mounted_resources(
     if resources is None:
         known = builtin_resources()
         chosen: list[type[Resource]] = []
-        for name in api.settings.resources:
+        for name in settings.resources:
             if name in known:
                 chosen.append(known[name])
             elif "." in name or ":" in name:
@@ -71,7 +73,7 @@ def mounted_resources(
         resources = chosen
     mounted: list[type[Resource]] = list(resources)
     plain: list[type[ApiHandler]] = []
-    for extra in [*api.settings.extra_handlers, *extra_handlers]:
+    for extra in [*settings.extra_handlers, *extra_handlers]:
         cls = load_class(extra) if isinstance(extra, str) else extra
         if issubclass(cls, Resource):
             mounted.append(cls)
@@ -83,6 +85,18 @@ def mounted_resources(
         if res.parent is not None and res.parent not in mounted:
             raise ValueError(f"resource {res.name!r} needs its parent {res.parent.name!r} mounted too")
     return mounted, plain
+
+
+def stored_declarations(resources: Iterable[type[Resource]]) -> tuple[Declaration, ...]:
+    """Return the declarations the store keeps tables for (stored resources, parents first)."""
+    return tuple(res.declaration for res in resources if res.stored and res.declaration is not None)
+
+
+def declarations_for(
+    settings: Settings, resources: Iterable[type[Resource]] | None = None, extra_handlers: Iterable[type | str] = ()
+) -> tuple[Declaration, ...]:
+    """Return what `open_store` needs for the resources these settings (and arguments) mount."""
+    return stored_declarations(mounted_resources(settings, resources, extra_handlers)[0])
 
 
 def get_apiv2_handlers(
@@ -105,12 +119,12 @@ def get_apiv2_handlers(
     """
     base = base.rstrip("/")
     prefix = re.escape(base)
-    mounted, plain = mounted_resources(api, resources, extra_handlers)
+    mounted, plain = mounted_resources(api.settings, resources, extra_handlers)
     chosen = list(endpoints)
     unknown = [name for name in chosen if name not in ENDPOINTS]
     if unknown:
         raise ValueError(f"unknown endpoint {unknown[0]!r} (known: {', '.join(ENDPOINTS)})")
-    api.declarations = tuple(res.declaration for res in mounted if res.stored and res.declaration is not None)
+    api.declarations = stored_declarations(mounted)
 
     rules: list[tuple[int, tornado.web.URLSpec]] = []
     fixed: list[tuple[str, type[ApiHandler]]] = [ENDPOINTS[name] for name in ENDPOINTS if name in chosen]

@@ -315,12 +315,14 @@ def _quoted(value: str | list[str] | tuple[str, ...]) -> str:
 
 
 @pytest.fixture
-def store(io_loop: Any, settings: Any) -> Any:
-    """Open the configured store for the test; close it afterwards."""
+def store(io_loop: Any, settings: Any, resources: Any) -> Any:
+    """Open the configured store (with the tables of the mounted resources) for the test; close it afterwards."""
+    from .routes import declarations_for
     from .store import store_from_url
 
     opened = store_from_url(settings.database_url)
-    io_loop.run_sync(opened.open)
+    declarations = declarations_for(settings, resources)
+    io_loop.run_sync(lambda: opened.open(declarations))
     yield opened
     io_loop.run_sync(opened.close)
 
