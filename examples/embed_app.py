@@ -3,9 +3,9 @@
 
 The application has pages of its own (a home page under its web root, an HTML 404)
 and mounts the API under `{web_root}/api/v2` with one call, the way Medusa's own web
-server adds its API v2 routes:
+server adds its API v2 routes (mount() puts them ahead of the application's own):
 
-    app.add_handlers(r".*$", get_apiv2_handlers(web_root + "/api/v2", api))
+    mount(app, web_root + "/api/v2", api)
 
 Run it with a config.ini (a Medusa config.ini works as is):
 
@@ -30,12 +30,12 @@ import tornado.netutil
 import tornado.web
 
 import medusa_v2
-from medusa_v2 import get_apiv2_handlers
 from medusa_v2.app import log_request
 from medusa_v2.config import ConfigError, default_config_path, load_config
 from medusa_v2.context import ApiContext
+from medusa_v2.mount import mount
 from medusa_v2.settings import Settings
-from medusa_v2.store import Store, StoreUnavailable, open_store
+from medusa_v2.store import StoreUnavailable, store_from_url
 
 log = logging.getLogger("embed_app")
 
@@ -100,7 +100,7 @@ class NotFoundPage(PageHandler):
         raise tornado.web.HTTPError(404)
 
 
-def make_embedding_app(settings: Settings, store: Store) -> tornado.web.Application:
+def make_embedding_app(settings: Settings, api: ApiContext) -> tornado.web.Application:
     """Return the application: its own pages, plus the API under `{web_root}/api/v2`."""
     web_root = settings.web_root  # "" or "/medusa": normalised by Settings
     own = {"web_root": web_root}
@@ -116,28 +116,26 @@ def make_embedding_app(settings: Settings, store: Store) -> tornado.web.Applicat
         compress_response=settings.web_use_gzip,
         log_function=log_request,  # one access-log line per request, api_key redacted
     )
-    # The API's context: its settings and store reach every API handler through the
-    # URL table's kwargs, so the application needs no globals for it.
-    api = ApiContext(settings, store)
-    # add_handlers puts these rules before the application's own, and the API's JSON
-    # 404 catch-all only covers paths under {web_root}/api/v2.
-    app.add_handlers(r".*$", get_apiv2_handlers(web_root + "/api/v2", api))
+    # The API's context reaches every API handler through the URL table's kwargs, so
+    # the application needs no globals for it. mount() puts the API's rules before the
+    # application's own; its JSON 404 catch-all only covers paths under {web_root}/api/v2.
+    mount(app, web_root + "/api/v2", api)
     return app
 
 
 async def serve(settings: Settings, host: str, port: int) -> int:
     """Serve until SIGTERM/SIGINT, then stop accepting, close the store and return 0."""
     try:
-        store = await open_store(settings.database_url)
+        api = ApiContext(settings, store_from_url(settings.database_url), opened=False)
+        app = make_embedding_app(settings, api)
+    except ValueError as exc:  # a url, resource or extra handler that cannot be used
+        log.error("%s", exc)
+        return 2
+    try:
+        await api.open()  # the tables of every mounted resource, created or migrated
     except StoreUnavailable as exc:
         log.error("cannot open the store: %s", exc)
         return 1
-    try:
-        app = make_embedding_app(settings, store)
-    except ValueError as exc:  # a resource or extra handler that cannot be mounted
-        log.error("%s", exc)
-        await store.close()
-        return 2
     server = tornado.httpserver.HTTPServer(app, xheaders=settings.handle_reverse_proxy)
     sockets = tornado.netutil.bind_sockets(port, host or None)
     server.add_sockets(sockets)
@@ -157,7 +155,7 @@ async def serve(settings: Settings, host: str, port: int) -> int:
     log.info("stopping")
     server.stop()
     await server.close_all_connections()
-    await store.close()
+    await api.close()
     log.info("stopped")
     return 0
 
