@@ -16,6 +16,8 @@ import sys
 
 import jwt
 import pytest
+import tornado.httpserver
+import tornado.testing
 
 from medusa_v2.testing import Client
 
@@ -246,3 +248,29 @@ async def test_database_url_from_medusas_config_ini(server, key_client, medusa, 
     assert type(_our_context(server.app).store).__name__ == "PostgresStore"
     assert not os.path.exists(os.path.join(medusa.DATA_DIR, "medusa_v2.db"))
     assert json.loads((await key_client.get(f"/ticket/{r.json['id']}")).body)["title"] == "on PostgreSQL"
+
+
+@pytest.mark.gen_test
+async def test_under_medusas_web_root(medusa, medusa_log, io_loop, http_client, base_url):
+    """Medusa's web_root moves its API root, and ours with it."""
+    medusa.WEB_ROOT = "/medusa"
+    core.AppWebServer.MOUNT = THE_LINE
+    try:
+        web = core.AppWebServer({"web_root": "/medusa"})
+    finally:
+        core.AppWebServer.MOUNT = None
+    api = _our_context(web.app)
+    try:
+        assert api.settings.web_root == "/medusa"
+        server = tornado.httpserver.HTTPServer(web.app)
+        sock, port = tornado.testing.bind_unused_port()
+        server.add_sockets([sock])
+        client = Client(http_client, f"http://127.0.0.1:{port}", "/medusa/api/v2", {"X-Api-Key": medusa.API_KEY})
+        r = await client.post("/ticket", json_body={"title": "rooted"})
+        assert r.code == 201 and r.headers["Location"] == f"http://127.0.0.1:{port}/medusa/api/v2/ticket/{r.json['id']}"
+        assert (await client.get("/series")).code == 200
+        r = await http_client.fetch(f"http://127.0.0.1:{port}/api/v2/ticket", raise_error=False)
+        assert r.code == 404
+        server.stop()
+    finally:
+        await api.close()
