@@ -6,10 +6,17 @@ installed; the constants are re-exported for the test modules that import them.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import medusa_v2
 from medusa_v2.testing import API_KEY, PASSWORD, SECRET, USERNAME, Client, FakeClock, Response
 
 __all__ = ["API_KEY", "PASSWORD", "SECRET", "USERNAME", "Client", "FakeClock", "Response"]
+
+# An embedder's own resources (examples/mypkg), importable as `mypkg.*` as they would be
+# from an embedder's package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 
 import pytest  # noqa: E402
