@@ -274,3 +274,37 @@ async def test_under_medusas_web_root(medusa, medusa_log, io_loop, http_client, 
         server.stop()
     finally:
         await api.close()
+
+
+def test_the_store_closes_at_exit_on_its_own_stopped_loop(medusa, medusa_log):
+    """Medusa serves from a thread of its own and stops that loop at shutdown; atexit closes the store on it."""
+    import asyncio
+    import threading
+
+    import tornado.web
+
+    from medusa_v2.medusa import close_at_exit, mount_medusa_app
+
+    app = tornado.web.Application()
+    api = mount_medusa_app(app, "/api/v2", medusa)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.call_soon(started.set)
+        loop.run_until_complete(api.open())
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    started.wait(5)
+    while not api.opened:
+        threading.Event().wait(0.01)
+    loop.call_soon_threadsafe(loop.stop)  # Medusa's shutDown()
+    thread.join(5)
+    assert api.store._db is not None  # still open after the loop stopped
+    close_at_exit(api)
+    assert api.store._db is None and not api.opened
+    loop.close()
+    close_at_exit(api)  # a second call (or a closed loop) is harmless
