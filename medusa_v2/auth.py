@@ -41,9 +41,20 @@ class Identity:
     claims: Mapping[str, Any] = field(default_factory=dict)
 
 
-def unauthorized(message: str) -> ApiError:
-    """Return a 401 with the challenge naming the schemes we accept."""
-    return ApiError(401, message, headers={"WWW-Authenticate": 'Bearer realm="medusa", Basic realm="medusa"'})
+CHALLENGE = 'Bearer realm="medusa", Basic realm="medusa"'
+
+
+def unauthorized(message: str, reason: str | None = None) -> ApiError:
+    """Return a 401 with the challenge naming the schemes we accept.
+
+    `reason`: the credential was presented and is wrong; said in the Bearer challenge
+    as RFC 6750's `invalid_token`, whatever the body says (Medusa's clients and tests
+    read the body).
+    """
+    if reason is None:
+        return ApiError(401, message, headers={"WWW-Authenticate": CHALLENGE})
+    challenge = f'Bearer realm="medusa", error="invalid_token", error_description="{reason}", Basic realm="medusa"'
+    return ApiError(401, message, headers={"WWW-Authenticate": challenge})
 
 
 def _same(a: str, b: str) -> bool:
@@ -112,7 +123,7 @@ class Authenticator:
         if kind == "api_key":
             if self.settings.api_key and _same(value, self.settings.api_key):
                 return Identity("api_key")
-            raise unauthorized(INVALID_API_KEY)
+            raise unauthorized(NO_TOKEN, INVALID_API_KEY)  # Medusa's answer (its tests/apiv2/test_auth.py)
         if kind == "bearer":
             return await self._bearer(value)
         if kind == "basic":
@@ -122,7 +133,7 @@ class Authenticator:
     async def _bearer(self, value: str) -> Identity:
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise unauthorized(INVALID_TOKEN)
+            raise unauthorized(INVALID_TOKEN, INVALID_TOKEN)
         claims = await self.verify_token(token.strip())
         return Identity("token", str(claims.get("username", "")), claims)
 
@@ -179,9 +190,9 @@ class Authenticator:
             self._verified[token] = claims
         elif claims["exp"] <= now:
             del self._verified[token]
-            raise unauthorized(EXPIRED)
+            raise unauthorized(EXPIRED, EXPIRED)
         if await self.store.is_token_revoked(claims["jti"]):
-            raise unauthorized(INVALID_TOKEN)
+            raise unauthorized(INVALID_TOKEN, "Token has been revoked.")
         return claims
 
     def _decode(self, token: str, now: float) -> Mapping[str, Any]:
@@ -194,14 +205,14 @@ class Authenticator:
                 leeway=0,
             )
         except jwt.ExpiredSignatureError:
-            raise unauthorized(EXPIRED) from None
+            raise unauthorized(EXPIRED, EXPIRED) from None
         except jwt.PyJWTError:
-            raise unauthorized(INVALID_TOKEN) from None
+            raise unauthorized(INVALID_TOKEN, INVALID_TOKEN) from None
         # pyjwt checks exp against the wall clock; ours may be injected (tests, replays).
         if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("jti"), str):
-            raise unauthorized(INVALID_TOKEN)
+            raise unauthorized(INVALID_TOKEN, INVALID_TOKEN)
         if claims["exp"] <= now:
-            raise unauthorized(EXPIRED)
+            raise unauthorized(EXPIRED, EXPIRED)
         return claims
 
     async def revoke(self, claims: Mapping[str, Any]) -> None:

@@ -27,7 +27,6 @@ NO_TOKEN = "No authorization token."
 EXPIRED = "Token has expired."
 INVALID_TOKEN = "Invalid token."
 INVALID_USER_PASS = "Invalid user/pass."
-INVALID_API_KEY = "Invalid API key."
 
 
 class Thing(Resource):
@@ -152,20 +151,37 @@ async def test_no_credentials(client):
     assert_401(await client.get("/thing/1", headers={"X-Api-Key": ""}, auth=None), NO_TOKEN)
 
 
+def assert_wrong_key(r) -> None:
+    """Medusa's body for a wrong key (its tests/apiv2/test_auth.py); the reason in the challenge (RFC 6750)."""
+    assert_401(r, NO_TOKEN)
+    assert 'error="invalid_token", error_description="Invalid API key."' in r.headers[CHALLENGE]
+
+
 @pytest.mark.gen_test
 async def test_wrong_api_key(client):
-    assert_401(await client.get("/thing/1", headers={"X-Api-Key": "wrong"}, auth=None), INVALID_API_KEY)
-    assert_401(await client.get("/thing/1?api_key=wrong", auth=None), INVALID_API_KEY)
-    assert_401(await client.get("/thing/1", headers={"X-Api-Key": API_KEY[:-1]}, auth=None), INVALID_API_KEY)
-    assert_401(await client.get("/thing/1", headers={"X-Api-Key": API_KEY + "0"}, auth=None), INVALID_API_KEY)
-    assert_401(await client.get("/thing/1", headers={"X-Api-Key": "\u00e9t\u00e9"}, auth=None), INVALID_API_KEY)
+    assert_wrong_key(await client.get("/thing/1", headers={"X-Api-Key": "wrong"}, auth=None))
+    assert_wrong_key(await client.get("/thing/1?api_key=wrong", auth=None))
+    assert_wrong_key(await client.get("/thing/1", headers={"X-Api-Key": API_KEY[:-1]}, auth=None))
+    assert_wrong_key(await client.get("/thing/1", headers={"X-Api-Key": API_KEY + "0"}, auth=None))
+    assert_wrong_key(await client.get("/thing/1", headers={"X-Api-Key": "\u00e9t\u00e9"}, auth=None))
+
+
+@pytest.mark.gen_test
+async def test_medusas_own_auth_test_expectations(client):
+    """pymedusa/Medusa tests/apiv2/test_auth.py: `?api_key=123` and `?api_key=None` are 401 'No authorization token.'."""
+    for value in ("123", "None"):
+        r = await client.get(f"/thing?api_key={value}", auth=None)
+        assert r.code == 401 and r.json == {"error": "No authorization token."}
+    r = await client.get("/thing", auth=None)
+    assert r.code == 401 and r.json == {"error": "No authorization token."}
+    assert "error=" not in r.headers[CHALLENGE]  # no credential at all: no error code (RFC 6750 3.1)
 
 
 @pytest.mark.parametrize("overrides", [{"api_key": ""}])
 @pytest.mark.gen_test
 async def test_no_configured_api_key_accepts_no_key(client):
-    assert_401(await client.get("/thing/1", headers={"X-Api-Key": "anything"}, auth=None), INVALID_API_KEY)
-    assert_401(await client.get("/thing/1?api_key=x", auth=None), INVALID_API_KEY)
+    assert_wrong_key(await client.get("/thing/1", headers={"X-Api-Key": "anything"}, auth=None))
+    assert_wrong_key(await client.get("/thing/1?api_key=x", auth=None))
 
 
 @pytest.mark.gen_test
@@ -460,7 +476,7 @@ async def test_keys_and_passwords_are_compared_in_constant_time(client, monkeypa
 
     monkeypatch.setattr(hmac, "compare_digest", recording)
     wrong_key = "k" * len(API_KEY)
-    assert_401(await client.get("/thing/1", headers={"X-Api-Key": wrong_key}, auth=None), INVALID_API_KEY)
+    assert_wrong_key(await client.get("/thing/1", headers={"X-Api-Key": wrong_key}, auth=None))
     assert {API_KEY.encode(), wrong_key.encode()} in compared
     compared.clear()
     r = await client.get("/thing/1", headers=basic(f"{USERNAME}:not-{PASSWORD}"), auth=None)

@@ -169,7 +169,7 @@ async def test_key_rotation_through_medusas_config_applies_at_once(server, http_
     old = Client(http_client, base_url, headers={"X-Api-Key": old_key})
     r = await old.get("/ticket")
     assert r.code == 401
-    assert r.json == {"error": "No authorization token."} or r.json == {"error": "Invalid API key."}
+    assert r.json == {"error": "No authorization token."}  # Medusa's answer to a wrong key
     r = await old.get(f"/ticket?api_key={old_key}")
     assert r.code == 401
     new = Client(http_client, base_url, headers={"X-Api-Key": new_key})
