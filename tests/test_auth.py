@@ -168,7 +168,7 @@ async def test_wrong_api_key(client):
 
 @pytest.mark.gen_test
 async def test_medusas_own_auth_test_expectations(client):
-    """pymedusa/Medusa tests/apiv2/test_auth.py: `?api_key=123` and `?api_key=None` are 401 'No authorization token.'."""
+    """Medusa's tests/apiv2/test_auth.py: `?api_key=123` and `?api_key=None` are 401 'No authorization token.'."""
     for value in ("123", "None"):
         r = await client.get(f"/thing?api_key={value}", auth=None)
         assert r.code == 401 and r.json == {"error": "No authorization token."}
