@@ -61,8 +61,8 @@ class HealthHandler(ApiHandler):
 class OpenAPIHandler(ApiHandler):
     """Serve the API description, built once with the URL table; no credentials needed."""
 
-    routes: ClassVar = {"single": ("GET",)}
-    public: ClassVar = frozenset({"GET"})
+    routes: ClassVar = {"single": ("GET", "HEAD")}
+    public: ClassVar = frozenset({"GET", "HEAD"})
 
     def initialize(  # type: ignore[override]
         self, api: ApiContext, kind: str, document: bytes, etag: str | None = None
@@ -75,6 +75,10 @@ class OpenAPIHandler(ApiHandler):
     async def get(self) -> None:
         """Answer the document with its ETag, or 304 when If-None-Match names it."""
         await self.send_cacheable(self.document, {"ETag": self.etag})
+
+    async def head(self) -> None:
+        """Answer as GET does, without the body."""
+        await self.get()
 
 
 class NotFoundHandler(ApiHandler):

@@ -456,7 +456,8 @@ class _Builder:
                 entry["parameters"] = params
             for verb in verbs:
                 method = ROUTES[kind][verb]
-                entry[verb.lower()] = self.resource_operation(res, comp, label, method, bool(parent_params), children)
+                op = self.resource_operation(res, comp, label, method, bool(parent_params), children)
+                entry[verb.lower()] = head_of(op) if verb == "HEAD" else op
             entry["options"] = _options_operation(verbs, f"{label} {kind}", params)
             self.paths[path] = entry
 
@@ -542,11 +543,15 @@ class _Builder:
         own = {**ids, res.id_key(): "$response.body#/id"}
         links: dict[str, Any] = {}
         for verb in res.verbs.get("item", ()):
+            if verb == "HEAD":
+                continue  # GET's link says it
             method = ROUTES["item"][verb]
             links[f"{_pascal(method)}{comp}"] = {"operationId": f"{method}{comp}", "parameters": own}
         for child in children:
             child_comp = self.component_name(child)
             for verb in child.verbs.get("collection", ()):
+                if verb == "HEAD":
+                    continue
                 method = ROUTES["collection"][verb]
                 links[f"{_pascal(method)}{child_comp}"] = {"operationId": f"{method}{child_comp}", "parameters": own}
         return links
@@ -562,7 +567,7 @@ class _Builder:
         described = next((ops for known, ops in _FIXED.items() if issubclass(cls, known)), {})
         verbs = tuple(verbs)
         for verb in verbs:
-            op = dict(described.get(verb) or getattr(cls, "openapi", {}).get(verb) or _generic_operation(verb))
+            op = dict(_handler_operation(cls, described, verb, verbs))
             op.setdefault("responses", {"default": {"description": "Any answer.", "headers": _headers()}})
             if verb not in public:
                 op.setdefault("security", ANY_CREDENTIAL)
@@ -616,6 +621,27 @@ def _template(path: str) -> tuple[str, list[dict[str, Any]]]:
         return "{" + match.group(1) + "}"
 
     return re.sub(r"\(\?P<(\w+)>[^)]*\)", repl, path), params
+
+
+def _handler_operation(cls: type, described: Mapping[str, Any], verb: str, verbs: tuple[str, ...]) -> Any:
+    """Return a handler's operation as described (ours, or its class's `openapi`), else a generic one."""
+    own = described.get(verb) or getattr(cls, "openapi", {}).get(verb)
+    if own is None and verb == "HEAD" and "GET" in verbs:
+        return head_of(_handler_operation(cls, described, "GET", verbs))
+    return own or _generic_operation(verb)
+
+
+def head_of(get: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the HEAD operation of a GET one: the same statuses and headers, no bodies."""
+    op = copy.deepcopy(dict(get))
+    op["operationId"] = "head" + op["operationId"][:1].upper() + op["operationId"][1:]
+    if "summary" in op:
+        op["summary"] = "Headers only: " + op["summary"][:1].lower() + op["summary"][1:]
+    for response in op.get("responses", {}).values():
+        if isinstance(response, dict):
+            response.pop("content", None)
+            response.pop("links", None)
+    return op
 
 
 def _options_operation(verbs: Iterable[str], what: str, path_params: list[dict[str, Any]]) -> dict[str, Any]:

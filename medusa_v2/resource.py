@@ -23,10 +23,11 @@ from .store.base import IdempotentResponse
 if TYPE_CHECKING:
     from .context import ApiContext
 
-# Route kind -> HTTP verb -> resource method. The single source of verb mapping.
+# Route kind -> HTTP verb -> resource method. The single source of verb mapping. HEAD is
+# GET without the body (RFC 9110 9.3.2): wherever GET is answered, so is HEAD.
 ROUTES: Mapping[str, Mapping[str, str]] = {
-    "collection": {"GET": "list", "POST": "create"},
-    "item": {"GET": "retrieve", "PUT": "replace", "PATCH": "update", "DELETE": "delete"},
+    "collection": {"GET": "list", "HEAD": "list", "POST": "create"},
+    "item": {"GET": "retrieve", "HEAD": "retrieve", "PUT": "replace", "PATCH": "update", "DELETE": "delete"},
 }
 
 INT_ID = Field("id", int, writable=False, min=1)
@@ -125,14 +126,18 @@ class ResourceHandler(ResourceView, ApiHandler):
         """Answer a GET without a body here, once it is allowed and authenticated.
 
         Bodies are streamed, so after prepare() tornado would wait for the end of a
-        body that a GET does not have (two more event-loop turns per request).
+        body that a GET (or HEAD) does not have (two more event-loop turns per request).
         """
         await super().prepare()
-        if self.bodiless and not self._finished and self.request.method == "GET":
+        if self.bodiless and not self._finished and self.request.method in ("GET", "HEAD"):
             await self._run(self.path_kwargs)
 
     async def get(self, **path: str) -> None:
         """Dispatch GET to list or retrieve."""
+        await self._run(path)
+
+    async def head(self, **path: str) -> None:
+        """Answer as GET does; tornado sends the headers (Content-Length included) without the body."""
         await self._run(path)
 
     async def post(self, **path: str) -> None:

@@ -182,7 +182,7 @@ async def test_success_carries_version_json_type_and_cors(client):
     assert {h.lower() for h in ALLOW_HEADERS} <= allow_headers
     expose = {h.lower() for h in split(r.headers["Access-Control-Expose-Headers"])}
     assert {h.lower() for h in EXPOSE_HEADERS} <= expose
-    assert set(split(r.headers["Access-Control-Allow-Methods"])) == {"GET", "PUT", "PATCH", "DELETE", "OPTIONS"}
+    assert set(split(r.headers["Access-Control-Allow-Methods"])) == {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 @pytest.mark.gen_test
@@ -238,11 +238,11 @@ async def test_foreign_origin_gets_no_allow_origin(client):
 @pytest.mark.parametrize(
     "path, methods",
     [
-        ("/widget", {"GET", "POST", "OPTIONS"}),
-        ("/widget/1", {"GET", "PUT", "PATCH", "DELETE", "OPTIONS"}),
-        ("/gadget", {"GET", "OPTIONS"}),
-        ("/gadget/7", {"GET", "DELETE", "OPTIONS"}),
-        ("/gadget/7/", {"GET", "DELETE", "OPTIONS"}),
+        ("/widget", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("/widget/1", {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}),
+        ("/gadget", {"GET", "HEAD", "OPTIONS"}),
+        ("/gadget/7", {"GET", "HEAD", "DELETE", "OPTIONS"}),
+        ("/gadget/7/", {"GET", "HEAD", "DELETE", "OPTIONS"}),
     ],
 )
 @pytest.mark.gen_test
@@ -290,7 +290,7 @@ async def test_preflight_with_configured_origin(client):
     assert r.code == 204
     assert r.headers["Access-Control-Allow-Origin"] == "https://ui.example"
     assert "Origin" in split(r.headers["Vary"])
-    assert set(split(r.headers["Access-Control-Allow-Methods"])) == {"GET", "POST", "OPTIONS"}
+    assert set(split(r.headers["Access-Control-Allow-Methods"])) == {"GET", "HEAD", "POST", "OPTIONS"}
 
 
 # -- 405 and 404 ---------------------------------------------------------------------
@@ -299,12 +299,11 @@ async def test_preflight_with_configured_origin(client):
 @pytest.mark.parametrize(
     "method, path, allow",
     [
-        ("POST", "/gadget", {"GET", "OPTIONS"}),
-        ("PUT", "/gadget/1", {"GET", "DELETE", "OPTIONS"}),
-        ("PATCH", "/gadget/1", {"GET", "DELETE", "OPTIONS"}),
-        ("DELETE", "/widget", {"GET", "POST", "OPTIONS"}),
-        ("POST", "/widget/1", {"GET", "PUT", "PATCH", "DELETE", "OPTIONS"}),
-        ("HEAD", "/gadget/1", {"GET", "DELETE", "OPTIONS"}),
+        ("POST", "/gadget", {"GET", "HEAD", "OPTIONS"}),
+        ("PUT", "/gadget/1", {"GET", "HEAD", "DELETE", "OPTIONS"}),
+        ("PATCH", "/gadget/1", {"GET", "HEAD", "DELETE", "OPTIONS"}),
+        ("DELETE", "/widget", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("POST", "/widget/1", {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}),
     ],
 )
 @pytest.mark.gen_test
@@ -323,7 +322,7 @@ async def test_unimplemented_verb_is_405_with_allow(client, method, path, allow)
 async def test_unknown_verb_is_405_with_allow(client, method):
     r = await client.request(method, "/gadget/1")
     assert_error(r, 405)
-    assert set(split(r.headers["Allow"])) == {"GET", "DELETE", "OPTIONS"}
+    assert set(split(r.headers["Allow"])) == {"GET", "HEAD", "DELETE", "OPTIONS"}
 
 
 @pytest.mark.gen_test

@@ -180,9 +180,9 @@ async def test_two_apps_with_different_settings(client, serve, settings):
     assert (await client.get("/shelf/1")).code == 200
     assert (await other.get("/shelf/1", headers={"X-Api-Key": other_settings.api_key}, auth=None)).code == 200
     r = await client.get("/shelf/1", headers={"X-Api-Key": other_settings.api_key}, auth=None)
-    assert r.code == 401 and r.json["error"] == "Invalid API key."
+    assert r.code == 401 and 'error_description="Invalid API key."' in r.headers["WWW-Authenticate"]
     r = await other.get("/shelf/1")  # this app's key
-    assert r.code == 401 and r.json["error"] == "Invalid API key."
+    assert r.code == 401 and 'error_description="Invalid API key."' in r.headers["WWW-Authenticate"]
     # Tokens are signed per app.
     r = await client.post("/authenticate", json_body={"username": USERNAME, "password": PASSWORD}, auth=None)
     token = r.json["token"]

@@ -442,10 +442,10 @@ class TestWebRoot:
 async def test_verbs_and_405(client):
     r = await client.request("POST", "/ticket/1", json_body={"title": "x"})
     assert r.code == 405
-    assert r.headers["Allow"] == "GET, PUT, PATCH, DELETE, OPTIONS"
+    assert r.headers["Allow"] == "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"
     r = await client.request("DELETE", "/ticket")
     assert r.code == 405
-    assert r.headers["Allow"] == "GET, POST, OPTIONS"
+    assert r.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
 
 
 @pytest.mark.gen_test
@@ -498,3 +498,25 @@ async def test_a_client_gone_before_its_201_costs_no_error_log_and_the_ticket_st
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
     listed = await everything(client)
     assert [ticket["title"] for ticket in listed] == ["asked by a client that left"]
+
+
+@pytest.mark.gen_test
+async def test_head_is_get_without_the_body(client):
+    """RFC 9110 9.1/9.3.2: HEAD wherever GET is, with GET's status and headers."""
+    r = await client.post("/ticket", json_body={"title": "Headed"})
+    tid = r.json["id"]
+    await client.post(f"/ticket/{tid}/message", json_body={"author": "ann", "body": "hi"})
+    for path in (f"/ticket/{tid}", "/ticket?limit=1", f"/ticket/{tid}/message", "/openapi.json", "/ticket/999999"):
+        got = await client.get(path)
+        head = await client.head(path)
+        assert head.code == got.code, path
+        assert head.body == b"", path
+        for name in ("ETag", "Content-Type", "X-Pagination-Count", "Link", "X-Medusa-Server"):
+            assert head.headers.get(name) == got.headers.get(name), (path, name)
+        if got.code == 200:
+            assert int(head.headers["Content-Length"]) == len(got.body), path
+    etag = (await client.get(f"/ticket/{tid}")).headers["ETag"]
+    r = await client.head(f"/ticket/{tid}", headers={"If-None-Match": etag})
+    assert r.code == 304 and r.headers["ETag"] == etag
+    assert (await client.head(f"/ticket/{tid}", auth=None)).code == 401
+    assert (await client.head("/ticket/abc")).code == 400
