@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 
+from .declaration import json_integer
 from .errors import ApiError
 from .passwords import verify_password
 from .settings import Settings
@@ -224,8 +225,8 @@ class Authenticator:
 
     async def login(self, body: Mapping[str, Any], client: str) -> str:
         """Check a POST /authenticate body and return a new token (400/401/429 otherwise)."""
-        seconds = body.get("exp", DEFAULT_TOKEN_SECONDS)
-        if type(seconds) is not int or not 1 <= seconds <= MAX_TOKEN_SECONDS:
+        seconds = json_integer(body.get("exp", DEFAULT_TOKEN_SECONDS))
+        if seconds is None or not 1 <= seconds <= MAX_TOKEN_SECONDS:
             raise ApiError(
                 400,
                 f"Invalid 'exp': must be an integer number of seconds from 1 to {MAX_TOKEN_SECONDS}",

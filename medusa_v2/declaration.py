@@ -75,8 +75,8 @@ class Field:
         return self._check_str(value)
 
     def _check_int(self, value: Any) -> int:
-        # bool is an int subclass and 1.0 == 1: both are type errors in JSON terms.
-        if type(value) is not int:
+        value = json_integer(value)
+        if value is None:
             raise ValueError("must be an integer")
         low = INT64_MIN if self.min is None else self.min
         high = INT64_MAX if self.max is None else self.max
@@ -117,6 +117,19 @@ class Field:
                 raise ValueError("must be an integer")
             return self.check(int(text))
         return self.check(raw)
+
+
+def json_integer(value: Any) -> int | None:
+    """Return a JSON number that is an integer as an int (5 and 5.0 alike), else None.
+
+    JSON Schema counts 5.0 as an integer, and so does the OpenAPI document; 5.5 is
+    not one, nor is a boolean (an int subclass in Python).
+    """
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
 
 
 def check_text(value: str) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from .config import ConfigError, load_config, write_settings
+from .declaration import json_integer
 from .errors import ApiError
 from .handler import ApiHandler, encode_json, etag_matches, etag_of
 from .settings import Settings, SettingsError
@@ -68,7 +69,8 @@ def _checked_value(name: str, value: Any) -> Any:
         if type(value) not in (int, float):
             raise ValueError("must be a number of seconds")
         return float(value)
-    if type(value) is not int:
+    value = json_integer(value)
+    if value is None:
         raise ValueError("must be an integer")
     if name == "maxBodySize" and value < MIN_PATCHED_BODY_SIZE:
         raise ValueError(f"must be at least {MIN_PATCHED_BODY_SIZE} (set a smaller limit in config.ini)")

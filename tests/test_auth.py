@@ -330,7 +330,7 @@ async def test_login_api_key_claim_is_opt_in(client):
     assert claims["apiKey"] == API_KEY
 
 
-@pytest.mark.parametrize("exp", [0, -1, 2592001, "60", 1.5, 60.0, True, None, [60], {"s": 60}, 10**30])
+@pytest.mark.parametrize("exp", [0, -1, 2592001, "60", 1.5, 60.5, 0.0, True, None, [60], {"s": 60}, 10**30])
 @pytest.mark.gen_test
 async def test_login_bad_exp_is_400(client, exp):
     r = await client.post(
@@ -597,3 +597,14 @@ async def test_failures_outside_the_window_do_not_count(client, clock):
     for _ in range(2):
         assert (await login(client, password="wrong")).code == 401
     assert (await login(client)).code == 200
+
+
+@pytest.mark.gen_test
+async def test_login_exp_may_be_an_integral_number(client):
+    body = {"username": USERNAME, "password": PASSWORD}
+    r = await client.post("/authenticate", json_body={**body, "exp": 16898.0}, auth=None)
+    assert r.code == 200
+    claims = decode(r.json["token"])
+    assert claims["exp"] - claims["iat"] == 16898
+    r = await client.post("/authenticate", json_body={**body, "exp": 16898.5}, auth=None)
+    assert r.code == 400 and "exp" in r.json["errors"]

@@ -520,3 +520,17 @@ async def test_head_is_get_without_the_body(client):
     assert r.code == 304 and r.headers["ETag"] == etag
     assert (await client.head(f"/ticket/{tid}", auth=None)).code == 401
     assert (await client.head("/ticket/abc")).code == 400
+
+
+@pytest.mark.gen_test
+async def test_an_integral_number_is_an_integer(client):
+    """JSON Schema (and so the OpenAPI document) counts 5.0 as an integer; 5.5 is not one."""
+    r = await client.post("/ticket", json_body={"title": "x", "priority": 5.0})
+    assert r.code == 201 and r.json["priority"] == 5 and isinstance(r.json["priority"], int)
+    r = await client.patch(f"/ticket/{r.json['id']}", json_body={"priority": 2.0})
+    assert r.code == 200 and r.json == {"priority": 2}
+    for bad in (5.5, True, "5", 6.0, 0.0, 1e300):
+        r = await client.post("/ticket", json_body={"title": "x", "priority": bad})
+        assert r.code == 400 and "priority" in r.json["errors"], bad
+    r = await client.post("/ticket", json_body={"id": 77.0, "title": "chosen"})
+    assert r.code == 201 and r.json["id"] == 77
