@@ -57,6 +57,9 @@ Called before every request of an app whose host owns the settings (Medusa's
 """
 
 
+VARY = "Authorization, X-Auth, X-Api-Key"
+
+
 class ApiContext:
     """The per-app dependencies shared by all of that app's handlers."""
 
@@ -98,6 +101,9 @@ class ApiContext:
             ("Access-Control-Allow-Headers", ALLOW_HEADERS),
             ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
             ("Access-Control-Max-Age", "600"),
+            # Answers depend on who asks: no shared cache keeps them, and a private one
+            # revalidates (ETag, 304) before reusing one.
+            ("Cache-Control", "private, no-cache"),
         )
 
     def refresh(self) -> None:
@@ -135,6 +141,10 @@ class ApiContext:
     def _set_origins(self, settings: Settings) -> None:
         self.allowed_origins = frozenset(o for o in settings.cors_origins if o != "*")
         self.any_origin = not self.allowed_origins
+        # The request headers an answer depends on. Accept-Encoding: tornado's gzip
+        # transform names it itself, so it is left out of `vary_compressed`.
+        self.vary_compressed = VARY + ("" if self.any_origin else ", Origin")
+        self.vary = self.vary_compressed + ", Accept-Encoding"
 
     def apply_settings(self, settings: Settings) -> None:
         """Switch the running app to new settings (PATCH /config, config.ini reloads).

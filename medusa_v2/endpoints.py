@@ -23,7 +23,8 @@ class AuthenticateHandler(ApiHandler):
         """Check the credentials in the body and answer `{"token": ...}`."""
         body = self.json_body()
         token = await self.api.auth.login(body, self.request.remote_ip or "")
-        await self.send_json(200, {"token": token})
+        # A credential: never stored by any cache (RFC 6749 5.1).
+        await self.send_json(200, {"token": token}, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     async def delete(self) -> None:
         """Revoke the token this request was authenticated with."""

@@ -74,31 +74,45 @@ def etag_of(body: bytes, suffix: bytes = b"") -> str:
     return '"' + digest.hexdigest() + '"'
 
 
+GZIP_SUFFIX = '-gzip"'
+"""Ends the ETag of an answer sent gzipped: another encoding, another tag (RFC 9110 8.8.3)."""
+
+
 def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
-    """Return whether an If-Match / If-None-Match value names `etag` (or is `*`)."""
+    """Return whether an If-Match / If-None-Match value names `etag` (or is `*`).
+
+    A gzipped answer's tag names the same representation: it matches as the plain one.
+    """
     if header.strip() == "*":
         return True
     for candidate in header.split(","):
         candidate = candidate.strip()
         if weak and candidate.startswith("W/"):
             candidate = candidate[2:]
+        if candidate.endswith(GZIP_SUFFIX):
+            candidate = candidate[: -len(GZIP_SUFFIX)] + '"'
         if candidate == etag:
             return True
     return False
 
 
-def default_headers(headers: Any, api: ApiContext, allow: str, request_headers: Mapping[str, str]) -> None:
-    """Set the headers every answer carries: version, content type and CORS."""
+def default_headers(
+    headers: Any, api: ApiContext, allow: str, request_headers: Mapping[str, str], compressing: bool = False
+) -> None:
+    """Set the headers every answer carries: version, content type, caching and CORS.
+
+    `compressing`: the app's gzip transform runs after us (it adds Accept-Encoding to Vary).
+    """
     for name, value in api.base_headers:
         headers[name] = value
     headers["Access-Control-Allow-Methods"] = allow
+    headers["Vary"] = api.vary_compressed if compressing else api.vary
     if api.any_origin:
         headers["Access-Control-Allow-Origin"] = "*"
     else:
         allowed = api.allow_origin(request_headers.get("Origin"))
         if allowed is not None:
             headers["Access-Control-Allow-Origin"] = allowed
-        headers["Vary"] = "Origin"
 
 
 def not_modified(request_headers: Mapping[str, str], etag: str) -> bool:
@@ -278,7 +292,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         # Straight into the header table: these values are constants of the code and
         # of config.ini (an echoed Origin is one of the configured ones), checked
         # once, so set_header's per-call conversion and validation is skipped.
-        default_headers(self._headers, self.api, self.allow, self.request.headers)
+        default_headers(self._headers, self.api, self.allow, self.request.headers, bool(self.application.transforms))
 
     # -- the request pipeline --
 
@@ -374,6 +388,8 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
 
     def _send(self, status: int, body: bytes | None, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
         self.set_status(status)
+        if headers and body is not None and "ETag" in headers and self.gzipped(len(body)):
+            headers = {**headers, "ETag": headers["ETag"][:-1] + GZIP_SUFFIX}
         if headers:
             table = self._headers
             for name, value in headers.items():
@@ -389,9 +405,19 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
     async def send_cacheable(self, body: bytes, headers: dict[str, str]) -> None:
         """Answer 200 with the body, or 304 when If-None-Match names its ETag."""
         if not_modified(self.request.headers, headers["ETag"]):
+            if self.gzipped(len(body)):  # the tag the client holds for this encoding
+                headers["ETag"] = headers["ETag"][:-1] + GZIP_SUFFIX
             await self._send(304, None, headers)
             return
         await self._send(200, body, headers)
+
+    def gzipped(self, length: int) -> bool:
+        """Return whether tornado's gzip transform will compress a JSON answer of `length` bytes."""
+        return (
+            tornado.web.GZipContentEncoding in self.application.transforms
+            and "gzip" in self.request.headers.get("Accept-Encoding", "")
+            and length >= tornado.web.GZipContentEncoding.MIN_LENGTH
+        )
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Render every error as `{"error": ...}` with its headers; no traceback unless developer."""

@@ -177,7 +177,8 @@ async def test_success_carries_version_json_type_and_cors(client):
     assert r.headers["X-Medusa-Server"] == medusa_v2.__version__
     assert r.headers["Content-Type"] == JSON_TYPE
     assert r.headers["Access-Control-Allow-Origin"] == "*"
-    assert "Vary" not in r.headers
+    assert split(r.headers["Vary"]) == ["Authorization", "X-Auth", "X-Api-Key", "Accept-Encoding"]
+    assert r.headers["Cache-Control"] == "private, no-cache"
     allow_headers = {h.lower() for h in split(r.headers["Access-Control-Allow-Headers"])}
     assert {h.lower() for h in ALLOW_HEADERS} <= allow_headers
     expose = {h.lower() for h in split(r.headers["Access-Control-Expose-Headers"])}
@@ -623,8 +624,38 @@ async def test_gzip_keeps_vary_origin(client, widget):
     r = await client.get("/widget/1", headers={"Origin": "https://app.example", "Accept-Encoding": "gzip"})
     assert r.code == 200
     vary = split(r.headers["Vary"])
-    assert "Origin" in vary and "Accept-Encoding" in vary
+    assert sorted(vary) == sorted(["Authorization", "X-Auth", "X-Api-Key", "Origin", "Accept-Encoding"])  # once each
     assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+@pytest.mark.parametrize("overrides", [{"web_use_gzip": True}])
+@pytest.mark.gen_test
+async def test_a_gzipped_answer_has_its_own_etag_and_revalidates(http_client, base_url, widget):
+    """RFC 9110 8.8.3: one strong tag per encoding; either tag revalidates the item."""
+    widget.items[1]["display_name"] = "x" * 5000  # worth compressing
+    widget.items[2] = {"id": 2, "display_name": "small", "unit_price": 1}  # not worth it
+
+    async def get(path, gzip, **headers):
+        # decompress_response=False: the client sends no Accept-Encoding of its own.
+        headers = {"X-Api-Key": API_KEY, **({"Accept-Encoding": "gzip"} if gzip else {}), **headers}
+        return await http_client.fetch(
+            f"{base_url}/api/v2{path}", headers=headers, decompress_response=False, raise_error=False
+        )
+
+    plain = await get("/widget/1", False)
+    zipped = await get("/widget/1", True)
+    assert "Content-Encoding" not in plain.headers
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.headers["ETag"] == plain.headers["ETag"][:-1] + '-gzip"'
+    for tag in (plain.headers["ETag"], zipped.headers["ETag"]):
+        r = await get("/widget/1", True, **{"If-None-Match": tag})
+        assert r.code == 304 and r.headers["ETag"] == zipped.headers["ETag"]
+        r = await get("/widget/1", False, **{"If-None-Match": tag})
+        assert r.code == 304 and r.headers["ETag"] == plain.headers["ETag"]
+    assert (await get("/widget/1", False, **{"If-None-Match": '"other-gzip"'})).code == 200
+    small = await get("/widget/2", True)
+    assert "Content-Encoding" not in small.headers
+    assert small.headers["ETag"] == (await get("/widget/2", False)).headers["ETag"]
 
 
 @pytest.mark.parametrize("raw", ["abc", "0", "-1", "1.5", "9223372036854775808", "%2F"])
@@ -642,7 +673,7 @@ async def test_bad_identifier_is_400_for_every_verb(client, widget, raw):
 async def test_star_origin_list_means_any_origin(client):
     r = await client.get("/widget/1", headers={"Origin": "https://anything.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "*"
-    assert "Vary" not in r.headers
+    assert "Origin" not in split(r.headers["Vary"])
 
 
 @pytest.mark.gen_test
@@ -684,3 +715,11 @@ async def test_overlong_uri_is_414_and_large_headers_431(client):
     assert r.code == 431 and str(MAX_HEADER_BYTES) in r.json["error"]
     # just under the limits: served
     assert (await client.get("/widget?x=" + "a" * 100, headers={"X-Big": "a" * 1000})).code == 200
+
+
+@pytest.mark.gen_test
+async def test_the_token_answer_is_never_stored(client):
+    r = await client.post("/authenticate", json_body={"username": USERNAME, "password": PASSWORD}, auth=None)
+    assert r.code == 200
+    assert r.headers["Cache-Control"] == "no-store" and r.headers["Pragma"] == "no-cache"
+    assert (await client.get("/widget/1")).headers["Cache-Control"] == "private, no-cache"
