@@ -55,6 +55,7 @@ url = string(default='')
 
 [API]
 cors_origins = force_list(default=list())
+public_url = string(default='')
 max_body_size = integer(default=1048576)
 login_max_failures = integer(default=5)
 login_window = integer(default=300)
@@ -92,6 +93,7 @@ _KEYS: dict[str, tuple[str, str]] = {
         name: ("API", name)
         for name in (
             "cors_origins",
+            "public_url",
             "max_body_size",
             "login_max_failures",
             "login_window",

@@ -203,7 +203,9 @@ class RequestView:
         return values[0] if values else None
 
     def absolute_origin(self) -> str:
-        """Return `scheme://host` as the client sees it (proxy headers only if trusted)."""
+        """Return `[API] public_url`, else `scheme://host` as the client sees it (proxy headers only if trusted)."""
+        if self.api.settings.public_url:
+            return self.api.settings.public_url
         proto, host = self.request.protocol, self.request.host
         if self.api.settings.handle_reverse_proxy:
             fwd_host = self.request.headers.get("X-Forwarded-Host")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 from . import idempotency
 from .casing import camelize
@@ -212,7 +213,8 @@ async def _run_retrieve(self: ResourceHandler, ids: dict[str, int]) -> None:
     await self.send_cacheable(*await retrieve_answer(self, ids))
 
 
-async def _run_create(self: ResourceHandler, ids: dict[str, int]) -> None:
+async def _run_create(self: ResourceHandler, ids: dict[str, Any]) -> None:
+    origin = self.absolute_origin()  # a bad Host is 400 before anything is created
     key = idempotency.parse_key(self.request.headers)
     if key is None:
         response = await _create(self, ids)
@@ -226,15 +228,18 @@ async def _run_create(self: ResourceHandler, ids: dict[str, int]) -> None:
             self.json_body(),
             lambda: _create(self, ids),
         )
-    await self._send(response.status, response.body, response.headers)
+    # Kept with the id alone (older records: a whole URL), the Location is this request's:
+    # a replay through another origin or proxy gets its own, never the first caller's Host.
+    created = response.headers["Location"].rsplit("/", 1)[-1]
+    location = origin + self.request.path.rstrip("/") + "/" + created
+    await self._send(response.status, response.body, {**response.headers, "Location": location})
 
 
 async def _create(self: ResourceHandler, ids: dict[str, int]) -> IdempotentResponse:
     values = self.parse_values("create")
     created = await self.resource.create(values, **ids)  # type: ignore[attr-defined]
     body = self.represent(created)
-    location = self.absolute_origin() + self.request.path.rstrip("/") + "/" + str(created["id"])
-    return IdempotentResponse(201, {"Location": location, "ETag": etag_of(body)}, body)
+    return IdempotentResponse(201, {"Location": quote(str(created["id"]), safe=""), "ETag": etag_of(body)}, body)
 
 
 async def _run_replace(self: ResourceHandler, ids: dict[str, int]) -> None:

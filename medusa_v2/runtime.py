@@ -43,6 +43,7 @@ SHOWN: Mapping[str, str] = {
     "tokenApiKey": "token_api_key",
     "resources": "resources",
     "processes": "processes",
+    "publicUrl": "public_url",
     **{name: spec[0] for name, spec in RUNTIME.items()},
 }
 

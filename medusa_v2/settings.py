@@ -58,6 +58,7 @@ class Settings:
     developer: bool = False
     database_url: str = ""
     cors_origins: tuple[str, ...] = ()
+    public_url: str = ""  # the origin of every Location and Link ("": the request's)
     max_body_size: int = 1048576
     login_max_failures: int = 5
     login_window: int = 300
@@ -266,6 +267,12 @@ def _cors_origins(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_origin(origin) for origin in origins))
 
 
+def _public_url(value: Any) -> str:
+    """Return "" or an origin (`https://api.example[:port]`), normalised as browsers send it."""
+    text = _string(value).strip().rstrip("/")
+    return _origin(text) if text else ""
+
+
 def _resources(value: Any) -> tuple[str, ...]:
     names = _strings(value)
     for name in names:
@@ -318,6 +325,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "developer": _boolean,
     "database_url": _database_url,
     "cors_origins": _cors_origins,
+    "public_url": _public_url,
     "max_body_size": _integer(1, 1073741824),
     "login_max_failures": _integer(1, 1000000),
     "login_window": _integer(1, 86400 * 30),

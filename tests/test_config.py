@@ -563,3 +563,11 @@ def test_default_config_path(monkeypatch):
     assert default_config_path() == "conf/config.ini"
     monkeypatch.setenv("MEDUSA_V2_CONFIG", "/etc/medusa.ini")
     assert default_config_path() == "/etc/medusa.ini"
+
+
+@pytest.mark.parametrize("value", ["api.example", "https://api.example/path", "ftp://api.example", "https://u@h"])
+def test_public_url_must_be_an_origin(tmp_path, value):
+    path = tmp_path / "config.ini"
+    path.write_text(f"[API]\npublic_url = {value}\n")
+    with pytest.raises(ConfigError, match=r"\[API\] public_url"):
+        load_config(path, write_back=False)

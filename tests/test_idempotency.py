@@ -153,3 +153,43 @@ async def test_store_keeps_and_releases(store):
     assert await store.claim_idempotency_key("other", "k", "g", 12.0, **args) is None
     await store.release_idempotency_key("other", "k")
     assert await store.claim_idempotency_key("other", "k", "h", 13.0, **args) is None
+
+
+@pytest.mark.gen_test
+async def test_a_replay_gets_a_location_of_its_own_request(client, base_url):
+    """The Host of the first request is not kept: a poisoned one never reaches a later retry."""
+    first = await client.post(
+        "/ticket", json_body={"title": "once"}, headers={**keyed("k-host"), "Host": "evil.example"}
+    )
+    assert first.code == 201
+    assert first.headers["Location"].startswith("http://evil.example/api/v2/ticket/")
+    second = await client.post("/ticket", json_body={"title": "once"}, headers=keyed("k-host"))
+    assert second.code == 201 and second.body == first.body
+    assert second.headers["Location"] == f"{base_url}/api/v2/ticket/{first.json['id']}"
+    assert await count(client) == 1
+
+
+@pytest.mark.gen_test
+async def test_a_bad_host_creates_nothing(client):
+    r = await client.post("/ticket", json_body={"title": "x"}, headers={"Host": "bad host/"})
+    assert r.code == 400
+    assert await count(client) == 0
+
+
+@pytest.fixture
+def config_values(config_values, request):
+    public = getattr(request, "param", None)
+    if public:
+        config_values["API"] = {"public_url": public}
+    return config_values
+
+
+@pytest.mark.parametrize("config_values", ["HTTPS://API.Example:443/"], indirect=True)
+@pytest.mark.gen_test
+async def test_public_url_is_the_origin_of_location_and_link(client, settings):
+    assert settings.public_url == "https://api.example"
+    r = await client.post("/ticket", json_body={"title": "x"}, headers={**keyed("k-pub"), "Host": "evil.example"})
+    assert r.headers["Location"] == f"https://api.example/api/v2/ticket/{r.json['id']}"
+    await client.post("/ticket", json_body={"title": "y"})
+    r = await client.get("/ticket?limit=1", headers={"Host": "evil.example"})
+    assert "evil" not in r.headers["Link"] and "<https://api.example/api/v2/ticket?" in r.headers["Link"]
