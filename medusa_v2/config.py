@@ -121,7 +121,7 @@ _TYPE_PROBLEMS = {
 }
 _NEW_FILE_HEADER = (
     "# medusa_v2 configuration, created by medusa_v2. It holds secrets: keep it private.\n"
-    "# Every key, its default and its meaning: conf/config.ini in the medusa_v2 sources.\n"
+    "# Every key, its default and its meaning: conf/config.ini.sample in the medusa_v2 sources.\n"
 )
 _BOM = b"\xef\xbb\xbf"
 _SECTION_LINE = re.compile(r"^\s*(\[+)\s*(.*?)\s*\]+\s*(?:#.*)?$")
@@ -287,6 +287,8 @@ def load_config(path: str | os.PathLike[str], *, write_back: bool = True) -> Set
     label = os.fspath(path)
     absolute = os.path.abspath(label)
     data = _read_bytes(absolute, label)
+    if data is None and write_back:
+        data = _create_from_sample(absolute, label)
     cfg = _parse(data or b"", label, CONFIGSPEC.splitlines())
     _validate(cfg, label)
     _check_medusa_encryption(cfg, label)
@@ -317,6 +319,31 @@ def read_own_sections(path: str | os.PathLike[str]) -> dict[str, Any]:
     if values["database_url"]:
         values["database_url"] = _database_url(values["database_url"], os.path.dirname(absolute))
     return values
+
+
+SAMPLE_SUFFIX = ".sample"
+
+
+def _create_from_sample(path: str, label: str) -> bytes | None:
+    """Create a missing config.ini from the sample beside it (`config.ini.sample`); return its bytes.
+
+    The sample is what a checkout tracks; the live file, with its generated secrets,
+    is the server's own (mode 0600), so running the daemon never modifies a tracked
+    file. Without a sample nothing is created here (the secrets' write creates it).
+    """
+    sample = _read_bytes(path + SAMPLE_SUFFIX, label + SAMPLE_SUFFIX)
+    if sample is None:
+        return None
+    target = os.path.realpath(path)
+    try:
+        with _locked(os.path.dirname(target)) as directory_fd:
+            current = _read_bytes(target, label)
+            if current is not None:  # another process created it meanwhile
+                return current
+            _atomic_write(target, sample, directory_fd)
+    except OSError as exc:
+        raise ConfigError(label, f"cannot create the file: {exc.strerror or exc}") from None
+    return sample
 
 
 def _store_secrets(path: str, generated: dict[str, str], label: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 from medusa_v2.config import CONFIGSPEC, ConfigError, default_config_path, load_config, write_settings
 from medusa_v2.settings import Settings, SettingsError
 
-SAMPLE = Path(__file__).resolve().parent.parent / "conf" / "config.ini"
+SAMPLE = Path(__file__).resolve().parent.parent / "conf" / "config.ini.sample"
 SECRET = "s3cret-Value-42"
 
 MEDUSA_STYLE = """\
@@ -571,3 +571,23 @@ def test_public_url_must_be_an_origin(tmp_path, value):
     path.write_text(f"[API]\npublic_url = {value}\n")
     with pytest.raises(ConfigError, match=r"\[API\] public_url"):
         load_config(path, write_back=False)
+
+
+def test_a_missing_config_is_created_from_the_sample_beside_it(tmp_path):
+    """The tracked sample stays as it is; the live file (with its secrets) is the server's own."""
+    shutil.copy(SAMPLE, tmp_path / "config.ini.sample")
+    settings = load_config(tmp_path / "config.ini")
+    live = (tmp_path / "config.ini").read_text()
+    assert (tmp_path / "config.ini.sample").read_bytes() == SAMPLE.read_bytes()
+    assert stat.S_IMODE(os.stat(tmp_path / "config.ini").st_mode) == 0o600
+    assert settings.web_host == "127.0.0.1"  # the sample's, not the built-in default
+    assert f"api_key = {settings.api_key}" in live and len(settings.api_key) == 32
+    assert "# Origins allowed to call the API" in live  # the sample's comments kept
+    again = load_config(tmp_path / "config.ini")
+    assert again.api_key == settings.api_key and again.encryption_secret == settings.encryption_secret
+
+
+def test_without_write_back_nothing_is_created(tmp_path):
+    shutil.copy(SAMPLE, tmp_path / "config.ini.sample")
+    load_config(tmp_path / "config.ini", write_back=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.ini.sample"]
