@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -591,3 +592,14 @@ def test_without_write_back_nothing_is_created(tmp_path):
     shutil.copy(SAMPLE, tmp_path / "config.ini.sample")
     load_config(tmp_path / "config.ini", write_back=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.ini.sample"]
+
+
+def test_the_quick_start_leaves_the_checkout_clean():
+    """The daemon's first start writes conf/config.ini and conf/medusa_v2.db: neither is tracked."""
+    root = SAMPLE.parent.parent
+    for name in ("conf/config.ini", "conf/medusa_v2.db", "conf/medusa_v2.db-wal", "conf/medusa_v2.db-shm"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=root)
+        assert ignored.returncode == 0, f"{name} is not ignored by git"
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", name], cwd=root, capture_output=True)
+        assert tracked.returncode != 0, f"{name} is tracked"
+    assert (root / "conf" / "config.ini.sample").is_file()
