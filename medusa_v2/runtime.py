@@ -109,12 +109,14 @@ def apply_runtime(api: Any, source: Settings) -> Settings:
     return new
 
 
+# What settings accept as an origin (case-insensitive scheme and host, as browsers send them).
+ORIGIN_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?/?$"
 MIN_PATCHED_BODY_SIZE = 1024  # over the API, a limit that could lock clients out is refused
 
 
 def _settings_schema() -> dict[str, Any]:
     writable = {
-        "corsOrigins": {"type": "array", "items": {"type": "string", "pattern": "^https?://[^/?#]+$"}},
+        "corsOrigins": {"type": "array", "items": {"type": "string", "pattern": ORIGIN_PATTERN}},
         "maxBodySize": {"type": "integer", "minimum": MIN_PATCHED_BODY_SIZE, "maximum": 1073741824},
         "loginMaxFailures": {"type": "integer", "minimum": 1, "maximum": 1000000},
         "loginWindow": {"type": "integer", "minimum": 1, "maximum": 2592000},

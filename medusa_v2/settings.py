@@ -25,6 +25,8 @@ _SQLITE_PREFIX = "sqlite:///"
 _SQLITE_MEMORY = _SQLITE_PREFIX + ":memory:"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*", re.ASCII)
+_IPV6 = re.compile(r"[0-9a-f:.]+", re.ASCII)
 _RESOURCE_NAME = re.compile(r"[a-z][a-z0-9-]*")
 # Characters that would change what a URL path means or break a routing regex.
 _WEB_ROOT_FORBIDDEN = re.compile(r"[\s?#\\%]|[\x00-\x1f\x7f]")
@@ -250,6 +252,10 @@ def _origin(value: str) -> str:
         raise ValueError(f"{value!r} is not an origin (http[s]://host[:port], no path)")
     scheme = parts.scheme.lower()
     host = parts.hostname.lower()
+    # A host name (letters, digits, dots, dashes) or a bracketed IPv6 address: nothing a
+    # header, a comma list or config.ini's quoting could read as something else.
+    if not (_HOST_NAME.fullmatch(host) or (":" in host and _IPV6.fullmatch(host))):
+        raise ValueError(f"{value!r} is not an origin (http[s]://host[:port], host: letters, digits, '.', '-', '_')")
     if ":" in host:
         host = f"[{host}]"
     if port is not None and port != _DEFAULT_PORTS[scheme]:
