@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import concurrent.futures
 import hashlib
 import hmac
 import math
@@ -16,7 +18,7 @@ import jwt
 
 from .declaration import json_integer
 from .errors import ApiError
-from .passwords import verify_password
+from .passwords import is_hashed, verify_password
 from .settings import Settings
 from .store import Store
 
@@ -24,6 +26,9 @@ ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
 DEFAULT_TOKEN_SECONDS = 86400
 MAX_TOKEN_SECONDS = 30 * 86400
 _TOKEN_CACHE_SIZE = 10_000
+# Password hashes checked at once (each holds a core and, for scrypt, its memory); more
+# wait their turn. hashlib's scrypt and pbkdf2 release the GIL while they work.
+HASHING_THREADS = 2
 
 NO_TOKEN = "No authorization token."
 EXPIRED = "Token has expired."
@@ -100,6 +105,7 @@ class Authenticator:
         # Salted digests of Basic credentials that verified: a password hash is slow by design.
         self._basic_salt = secrets.token_bytes(16)
         self._basic_ok: set[bytes] = set()
+        self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def use(self, settings: Settings) -> None:
         """Check with `settings` from now on; forget cached credentials when they changed."""
@@ -150,7 +156,7 @@ class Authenticator:
         digest = hmac.new(self._basic_salt, decoded.encode("utf-8"), hashlib.sha256).digest()
         if digest in self._basic_ok:
             return Identity("basic", username)
-        if not self.check_password(username, password):
+        if not await self.check_password(username, password):
             await self.record_failure(client)
             raise unauthorized(INVALID_USER_PASS)
         if len(self._basic_ok) >= 64:
@@ -158,11 +164,27 @@ class Authenticator:
         self._basic_ok.add(digest)
         return Identity("basic", username)
 
-    def check_password(self, username: str, password: str) -> bool:
-        """Compare both in constant time; both are always checked."""
+    async def check_password(self, username: str, password: str) -> bool:
+        """Compare both in constant time; both are always checked.
+
+        A stored hash is slow to check by design: that runs on the hashing threads,
+        never on the event loop, which keeps answering everyone else meanwhile.
+        """
         user_ok = _same(username, self.settings.web_username)
-        password_ok = verify_password(self.settings.web_password, password)
+        stored = self.settings.web_password
+        if is_hashed(stored):
+            password_ok = await asyncio.get_running_loop().run_in_executor(
+                self._hashing(), verify_password, stored, password
+            )
+        else:
+            password_ok = verify_password(stored, password)  # plain text (Medusa's): a constant-time compare
         return user_ok and password_ok
+
+    def _hashing(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Return this app's hashing threads, started at the first hashed-password check."""
+        if self._hash_pool is None:
+            self._hash_pool = concurrent.futures.ThreadPoolExecutor(HASHING_THREADS, "medusa_v2-hash")
+        return self._hash_pool
 
     # -- tokens --
 
@@ -239,7 +261,7 @@ class Authenticator:
         if not self.settings.auth_required:
             return self.issue_token(username, seconds)
         await self.check_throttle(client)
-        if not self.check_password(username, password):
+        if not await self.check_password(username, password):
             await self.record_failure(client)
             raise unauthorized(INVALID_CREDENTIALS)
         await self.store.clear_login_failures(client)
