@@ -13,11 +13,18 @@ if TYPE_CHECKING:
     from .context import ApiContext
 
 
+AUTHENTICATE_BODY_LIMIT = 16 * 1024
+
+
 class AuthenticateHandler(ApiHandler):
     """POST issues a token for username/password; DELETE revokes the presented token."""
 
     routes: ClassVar = {"single": ("POST", "DELETE")}
     public: ClassVar = frozenset({"POST"})
+
+    def body_limit(self) -> int:
+        """Read at most 16 KiB from anyone: this route needs no credentials (413 beyond)."""
+        return min(AUTHENTICATE_BODY_LIMIT, self.api.settings.max_body_size)
 
     async def post(self) -> None:
         """Check the credentials in the body and answer `{"token": ...}`."""

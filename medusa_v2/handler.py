@@ -321,7 +321,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         if length is not None:
             if not length.isdigit():
                 raise ApiError(400, "Invalid Content-Length header")
-            if int(length) > self.api.settings.max_body_size:
+            if int(length) > self.body_limit():
                 raise self._too_large()
         has_body = bool(headers.get("Transfer-Encoding")) or (length is not None and int(length) > 0)
         if has_body:
@@ -337,14 +337,18 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         if self._body_too_large:
             return
         self._body_size += len(chunk)
-        if self._body_size > self.api.settings.max_body_size:
+        if self._body_size > self.body_limit():
             self._body_too_large = True
             self._body_parts = []
             return
         self._body_parts.append(chunk)
 
+    def body_limit(self) -> int:
+        """Return the largest body this handler reads (`[API] max_body_size`)."""
+        return self.api.settings.max_body_size
+
     def _too_large(self) -> ApiError:
-        return ApiError(413, f"Request body too large: the limit is {self.api.settings.max_body_size} bytes")
+        return ApiError(413, f"Request body too large: the limit is {self.body_limit()} bytes")
 
     def _not_allowed(self) -> ApiError:
         return ApiError(

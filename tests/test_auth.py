@@ -608,3 +608,16 @@ async def test_login_exp_may_be_an_integral_number(client):
     assert claims["exp"] - claims["iat"] == 16898
     r = await client.post("/authenticate", json_body={**body, "exp": 16898.5}, auth=None)
     assert r.code == 400 and "exp" in r.json["errors"]
+
+
+@pytest.mark.gen_test
+async def test_authenticate_reads_at_most_16_kib(client):
+    body = {"username": USERNAME, "password": PASSWORD, "pad": "x" * (16 * 1024)}
+    r = await client.post("/authenticate", json_body=body, auth=None)
+    assert r.code == 413 and r.json == {"error": "Request body too large: the limit is 16384 bytes"}
+    raw = json.dumps({"username": USERNAME, "password": PASSWORD}).encode()
+    padded = raw[:-1] + b"," + b'"pad":"' + b"y" * (16 * 1024 - len(raw) - 10) + b'"}'
+    assert len(padded) <= 16 * 1024
+    assert (
+        await client.post("/authenticate", body=padded, headers={"Content-Type": "application/json"}, auth=None)
+    ).code == 200
