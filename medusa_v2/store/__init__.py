@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from .base import AlreadyExists, IdempotentResponse, NotFound, Store, StoreError, StoreUnavailable
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -26,10 +29,14 @@ def store_from_url(url: str) -> Store:
     raise ValueError(f"unsupported database url scheme {scheme!r} (supported: sqlite, postgresql)")
 
 
-async def open_store(url: str) -> Store:
-    """Return an opened store (schema created or migrated) for a `[Database] url`."""
+async def open_store(url: str, declarations: Sequence[Any] = ()) -> Store:
+    """Return an opened store (schema created or migrated) for a `[Database] url`.
+
+    `declarations`: the stored resources whose tables the store derives and migrates
+    (see `Store.open`); the built-in ticket and message need none.
+    """
     store = store_from_url(url)
-    await store.open()
+    await store.open(declarations)
     return store
 
 

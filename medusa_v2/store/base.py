@@ -59,8 +59,16 @@ class Store(abc.ABC):
     """Persistent state: auth bookkeeping, idempotency keys and resource rows."""
 
     @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect and bring the schema up to date (forward migrations)."""
+    async def open(self, declarations: Sequence[Any] = ()) -> None:
+        """Connect and bring the schema up to date (forward migrations).
+
+        Then each of `declarations` (`medusa_v2.declaration.Declaration`; their
+        parents come first, added if missing) gets its table, constraints, indexes,
+        search index and cascade, derived from it (`store/schema.py`), or is migrated
+        to its current form, in the migration's transaction. A declaration that
+        cannot be honoured (a field removed, a required field added to rows that
+        have no value for it) raises `schema.SchemaError` naming resource and field.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:
