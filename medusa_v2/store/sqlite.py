@@ -668,9 +668,9 @@ class SQLiteStore(Store):
             if unique:
                 taken = db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row["id"],)).fetchone()
             else:  # a string id is unique under its parent only
-                assert parent is not None
                 taken = db.execute(
-                    f"SELECT 1 FROM {table} WHERE id = ? AND {_name(decl.parent_field)} = ?", (row["id"], parent[1])
+                    f"SELECT 1 FROM {table} WHERE id = ? AND {_name(decl.parent_field)} = ?",
+                    (row["id"], row.get(decl.parent_field)),
                 ).fetchone()
             if taken:
                 raise AlreadyExists(decl.name, row["id"])
