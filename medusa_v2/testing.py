@@ -6,7 +6,9 @@ fixtures available (pytest-tornado provides `io_loop`, `http_client`, `base_url`
 - `settings`: a `Settings` loaded from a temporary config.ini (API key, secret,
   username and password below; the SQLite store in the test's tmp_path). Override
   `config_values` to change keys, or `settings` itself.
-- `store`: that store, opened; `clock`: a settable clock (`clock.advance(60)`).
+- `store`: that store, opened, with the tables of the stored resources in
+  `resources` derived from their declarations; `clock`: a settable clock
+  (`clock.advance(60)`).
 - `resources`: the resources to mount (None: the configured built-ins). Override it
   to mount your own `Resource` classes.
 - `app`: the Tornado application; `client` / `jwt_client`: HTTP clients
@@ -317,12 +319,13 @@ def _quoted(value: str | list[str] | tuple[str, ...]) -> str:
 
 
 @pytest.fixture
-def store(io_loop: Any, settings: Any) -> Any:
-    """Open the configured store for the test; close it afterwards."""
+def store(io_loop: Any, settings: Any, resources: Any) -> Any:
+    """Open the configured store for the test (with the tables of `resources`); close it afterwards."""
     from .store import store_from_url
 
     opened = store_from_url(settings.database_url)
-    io_loop.run_sync(opened.open)
+    declarations = [r.declaration for r in resources or () if getattr(r, "declaration", None) is not None]
+    io_loop.run_sync(lambda: opened.open(declarations))
     yield opened
     io_loop.run_sync(opened.close)
 

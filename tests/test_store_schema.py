@@ -664,3 +664,36 @@ def test_a_field_added_to_ticket_is_an_add_column_migration(io_loop, fresh_url):
     assert "ticket_estimate" in names(fresh_url, "index")
     assert recorded(fresh_url, "ticket") == (2, derive(ticket_v2))
     assert recorded(fresh_url, "message")[0] == 1
+
+
+def test_changed_ticket_bounds_keep_its_hand_tuned_indexes_search_and_totals(io_loop, fresh_url):
+    store = opened(io_loop, fresh_url)
+    try:
+        for title in ("alpha", "beta"):
+            add_ticket(io_loop, store, title=title, priority=5)
+        t = add_ticket(io_loop, store, title="gamma")
+        run(io_loop, store.insert_row(MESSAGE, {"author": "a", "body": "hello"}, NOW, (TICKET, t["id"])))
+    finally:
+        run(io_loop, store.close())
+    kept = {name for name in names(fresh_url, "index") if name.startswith("ticket_")}
+    wider = Field("priority", int, default=3, min=1, max=9, sortable=True, filter="many")
+    ticket_v2 = dataclasses.replace(TICKET, fields=tuple(wider if f.name == "priority" else f for f in TICKET.fields))
+    message_v2 = dataclasses.replace(MESSAGE, parent=ticket_v2)
+    store = opened(io_loop, fresh_url, [message_v2])
+    try:
+        made = run(io_loop, store.insert_row(ticket_v2, {"title": "delta", "priority": 9}, NOW))
+        assert run(io_loop, store.list_rows(ticket_v2, ListQuery())).count == 4  # row_total, kept by its triggers
+        page = run(io_loop, store.list_rows(ticket_v2, ListQuery(filters={"priority": (9, 5)})))
+        assert (ids(page), page.count) == ([1, 2, made["id"]], 3)  # value_total too
+        assert ids(run(io_loop, store.list_rows(ticket_v2, ListQuery(q="amm")))) == [t["id"]]  # search
+        with pytest.raises(integrity_errors()):
+            run(io_loop, store.insert_row(ticket_v2, {"title": "x", "priority": 10}, NOW))
+        run(io_loop, store.delete_row(ticket_v2, t["id"]))  # message's REFERENCES still cascade
+    finally:
+        run(io_loop, store.close())
+    assert kept <= names(fresh_url, "index")
+    assert sql(fresh_url, "SELECT COUNT(*) FROM message") == [(0,)]
+    assert recorded(fresh_url, "ticket")[0] == 2
+    if fresh_url.startswith("sqlite:"):
+        assert sql(fresh_url, "SELECT total FROM row_total WHERE name = 'ticket'") == [(3,)]
+        sql(fresh_url, "INSERT INTO ticket_search (ticket_search) VALUES ('integrity-check')")
