@@ -697,3 +697,27 @@ def test_changed_ticket_bounds_keep_its_hand_tuned_indexes_search_and_totals(io_
     if fresh_url.startswith("sqlite:"):
         assert sql(fresh_url, "SELECT total FROM row_total WHERE name = 'ticket'") == [(3,)]
         sql(fresh_url, "INSERT INTO ticket_search (ticket_search) VALUES ('integrity-check')")
+
+
+def test_top_level_inserts_at_once_take_the_resources_own_ids(io_loop, database_url):
+    store = opened(io_loop, database_url, [EPISODE, Declaration("widget", GADGET_FIELDS)])
+    widget = Declaration("widget", GADGET_FIELDS)
+    try:
+
+        async def many():
+            return await asyncio.gather(*(store.insert_row(widget, {"title": f"w{i}"}, NOW) for i in range(10)))
+
+        rows = run(io_loop, many())
+        assert sorted(r["id"] for r in rows) == list(range(1, 11))
+        assert ids(run(io_loop, store.list_rows(widget, ListQuery(q="w7")))) == [8]
+        add_ticket(io_loop, store)
+        assert add_ticket(io_loop, store)["id"] == 2  # ticket's counter is its own
+
+        async def slugless():
+            return await asyncio.gather(
+                *(store.insert_row(SHOW, {"title": "no id"}, NOW) for _ in range(2)), return_exceptions=True
+            )
+
+        assert all(isinstance(r, ValueError) for r in run(io_loop, slugless()))
+    finally:
+        run(io_loop, store.close())

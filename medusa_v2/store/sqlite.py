@@ -1013,14 +1013,14 @@ def _together(jobs: Sequence[Any]) -> tuple[list[list[Any]], list[Any]]:
     """Split queued inserts into groups insertable in one statement, and the rest.
 
     A group: two or more rows of one resource with the same columns, no parent and
-    no chosen id (each takes the next assigned id). The rest go one by one (a
+    no chosen id (each takes the next assigned int id). The rest go one by one (a
     parent to check, a chosen id to refuse when taken, a row alone).
     """
     groups: dict[tuple[int, tuple[str, ...]], list[Any]] = {}
     rest: list[Any] = []
     for job in jobs:
         _, decl, row, parent, _ = job
-        if parent is not None or row.get("id") is not None:
+        if parent is not None or row.get("id") is not None or decl.id_field.type is not int:
             rest.append(job)
             continue
         row.pop("id", None)
