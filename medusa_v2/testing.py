@@ -321,10 +321,11 @@ def _quoted(value: str | list[str] | tuple[str, ...]) -> str:
 @pytest.fixture
 def store(io_loop: Any, settings: Any, resources: Any) -> Any:
     """Open the configured store for the test (with the tables of `resources`); close it afterwards."""
+    from .resources.stored import declarations_of
     from .store import store_from_url
 
     opened = store_from_url(settings.database_url)
-    declarations = [r.declaration for r in resources or () if getattr(r, "declaration", None) is not None]
+    declarations = declarations_of(resources or ())
     io_loop.run_sync(lambda: opened.open(declarations))
     yield opened
     io_loop.run_sync(opened.close)

@@ -7,7 +7,7 @@ Ticket and message differ only in their declarations, their parent and one rule
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from ..declaration import Declaration
@@ -15,6 +15,11 @@ from ..errors import ApiError
 from ..listing import ListQuery, Page
 from ..resource import Precondition, Resource
 from ..store.base import AlreadyExists, NotFound, Parent
+
+
+def declarations_of(resources: Iterable[type[Resource]]) -> list[Declaration]:
+    """Return the declarations of the stored resources among `resources` (for `open_store`)."""
+    return [r.declaration for r in resources if issubclass(r, StoredResource)]
 
 
 class StoredResource(Resource):

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .base import AlreadyExists, IdempotentResponse, NotFound, Store, StoreError, StoreUnavailable
+from .schema import SchemaError
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -44,6 +45,7 @@ __all__ = [
     "AlreadyExists",
     "IdempotentResponse",
     "NotFound",
+    "SchemaError",
     "Store",
     "StoreError",
     "StoreUnavailable",

@@ -27,7 +27,7 @@ class NotFound(StoreError):
     `resource` and `id` name what was missing (for a nested row, possibly its parent).
     """
 
-    def __init__(self, resource: str = "", id: int | None = None) -> None:
+    def __init__(self, resource: str = "", id: Any = None) -> None:
         super().__init__(f"{resource} {id} not found" if resource else "not found")
         self.resource = resource
         self.id = id
@@ -36,7 +36,7 @@ class NotFound(StoreError):
 class AlreadyExists(StoreError):
     """A create chose an id that is taken."""
 
-    def __init__(self, resource: str = "", id: int | None = None) -> None:
+    def __init__(self, resource: str = "", id: Any = None) -> None:
         super().__init__(f"{resource} {id} already exists" if resource else "already exists")
         self.resource = resource
         self.id = id
@@ -263,8 +263,8 @@ class RowPage:
         return f"RowPage(rows={self.rows!r}, count={self.count!r})"
 
 
-Parent = tuple[Any, int]
-"""(parent declaration, parent id) for a nested resource's rows."""
+Parent = tuple[Any, Any]
+"""(parent declaration, parent id: an int, or a str for a resource with string ids) for a nested resource's rows."""
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
