@@ -612,6 +612,7 @@ def test_builtins_are_recorded_and_untouched_on_an_existing_database(io_loop, fr
                 for statement in split_statements(script):
                     conn.execute(statement)
     sql(fresh_url, "INSERT INTO ticket (id, title, created_at, updated_at) VALUES (7, 'old', 'a', 'b')")
+    before = catalog(fresh_url)
     store = opened(io_loop, fresh_url, [TICKET, MESSAGE])
     try:
         assert run(io_loop, store.get_row(TICKET, 7))["title"] == "old"
@@ -621,6 +622,8 @@ def test_builtins_are_recorded_and_untouched_on_an_existing_database(io_loop, fr
     assert recorded(fresh_url, "ticket") == (1, derive(TICKET))
     assert recorded(fresh_url, "message") == (1, derive(MESSAGE))
     existing = catalog(fresh_url)
+    assert before <= existing
+    assert all("resource_schema" in str(item) for item in existing - before)  # only the new table: no derived DDL
 
     # the same schema as a database created fresh today
     other = fresh_url.replace("fresh.db", "today.db") if database_backend == "sqlite" else None

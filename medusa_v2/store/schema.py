@@ -21,7 +21,7 @@ What is derived:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,16 +192,6 @@ def plan(old: Spec | None, new: Spec) -> Plan:
         search=old["search"] != new["search"],
         changed=True,
     )
-
-
-def columns_of(spec: Spec) -> Sequence[Mapping[str, Any]]:
-    """Return the spec's columns in declared order."""
-    return spec["columns"]
-
-
-def parent_field(spec: Spec) -> str | None:
-    """Return the column holding the parent's id, if the resource is nested."""
-    return spec["parent"]["field"] if spec["parent"] else None
 
 
 # The specs of the built-in ticket and message as released with `resource_schema`
