@@ -18,7 +18,11 @@ from .sql import check_expression, literal, quote_name
 
 
 def search_key(spec: Spec) -> str:
-    """Return the column the search index keys rows by: the INTEGER PRIMARY KEY, else the implicit rowid."""
+    """Return the column the search index keys rows by: the INTEGER PRIMARY KEY, else the implicit rowid.
+
+    The implicit rowid survives updates and the rebuild below (copied), but SQLite
+    says a VACUUM may renumber it: the store never runs one (docs/schema.md).
+    """
     return "id" if _int_key(spec) else "rowid"
 
 
