@@ -666,6 +666,11 @@ def test_a_field_added_to_ticket_is_an_add_column_migration(io_loop, fresh_url):
     assert lost == set()
     assert "ticket_estimate" in names(fresh_url, "index")
     assert recorded(fresh_url, "ticket") == (2, derive(ticket_v2))
+    if fresh_url.startswith("sqlite:"):
+        # ALTER TABLE ADD COLUMN, not a rebuild: the hand-written CREATE is still there, with the column added
+        ((create,),) = sql(fresh_url, "SELECT sql FROM sqlite_master WHERE name = 'ticket'")
+        assert "id INTEGER PRIMARY KEY CHECK (id > 0)" in create
+        assert create.endswith(', "estimate" INTEGER NOT NULL DEFAULT 0 CHECK ("estimate" BETWEEN 0 AND 1000))')
     assert recorded(fresh_url, "message")[0] == 1
 
 
