@@ -6,7 +6,9 @@ fixtures available (pytest-tornado provides `io_loop`, `http_client`, `base_url`
 - `settings`: a `Settings` loaded from a temporary config.ini (API key, secret,
   username and password below; the SQLite store in the test's tmp_path). Override
   `config_values` to change keys, or `settings` itself.
-- `store`: that store, opened; `clock`: a settable clock (`clock.advance(60)`).
+- `store`: that store, opened, with the tables of the stored resources in
+  `resources` derived from their declarations; `clock`: a settable clock
+  (`clock.advance(60)`).
 - `resources`: the resources to mount (None: the configured built-ins). Override it
   to mount your own `Resource` classes.
 - `app`: the Tornado application; `client` / `jwt_client`: HTTP clients
@@ -209,13 +211,15 @@ class _PostgresDatabase:
     # Every table but schema_version emptied and every sequence (ids) restarted, in one
     # round trip. DELETE, not TRUNCATE: a test leaves a few rows, and DELETE of a few
     # rows is ten times faster than TRUNCATE's new files for every table and index.
-    # row_total is kept: the triggers bring it back to zero as the rows go.
+    # row_total is kept: the triggers bring it back to zero as the rows go; and
+    # resource_schema: it describes the tables, which stay.
     RESET = """
     DO $$
     DECLARE r record;
     BEGIN
         FOR r IN SELECT tablename FROM pg_tables
-                  WHERE schemaname = current_schema() AND tablename NOT IN ('schema_version', 'row_total') LOOP
+                  WHERE schemaname = current_schema()
+                    AND tablename NOT IN ('schema_version', 'row_total', 'resource_schema') LOOP
             EXECUTE 'DELETE FROM ' || quote_ident(r.tablename);
         END LOOP;
         FOR r IN SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema() LOOP

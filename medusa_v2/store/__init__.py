@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .base import AlreadyExists, IdempotentResponse, NotFound, Store, StoreError, StoreUnavailable
+from .schema import SchemaError
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -30,7 +31,11 @@ def store_from_url(url: str) -> Store:
 
 
 async def open_store(url: str, declarations: Sequence[Any] = ()) -> Store:
-    """Return an opened store (schema created or migrated, `declarations`' too) for a `[Database] url`."""
+    """Return an opened store (schema created or migrated) for a `[Database] url`.
+
+    `declarations`: the stored resources whose tables the store derives and migrates
+    (see `Store.open`); the built-in ticket and message need none.
+    """
     store = store_from_url(url)
     await store.open(declarations)
     return store
@@ -40,6 +45,7 @@ __all__ = [
     "AlreadyExists",
     "IdempotentResponse",
     "NotFound",
+    "SchemaError",
     "Store",
     "StoreError",
     "StoreUnavailable",

@@ -27,7 +27,7 @@ class NotFound(StoreError):
     `resource` and `id` name what was missing (for a nested row, possibly its parent).
     """
 
-    def __init__(self, resource: str = "", id: int | None = None) -> None:
+    def __init__(self, resource: str = "", id: Any = None) -> None:
         super().__init__(f"{resource} {id} not found" if resource else "not found")
         self.resource = resource
         self.id = id
@@ -36,7 +36,7 @@ class NotFound(StoreError):
 class AlreadyExists(StoreError):
     """A create chose an id that is taken."""
 
-    def __init__(self, resource: str = "", id: int | None = None) -> None:
+    def __init__(self, resource: str = "", id: Any = None) -> None:
         super().__init__(f"{resource} {id} already exists" if resource else "already exists")
         self.resource = resource
         self.id = id
@@ -60,7 +60,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def open(self, declarations: Sequence[Any] = ()) -> None:
-        """Connect and bring the schema up to date (forward migrations), for `declarations` too."""
+        """Connect and bring the schema up to date (forward migrations).
+
+        Then each of `declarations` (`medusa_v2.declaration.Declaration`; their
+        parents come first, added if missing) gets its table, constraints, indexes,
+        search index and cascade, derived from it (`store/schema.py`), or is migrated
+        to its current form, in the migration's transaction. A declaration that
+        cannot be honoured (a field removed, a required field added to rows that
+        have no value for it) raises `schema.SchemaError` naming resource and field.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -255,8 +263,8 @@ class RowPage:
         return f"RowPage(rows={self.rows!r}, count={self.count!r})"
 
 
-Parent = tuple[Any, int]
-"""(parent declaration, parent id) for a nested resource's rows."""
+Parent = tuple[Any, Any]
+"""(parent declaration, parent id: an int, or a str for a resource with string ids) for a nested resource's rows."""
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

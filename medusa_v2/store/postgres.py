@@ -45,6 +45,7 @@ import psycopg.errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from . import ddl_postgres, schema
 from .base import (
     AlreadyExists,
     Check,
@@ -59,6 +60,10 @@ from .base import (
     next_timestamp,
     timestamp,
 )
+from .sql import COUNTER_LIMIT as COUNTER_LIMIT  # re-exported: the import's sequence bound
+from .sql import highest_below_limit as _highest_below_limit
+from .sql import quote_name as _name
+from .sql import refuse_repeats as _refuse_repeats
 
 log = logging.getLogger("medusa_v2.store.postgres")
 
@@ -76,7 +81,6 @@ POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
 
 TOTAL_SHARDS = 16  # rows per table in row_total (migration 3 writes the number out)
-COUNTER_LIMIT = 2**62  # an import moves an id sequence past its highest id below this
 _TOTALS = frozenset({"ticket"})  # tables whose row total the triggers keep (migration 3)
 DEEP_OFFSET = 1000  # from this offset on, a page's ids are found first (page_sql)
 ANALYZE_AFTER = 10_000  # an import of at least this many rows refreshes the planner's statistics
@@ -208,7 +212,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX ticket_priority_updated_at ON ticket (priority DESC, updated_at, id);
     CREATE INDEX ticket_state_priority_updated_at ON ticket (state, priority DESC, updated_at, id);
     """,
+    # 4 -> 5: resources' schemas derived from their declarations (schema.py): each
+    # one's spec and version (SQLite's migration 6). Ticket's and message's are
+    # recorded as they were released (schema.BUILTIN_V1, in this migration's
+    # transaction: _migrate).
+    """
+    CREATE TABLE resource_schema (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        version INTEGER NOT NULL,
+        spec TEXT NOT NULL
+    );
+    """,
 ]
+RESOURCE_SCHEMA_MIGRATION = 5  # the migration creating resource_schema and recording the built-ins
 
 # Errors that mean "the database cannot serve this now; retry": a lost or refused
 # connection, a pool with no free connection in time (PoolTimeout is an
@@ -283,6 +299,7 @@ class PostgresStore(Store):
 
     async def open(self, declarations: Sequence[Any] = ()) -> None:
         """Migrate on one direct connection (clear errors at start), then open the pool."""
+        specs = [schema.derive(decl) for decl in schema.ordered(declarations)]  # a bad one fails before connecting
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
@@ -290,7 +307,7 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
         try:
-            await self._migrate(conn)
+            await self._migrate(conn, specs)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL migration failed: {_first_line(exc)}") from exc
         finally:
@@ -312,8 +329,8 @@ class PostgresStore(Store):
         self._pool = pool
         self._listening = asyncio.get_running_loop().create_task(self._listen_for_revocations())
 
-    async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Apply pending migrations in one transaction, under an advisory lock.
+    async def _migrate(self, conn: psycopg.AsyncConnection[Any], specs: Sequence[schema.Spec] = ()) -> None:
+        """Apply pending migrations, then create or migrate each derived spec: one transaction, under an advisory lock.
 
         The lock makes concurrent first starts (several hosts, several workers) wait
         for each other instead of racing to create the same tables.
@@ -335,6 +352,46 @@ class PostgresStore(Store):
                     await conn.execute(statement)
             if version < len(MIGRATIONS):
                 await conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
+            if version < RESOURCE_SCHEMA_MIGRATION <= len(MIGRATIONS):
+                for name, spec in schema.BUILTIN_V1.items():
+                    await conn.execute(
+                        "INSERT INTO resource_schema (name, version, spec) VALUES (%s, 1, %s)", (name, json.dumps(spec))
+                    )
+            for spec in specs:
+                await self._derive(conn, spec)
+
+    @staticmethod
+    async def _derive(conn: psycopg.AsyncConnection[Any], spec: schema.Spec) -> None:
+        """Create or migrate one resource's tables to `spec` and record it (inside _migrate's transaction)."""
+        name = spec["name"]
+        found = await (await conn.execute("SELECT spec FROM resource_schema WHERE name = %s", (name,))).fetchone()
+        old = json.loads(found[0]) if found is not None else None
+        plan = schema.plan(old, spec)
+        if not plan.changed:
+            return
+        if old is None:
+            statements = ddl_postgres.create_statements(spec)
+        else:
+            required = plan.required()
+            if required and await (await conn.execute(f"SELECT 1 FROM {_name(name)} LIMIT 1")).fetchone():
+                raise schema.SchemaError(
+                    f"resource {name}: field {', '.join(required)} was added as required without a default,"
+                    " and existing rows have no value for it: give it a default (or make it nullable)"
+                )
+            statements = ddl_postgres.migrate_statements(old, spec, plan)
+        try:
+            async with conn.transaction():  # a savepoint: the error below names the resource
+                for statement in statements:
+                    await conn.execute(statement)
+        except (psycopg.errors.IntegrityError, psycopg.errors.ProgrammingError, psycopg.errors.DataError) as exc:
+            raise schema.SchemaError(
+                f"resource {name}: its schema could not be created or migrated: {_first_line(exc)}"
+            ) from exc
+        await conn.execute(
+            "INSERT INTO resource_schema (name, version, spec) VALUES (%s, 1, %s)"
+            " ON CONFLICT (name) DO UPDATE SET version = resource_schema.version + 1, spec = excluded.spec",
+            (name, json.dumps(spec)),
+        )
 
     async def close(self) -> None:
         """Close the pool (idempotent)."""
@@ -527,6 +584,7 @@ class PostgresStore(Store):
         table = _name(decl.name)
         where, params = _where(decl, query, parent)
         order = _order_by(decl, query.sort)
+        deep_ok = schema.unique_id(decl)  # a deep page finds its rows by id alone
         # The count and the page come from one statement: one snapshot, one round trip.
         # An empty page (past the end) still yields the count, with NULL row columns.
         if not where and decl.name in _TOTALS:
@@ -535,7 +593,7 @@ class PostgresStore(Store):
         else:
             count_sql, count_params = f"SELECT COUNT(*) FROM {table}{where}", params
         sql = (
-            f"WITH page AS ({page_sql(table, where, order, bool(query.q), query.offset >= DEEP_OFFSET)})"
+            f"WITH page AS ({page_sql(table, where, order, bool(query.q), query.offset >= DEEP_OFFSET and deep_ok)})"
             f" SELECT ({count_sql})::BIGINT AS medusa_count, page.*"
             " FROM (SELECT 1) AS one LEFT JOIN page ON TRUE"
         )
@@ -664,7 +722,11 @@ class PostgresStore(Store):
             row[decl.parent_field] = parent[1]
         columns = ", ".join(["id", *(_name(c) for c in row)])
         marks = ", ".join(["%s"] * (len(row) + 1))
-        insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING RETURNING *"
+        # A string id is unique under its parent only: the key is (parent field, id).
+        key = "id" if schema.unique_id(decl) else f"{_name(decl.parent_field)}, id"
+        insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING RETURNING *"
+        if chosen is None and decl.id_field.type is not int:
+            raise ValueError(f"resource {decl.name}: a string id is chosen on create, none was given")
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
             async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -712,8 +774,9 @@ class PostgresStore(Store):
                 row = dict(values)
                 row["updated_at"] = next_timestamp(now, current["updated_at"])
                 assignments = ", ".join(f"{_name(c)} = %s" for c in row)
+                where, key = _row_key(decl, id, parent)
                 await cur.execute(
-                    f"UPDATE {_name(decl.name)} SET {assignments} WHERE id = %s RETURNING *", [*row.values(), id]
+                    f"UPDATE {_name(decl.name)} SET {assignments}{where} RETURNING *", [*row.values(), *key]
                 )
                 return dict(await cur.fetchone())  # type: ignore[arg-type]
 
@@ -727,7 +790,8 @@ class PostgresStore(Store):
                 current = await self._get(cur, decl, id, parent, " FOR UPDATE")
                 if check is not None:
                     check(current)
-                await cur.execute(f"DELETE FROM {_name(decl.name)} WHERE id = %s", (id,))
+                where, key = _row_key(decl, id, parent)
+                await cur.execute(f"DELETE FROM {_name(decl.name)}{where}", key)
 
         await self._run(work)
 
@@ -942,11 +1006,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _name(identifier: str) -> str:
-    """Quote a table or column name (names come from declarations, never from clients)."""
-    if not identifier.replace("_", "").isalnum() or not identifier.isascii():
-        raise ValueError(f"not a plain SQL identifier: {identifier!r}")
-    return f'"{identifier}"'
+def _row_key(decl: Any, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
+    """Return ` WHERE ...` and its parameters addressing one row (a string id is unique under its parent only)."""
+    if schema.unique_id(decl) or parent is None:
+        return " WHERE id = %s", (id,)
+    return f" WHERE id = %s AND {_name(decl.parent_field)} = %s", (id, parent[1])
 
 
 def _sequence(table: str) -> str:
@@ -971,11 +1035,6 @@ async def _skip_taken(cur: psycopg.AsyncCursor[Any], table: str, sequence: str, 
         await cur.execute(
             f"SELECT MAX(v) FROM (SELECT nextval('{sequence}') AS v FROM generate_series(1, %s)) s", (last - taken,)
         )
-
-
-def _highest_below_limit(ids: Sequence[int]) -> int:
-    """Return the highest of `ids` below COUNTER_LIMIT (0 if none)."""
-    return max((i for i in ids if i < COUNTER_LIMIT), default=0)
 
 
 async def _advance_sequence(cur: psycopg.AsyncCursor[Any], sequence: str, taken: int) -> None:
@@ -1019,16 +1078,6 @@ async def _copy(cur: psycopg.AsyncCursor[Any], sql: str, rows: Sequence[Sequence
     async with cur.copy(sql) as copy:
         for row in rows:
             await copy.write_row(row)
-
-
-def _refuse_repeats(resource: str, ids: Sequence[int]) -> None:
-    """Raise AlreadyExists for the first id given twice in one batch."""
-    if len(set(ids)) != len(ids):
-        seen: set[int] = set()
-        for i in ids:
-            if i in seen:
-                raise AlreadyExists(resource, i)
-            seen.add(i)
 
 
 async def _existing(cur: psycopg.AsyncCursor[Any], table: str, ids: Sequence[int]) -> set[int]:

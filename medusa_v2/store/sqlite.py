@@ -23,6 +23,7 @@ from operator import itemgetter
 from typing import Any
 
 from ..declaration import INT64_MAX
+from . import ddl_sqlite, schema
 from .base import (
     IMPORT_LOOKAHEAD,
     AlreadyExists,
@@ -38,6 +39,10 @@ from .base import (
     next_timestamp,
     timestamp,
 )
+from .sql import COUNTER_LIMIT as COUNTER_LIMIT  # re-exported: the import's counter bound
+from .sql import highest_below_limit as _highest_below_limit
+from .sql import quote_name as _name
+from .sql import refuse_repeats as _refuse_repeats
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -204,7 +209,18 @@ MIGRATIONS: list[str] = [
             ON CONFLICT (name, value) DO UPDATE SET total = total + 1;
     END;
     """,
+    # 6: resources' schemas derived from their declarations (schema.py): each one's
+    # spec and version. Ticket's and message's are recorded as they were released
+    # (schema.BUILTIN_V1, in this migration's transaction: _migrate).
+    """
+    CREATE TABLE resource_schema (
+        name TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        spec TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
+RESOURCE_SCHEMA_MIGRATION = 6  # the migration creating resource_schema and recording the built-ins
 
 
 def path_from_url(url: str) -> str:
@@ -271,7 +287,8 @@ class SQLiteStore(Store):
         return self._db
 
     async def open(self, declarations: Sequence[Any] = ()) -> None:
-        """Open the file (WAL, busy timeout) and apply pending migrations."""
+        """Open the file (WAL, busy timeout), apply pending migrations, create or migrate `declarations`."""
+        specs = [schema.derive(decl) for decl in schema.ordered(declarations)]  # a bad one fails before the file opens
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -294,9 +311,28 @@ class SQLiteStore(Store):
         # matched with this fold, close to the index's own case folding (Unicode).
         db.create_function("medusa_fold", 1, _fold, deterministic=True)
         self._db = db
-        self._migrate()
+        try:
+            self._migrate(specs)
+        except BaseException:
+            self._db = None
+            db.close()
+            raise
 
-    def _migrate(self) -> None:
+    def _migrate(self, specs: Sequence[schema.Spec] = ()) -> None:
+        """Apply the built-in migrations, then create or migrate each derived spec: one transaction.
+
+        Foreign keys are off meanwhile (a no-op inside a transaction, so set around
+        it): rebuilding a table (ddl_sqlite) drops the old one, which must not cascade
+        into its children. A rebuild is followed by `PRAGMA foreign_key_check`.
+        """
+        db = self.db
+        db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            self._migrate_locked(specs)
+        finally:
+            db.execute("PRAGMA foreign_keys = ON")
+
+    def _migrate_locked(self, specs: Sequence[schema.Spec]) -> None:
         with self.transaction() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT version FROM schema_version").fetchone()
@@ -312,14 +348,53 @@ class SQLiteStore(Store):
                 for statement in split_statements(script):
                     db.execute(statement)
             db.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+            if version < RESOURCE_SCHEMA_MIGRATION <= len(MIGRATIONS):
+                db.executemany(
+                    "INSERT INTO resource_schema (name, version, spec) VALUES (?, 1, ?)",
+                    [(name, json.dumps(spec)) for name, spec in schema.BUILTIN_V1.items()],
+                )
+            rebuilt = False
+            for spec in specs:
+                rebuilt = self._derive(db, spec) or rebuilt
+            if rebuilt:
+                broken = db.execute("PRAGMA foreign_key_check").fetchone()
+                if broken is not None:
+                    raise schema.SchemaError(f"after the migration, a row of {broken[0]} has no {broken[2]} row")
             # FTS5 merges its segments as rows come: at its default (4 segments per
             # level) every insert transaction pays for merging; 16 writes several
             # times less, for a few more segments to read per search. Set here, not
             # in a migration: an import resets the value when it ends.
-            for search in ("ticket_search", "message_search"):
+            searched = {"ticket", "message", *(spec["name"] for spec in specs if spec["search"])}
+            for search in sorted(name + "_search" for name in searched):
                 found = db.execute(f"SELECT v FROM {search}_config WHERE k = 'automerge'").fetchone()
                 if found is None or found[0] != SEARCH_AUTOMERGE:
                     db.execute(f"INSERT INTO {search} ({search}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,))
+
+    @staticmethod
+    def _derive(db: sqlite3.Connection, spec: schema.Spec) -> bool:
+        """Create or migrate one resource's tables to `spec`, recording it; return whether one was rebuilt."""
+        name = spec["name"]
+        found = db.execute("SELECT version, spec FROM resource_schema WHERE name = ?", (name,)).fetchone()
+        old = json.loads(found[1]) if found is not None else None
+        plan = schema.plan(old, spec)
+        if not plan.changed:
+            return False
+        rebuilt = False
+        try:
+            if old is None:
+                ddl_sqlite.create(db, spec)
+            else:
+                rebuilt = ddl_sqlite.migrate(db, old, spec, plan)
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                raise
+            raise schema.SchemaError(f"resource {name}: its schema could not be created or migrated: {exc}") from exc
+        db.execute(
+            "INSERT INTO resource_schema (name, version, spec) VALUES (?, 1, ?)"
+            " ON CONFLICT (name) DO UPDATE SET version = version + 1, spec = excluded.spec",
+            (name, json.dumps(spec)),
+        )
+        return rebuilt
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -443,7 +518,7 @@ class SQLiteStore(Store):
                 columns: list[str] = []
                 tuples: list[Any] = []
                 if query.offset < count:
-                    if query.offset >= _DEEP_OFFSET:
+                    if query.offset >= _DEEP_OFFSET and schema.unique_id(decl):
                         # Skip rows on the ids alone (an index, or the narrow rowid
                         # order), then read only the page's rows in full.
                         sql = (
@@ -588,15 +663,25 @@ class SQLiteStore(Store):
             if check_parent is not None:
                 check_parent(parent_row)
             row[decl.parent_field] = parent_id
+        unique = schema.unique_id(decl)
         if row.get("id") is not None:
-            if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row["id"],)).fetchone():
+            if unique:
+                taken = db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row["id"],)).fetchone()
+            else:  # a string id is unique under its parent only
+                taken = db.execute(
+                    f"SELECT 1 FROM {table} WHERE id = ? AND {_name(decl.parent_field)} = ?",
+                    (row["id"], row.get(decl.parent_field)),
+                ).fetchone()
+            if taken:
                 raise AlreadyExists(decl.name, row["id"])
-        else:
+        elif decl.id_field.type is int:
             row["id"] = _assign_id(db, decl.name, table)
+        else:
+            raise ValueError(f"resource {decl.name}: a string id is chosen on create, none was given")
         columns = ", ".join(_name(c) for c in row)
         marks = ", ".join("?" for _ in row)
         db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
-        return self._get(db, decl, row["id"], None)
+        return self._get(db, decl, row["id"], None if unique else parent)
 
     def _insert_together(
         self, db: sqlite3.Connection, decl: Any, rows: Sequence[dict[str, Any]]
@@ -651,8 +736,9 @@ class SQLiteStore(Store):
             row = dict(values)
             row["updated_at"] = next_timestamp(now, current["updated_at"])
             assignments = ", ".join(f"{_name(c)} = ?" for c in row)
-            db.execute(f"UPDATE {_name(decl.name)} SET {assignments} WHERE id = ?", [*row.values(), id])
-            return self._get(db, decl, id, None)
+            where, key = _row_key(decl, id, parent)
+            db.execute(f"UPDATE {_name(decl.name)} SET {assignments}{where}", [*row.values(), *key])
+            return self._get(db, decl, id, None if schema.unique_id(decl) else parent)
 
     async def delete_row(self, decl: Any, id: int, check: Check | None = None, parent: Parent | None = None) -> None:
         """Check the current row, then delete it (children go by ON DELETE CASCADE)."""
@@ -660,7 +746,8 @@ class SQLiteStore(Store):
             current = self._get(db, decl, id, parent)
             if check is not None:
                 check(current)
-            db.execute(f"DELETE FROM {_name(decl.name)} WHERE id = ?", (id,))
+            where, key = _row_key(decl, id, parent)
+            db.execute(f"DELETE FROM {_name(decl.name)}{where}", key)
 
     # -- bulk transfer (export / import) --
 
@@ -926,14 +1013,14 @@ def _together(jobs: Sequence[Any]) -> tuple[list[list[Any]], list[Any]]:
     """Split queued inserts into groups insertable in one statement, and the rest.
 
     A group: two or more rows of one resource with the same columns, no parent and
-    no chosen id (each takes the next assigned id). The rest go one by one (a
+    no chosen id (each takes the next assigned int id). The rest go one by one (a
     parent to check, a chosen id to refuse when taken, a row alone).
     """
     groups: dict[tuple[int, tuple[str, ...]], list[Any]] = {}
     rest: list[Any] = []
     for job in jobs:
         _, decl, row, parent, _ = job
-        if parent is not None or row.get("id") is not None:
+        if parent is not None or row.get("id") is not None or decl.id_field.type is not int:
             rest.append(job)
             continue
         row.pop("id", None)
@@ -980,9 +1067,6 @@ def _move_next_id(db: sqlite3.Connection, name: str, next_id: int) -> None:
     )
 
 
-# An import moves an id counter past its highest id below this; a huge chosen id
-# (up to 2^63 - 1) leaves the counter alone, so it is never exhausted by one row.
-COUNTER_LIMIT = 2**62
 SEARCH_AUTOMERGE = 16  # FTS5 automerge of the search indexes (see SQLiteStore._migrate)
 _TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row_total (migration 4)
 # Columns whose rows per value triggers keep in value_total, named `table.column` (migration 5).
@@ -1023,13 +1107,6 @@ def _get_sql(decl: Any, nested: bool, ranged: bool = False) -> tuple[tuple[str, 
 
 def _fold(text: str | None) -> str | None:
     return None if text is None else text.lower()
-
-
-def _name(identifier: str) -> str:
-    """Quote a table or column name (names come from declarations, never from clients)."""
-    if not identifier.replace("_", "").isalnum() or not identifier.isascii():
-        raise ValueError(f"not a plain SQL identifier: {identifier!r}")
-    return f'"{identifier}"'
 
 
 def _tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
@@ -1561,11 +1638,6 @@ class _Failed:
         self.error = error
 
 
-def _highest_below_limit(ids: Sequence[int]) -> int:
-    """Return the highest of `ids` below COUNTER_LIMIT (0 if none)."""
-    return max((i for i in ids if i < COUNTER_LIMIT), default=0)
-
-
 def _all_empty(db: sqlite3.Connection, tables: Sequence[str]) -> bool:
     return all(db.execute(f"SELECT 1 FROM {_name(t)} LIMIT 1").fetchone() is None for t in tables)
 
@@ -1608,16 +1680,6 @@ def _restore(db: sqlite3.Connection, statements: Sequence[str], decls: Sequence[
             )
 
 
-def _refuse_repeats(resource: str, ids: Sequence[int]) -> None:
-    """Raise AlreadyExists for the first id given twice in one batch."""
-    if len(set(ids)) != len(ids):
-        seen: set[int] = set()
-        for i in ids:
-            if i in seen:
-                raise AlreadyExists(resource, i)
-            seen.add(i)
-
-
 def _existing(db: sqlite3.Connection, table: str, ids: Sequence[int]) -> set[int]:
     """Return which of `ids` are rows of `table` (looked up by primary key, in chunks)."""
     found: set[int] = set()
@@ -1642,7 +1704,9 @@ def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]
         search = _name(decl.name + "_search")
         if len(query.q) >= 3 and parent is None:
             # A double-quoted FTS5 string is one phrase: operators and quotes in q are literal.
-            terms.append(f"id IN (SELECT rowid FROM {search} WHERE {search} MATCH ?)")
+            # The index keys rows by id, or by the implicit rowid of a table with string ids.
+            key = "id" if decl.id_field.type is int else "rowid"
+            terms.append(f"{key} IN (SELECT rowid FROM {search} WHERE {search} MATCH ?)")
             params.append('"' + query.q.replace('"', '""') + '"')
         else:
             # Trigrams cannot find 1-2 characters; and under one parent, its few rows
@@ -1652,6 +1716,13 @@ def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]
             terms.append("(" + " OR ".join(f"instr(medusa_fold({_name(f)}), ?) > 0" for f in fields) + ")")
             params.extend([_fold(query.q)] * len(fields))
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
+
+
+def _row_key(decl: Any, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
+    """Return ` WHERE ...` and its parameters addressing one row (a string id is unique under its parent only)."""
+    if schema.unique_id(decl) or parent is None:
+        return " WHERE id = ?", (id,)
+    return f" WHERE id = ? AND {_name(decl.parent_field)} = ?", (id, parent[1])
 
 
 def _counted_filter(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]] | None:

@@ -1,0 +1,179 @@
+"""SQLite rendering of derived schemas (schema.py): create a resource's tables, or migrate them.
+
+Everything runs on the caller's connection inside its open transaction (the store's
+migration, BEGIN IMMEDIATE), with foreign keys off: a table whose constraints change
+is rebuilt by SQLite's documented procedure (https://sqlite.org/lang_altertable.html,
+"Making Other Kinds Of Table Schema Changes"), which needs them off so that dropping
+the old table does not cascade into its children.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from .schema import Plan, SchemaError, Spec
+from .sql import check_expression, literal, quote_name
+
+
+def search_key(spec: Spec) -> str:
+    """Return the column the search index keys rows by: the INTEGER PRIMARY KEY, else the implicit rowid.
+
+    The implicit rowid survives updates and the rebuild below (copied), but SQLite
+    says a VACUUM may renumber it: the store never runs one (docs/schema.md).
+    """
+    return "id" if _int_key(spec) else "rowid"
+
+
+def _int_key(spec: Spec) -> bool:
+    return spec["key"] == ["id"] and spec["columns"][_at(spec, "id")]["type"] == "int"
+
+
+def _at(spec: Spec, name: str) -> int:
+    return next(i for i, c in enumerate(spec["columns"]) if c["name"] == name)
+
+
+def create(db: sqlite3.Connection, spec: Spec) -> None:
+    """Create a resource's table, indexes, search index and id counter."""
+    db.execute(table_sql(spec, spec["name"]))
+    for name in spec["indexes"]:
+        db.execute(_index_sql(spec, name))
+    for statement in _search_sql(spec):
+        db.execute(statement)
+    if _int_key(spec):
+        db.execute(
+            "INSERT INTO id_counter (name, next_id) VALUES (?, 1) ON CONFLICT (name) DO NOTHING", (spec["name"],)
+        )
+
+
+def migrate(db: sqlite3.Connection, old: Spec, new: Spec, plan: Plan) -> bool:
+    """Apply a plan; return whether the table was rebuilt (the caller then checks foreign keys)."""
+    table = quote_name(new["name"])
+    required = plan.required()
+    if required and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+        raise SchemaError(
+            f"resource {new['name']}: field {', '.join(required)} was added as required without a default,"
+            " and existing rows have no value for it: give it a default (or make it nullable)"
+        )
+    # SQLite cannot change a column's CHECK, DEFAULT or NOT NULL, nor add a NOT NULL
+    # column without a default (even to an empty table): the table is rebuilt.
+    rebuild = bool(plan.alter or required)
+    if rebuild:
+        _rebuild(db, old, new)
+    else:
+        for column in plan.add:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {_column_sql(new, column)}")
+    for name in plan.drop_indexes:
+        db.execute(f"DROP INDEX IF EXISTS {quote_name(name)}")
+    for name in plan.create_indexes:
+        db.execute(_index_sql(new, name))
+    if plan.search:
+        for statement in _drop_search_sql(old):
+            db.execute(statement)
+        for statement in _search_sql(new):
+            db.execute(statement)
+        if new["search"]:
+            _rebuild_search(db, new)
+    elif rebuild and new["search"]:
+        _rebuild_search(db, new)
+    return rebuild
+
+
+def table_sql(spec: Spec, table: str) -> str:
+    """Return the CREATE TABLE statement of a spec, named `table`."""
+    lines = [_column_sql(spec, column) for column in spec["columns"]]
+    if len(spec["key"]) > 1:
+        lines.append(f"PRIMARY KEY ({', '.join(quote_name(k) for k in spec['key'])})")
+    return f"CREATE TABLE {quote_name(table)} (\n    " + ",\n    ".join(lines) + "\n)"
+
+
+def _column_sql(spec: Spec, column: Mapping[str, Any]) -> str:
+    name = column["name"]
+    parts = [quote_name(name), "INTEGER" if column["type"] == "int" else "TEXT"]
+    if spec["key"] == ["id"] and name == "id":
+        # TEXT keys need NOT NULL said: only INTEGER PRIMARY KEY implies it in SQLite.
+        parts.append("PRIMARY KEY" if column["type"] == "int" else "NOT NULL PRIMARY KEY")
+    elif not column["null"]:
+        parts.append("NOT NULL")
+    if column.get("default") is not None:
+        parts.append(f"DEFAULT {literal(column['default'])}")
+    check = check_expression(column)
+    if check is not None:
+        parts.append(f"CHECK ({check})")
+    parent = spec["parent"]
+    if parent is not None and name == parent["field"]:
+        parts.append(f"REFERENCES {quote_name(parent['table'])} (id) ON DELETE CASCADE")
+    return " ".join(parts)
+
+
+def _index_sql(spec: Spec, name: str) -> str:
+    columns = ", ".join(quote_name(c) for c in spec["indexes"][name])
+    return f"CREATE INDEX IF NOT EXISTS {quote_name(name)} ON {quote_name(spec['name'])} ({columns})"
+
+
+def _search_sql(spec: Spec) -> list[str]:
+    """Return the FTS5 external-content trigram table and its triggers, as ticket's (migration 2)."""
+    fields = spec["search"]
+    if not fields:
+        return []
+    table, key = spec["name"], search_key(spec)
+    search = quote_name(table + "_search")
+    columns = ", ".join(quote_name(f) for f in fields)
+    new = ", ".join(f"new.{quote_name(f)}" for f in fields)
+    old = ", ".join(f"old.{quote_name(f)}" for f in fields)
+    delete = f"INSERT INTO {search} ({search}, rowid, {columns}) VALUES ('delete', old.{key}, {old});"
+    insert = f"INSERT INTO {search} (rowid, {columns}) VALUES (new.{key}, {new});"
+    on = quote_name(table)
+    return [
+        f"CREATE VIRTUAL TABLE {search} USING fts5 ({columns}, content={literal(table)},"
+        f" content_rowid={literal(key)}, tokenize='trigram')",
+        f"CREATE TRIGGER {quote_name(table + '_search_insert')} AFTER INSERT ON {on} BEGIN {insert} END",
+        # Also fires for the rows ON DELETE CASCADE removes with their parent.
+        f"CREATE TRIGGER {quote_name(table + '_search_delete')} AFTER DELETE ON {on} BEGIN {delete} END",
+        f"CREATE TRIGGER {quote_name(table + '_search_update')} AFTER UPDATE OF {columns} ON {on}"
+        f" BEGIN {delete} {insert} END",
+    ]
+
+
+def _drop_search_sql(spec: Spec) -> list[str]:
+    table = spec["name"]
+    triggers = [f"{table}_search_{event}" for event in ("insert", "delete", "update")]
+    return [
+        *(f"DROP TRIGGER IF EXISTS {quote_name(t)}" for t in triggers),
+        f"DROP TABLE IF EXISTS {quote_name(table + '_search')}",
+    ]
+
+
+def _rebuild_search(db: sqlite3.Connection, spec: Spec) -> None:
+    search = quote_name(spec["name"] + "_search")
+    db.execute(f"INSERT INTO {search} ({search}) VALUES ('rebuild')")
+
+
+def _rebuild(db: sqlite3.Connection, old: Spec, new: Spec) -> None:
+    """Rebuild a table with the new spec's constraints (the documented 12 steps, in the caller's transaction).
+
+    Its own indexes and triggers (derived or hand-written: a built-in's totals) are
+    read first and recreated after; children's REFERENCES name the table, so they
+    hold again once the new table has its name. Rows keep their rowid: a TEXT-keyed
+    table's search index is keyed by it.
+    """
+    name = new["name"]
+    table, scratch = quote_name(name), quote_name(f"medusa_new_{name}")
+    kept = db.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index', 'trigger') AND sql IS NOT NULL",
+        (name,),
+    ).fetchall()
+    db.execute(table_sql(new, f"medusa_new_{name}"))
+    columns = ", ".join(quote_name(c["name"]) for c in old["columns"])  # added columns take their defaults
+    rowid = "" if _int_key(new) else "rowid, "
+    try:
+        db.execute(f"INSERT INTO {scratch} ({rowid}{columns}) SELECT {rowid}{columns} FROM {table}")
+    except sqlite3.IntegrityError as exc:
+        raise SchemaError(
+            f"resource {name}: stored rows do not fit its new declaration ({exc}): change them, or the bounds"
+        ) from None
+    db.execute(f"DROP TABLE {table}")
+    db.execute(f"ALTER TABLE {scratch} RENAME TO {table}")
+    for (sql,) in kept:
+        db.execute(sql)
