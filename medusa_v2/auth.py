@@ -107,6 +107,18 @@ class Authenticator:
         self._basic_ok: set[bytes] = set()
         self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
+    def credentials_stamp(self) -> str:
+        """Return a digest of the username and stored password: the `pwd` claim of our tokens.
+
+        Keyed with the encryption secret, so it reveals nothing of the password. A
+        token whose stamp is not the current one was issued before the password (or
+        username) changed, and is refused, in every process and after restarts.
+        """
+        settings = self.settings
+        text = f"{settings.web_username}\0{settings.web_password}".encode("utf-8", "surrogatepass")
+        digest = hmac.new(settings.encryption_secret.encode("utf-8", "surrogatepass"), text, hashlib.sha256)
+        return base64.urlsafe_b64encode(digest.digest()[:12]).decode("ascii")
+
     def use(self, settings: Settings) -> None:
         """Check with `settings` from now on; forget cached credentials when they changed."""
         old, self.settings = self.settings, settings
@@ -197,6 +209,7 @@ class Authenticator:
             "exp": now + seconds,
             "jti": secrets.token_urlsafe(16),
             "username": username,
+            "pwd": self.credentials_stamp(),
         }
         if self.settings.token_api_key:
             claims["apiKey"] = self.settings.api_key
@@ -234,6 +247,9 @@ class Authenticator:
         # pyjwt checks exp against the wall clock; ours may be injected (tests, replays).
         if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("jti"), str):
             raise unauthorized(INVALID_TOKEN, INVALID_TOKEN)
+        # Our tokens carry the credentials' stamp; a host's (Medusa's) do not, and are its own concern.
+        if "pwd" in claims and not _same(str(claims["pwd"]), self.credentials_stamp()):
+            raise unauthorized(INVALID_TOKEN, "The token was issued before the credentials changed.")
         if claims["exp"] <= now:
             raise unauthorized(EXPIRED, EXPIRED)
         return claims

@@ -131,7 +131,52 @@ def _set_password(path: str, username: str | None, from_stdin: bool) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     print(f"medusa-v2: password hash written to {path}", file=sys.stderr)
+    print(f"medusa-v2: {_running_daemon_took(path)}", file=sys.stderr)
     return 0
+
+
+def _running_daemon_took(path: str, wait: float = 3.0) -> str:
+    """Say whether a daemon serving `path` applies the new credentials (it re-reads the file each second).
+
+    Asks it with a short-lived token bound to the new credentials: a daemon accepts
+    one only once it runs with them. Nothing else is sent, and no login is counted.
+    """
+    import ssl
+    import time
+    import urllib.error
+    import urllib.request
+
+    from .auth import Authenticator
+    from .config import ConfigError, load_config
+
+    try:
+        settings = load_config(path, write_back=False)
+    except ConfigError as exc:
+        return f"cannot tell whether a running daemon took the change: {exc}"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.web_host, settings.web_host)
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if settings.enable_https else "http"
+    url = f"{scheme}://{host}:{settings.web_port}{settings.web_root}/api/v2/config"
+    token = Authenticator(settings, None, time.time, __version__).issue_token("set-password", 30)  # type: ignore[arg-type]
+    request = urllib.request.Request(url, headers={"x-auth": f"Bearer {token}"})
+    context = ssl._create_unverified_context() if scheme == "https" else None  # our own daemon, on this host
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=1, context=context):
+                return f"the daemon at {url.rsplit('/api/v2', 1)[0]} now uses the new password"
+        except urllib.error.HTTPError as exc:
+            if exc.code != 401:
+                return f"the daemon at {url} answered {exc.code}; check that it took the change"
+        except OSError:
+            return f"no daemon answers at {scheme}://{host}:{settings.web_port}: the next start uses the new password"
+        if time.monotonic() >= deadline:
+            return (
+                f"a daemon answers at {scheme}://{host}:{settings.web_port} but still refuses the new "
+                f"password after {wait:g} s: is it serving another config.ini?"
+            )
+        time.sleep(0.2)
 
 
 READ_BUFFER = 1 << 20

@@ -277,11 +277,12 @@ def _settings(values: dict[str, Any], label: str) -> Settings:
         raise ConfigError(label, exc.problem, section, key) from None
 
 
-def load_config(path: str | os.PathLike[str], *, write_back: bool = True) -> Settings:
+def load_config(path: str | os.PathLike[str], *, write_back: bool = True, generate: bool = True) -> Settings:
     """Read, validate and normalise config.ini, generating missing secrets.
 
-    An empty api_key or encryption_secret is generated; with `write_back` it is saved
-    into the file (created, mode 0600, when missing), otherwise it lives in memory only.
+    An empty api_key or encryption_secret is generated (unless not `generate`: then
+    it stays empty); with `write_back` it is saved into the file (created, mode 0600,
+    when missing), otherwise it lives in memory only.
     Raise ConfigError, one line naming the file and the key, for anything invalid.
     """
     label = os.fspath(path)
@@ -294,7 +295,7 @@ def load_config(path: str | os.PathLike[str], *, write_back: bool = True) -> Set
     _check_medusa_encryption(cfg, label)
     values = _field_values(cfg, os.path.dirname(absolute))
     values["config_path"] = absolute
-    missing = {key: generate() for key, generate in _GENERATED_SECRETS.items() if not values[key]}
+    missing = {key: make() for key, make in _GENERATED_SECRETS.items() if generate and not values[key]}
     settings = _settings(values, label)
     if missing and write_back:
         missing = _store_secrets(absolute, missing, label)

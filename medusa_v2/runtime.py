@@ -101,9 +101,21 @@ def parse_patch(body: Mapping[str, Any], current: Settings) -> tuple[dict[str, A
     return accepted, new
 
 
+# Credentials a running daemon takes from an edited config.ini (the old values are refused at once).
+CREDENTIALS = ("web_username", "web_password", "api_key", "encryption_secret")
+
+
 def apply_runtime(api: Any, source: Settings) -> Settings:
-    """Apply the runtime keys of `source` to the running app; return the new settings."""
-    new = api.settings.replace(**{spec[0]: getattr(source, spec[0]) for spec in RUNTIME.values()})
+    """Apply the runtime keys and credentials of `source` to the running app; return the new settings.
+
+    A secret left empty in the file (the next start generates one) keeps the running value.
+    """
+    changes = {spec[0]: getattr(source, spec[0]) for spec in RUNTIME.values()}
+    changes.update({name: getattr(source, name) for name in CREDENTIALS})
+    for name in ("api_key", "encryption_secret"):
+        if not changes[name]:
+            del changes[name]
+    new = api.settings.replace(**changes)
     if new != api.settings:
         api.apply_settings(new)
     return new
@@ -204,7 +216,7 @@ class ConfigHandler(ApiHandler):
 
 
 class ConfigWatcher:
-    """Re-read config.ini when it changes and apply its runtime keys (other workers' PATCHes)."""
+    """Re-read config.ini when it changes; apply its runtime keys (other workers' PATCHes) and credentials."""
 
     def __init__(self, api: Any, path: str) -> None:
         self.api = api
@@ -227,7 +239,7 @@ class ConfigWatcher:
             return
         self._seen = stamp
         try:
-            fresh = load_config(self.path, write_back=False)
+            fresh = load_config(self.path, write_back=False, generate=False)
         except ConfigError as exc:
             log.warning("config.ini changed but is not valid; keeping the running settings: %s", exc)
             return

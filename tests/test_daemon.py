@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -454,4 +455,60 @@ def test_oversized_headers_close_the_connection_and_the_daemon_goes_on(tmp_path,
         data = b""
     assert data == b""
     assert d.request("/health")[0] == 200
+    assert d.stop() == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_password_change_reaches_the_running_daemon_and_refuses_older_tokens(tmp_path, daemon_factory):
+    """set-password on a running daemon: the new password works within a second, the old one and
+    every token issued before are refused (after a restart too), and the command says the daemon took it."""
+    port = _free_port()
+    config = tmp_path / "config.ini"
+    config.write_text(f"[General]\nweb_host = 127.0.0.1\nweb_port = {port}\nweb_username = admin\n")
+    assert (
+        run_cli(
+            "set-password", "--config", str(config), "--password-stdin", cwd=tmp_path, stdin="old pass\n"
+        ).returncode
+        == 0
+    )
+    d = daemon_factory(config, command=("serve", "--config", str(config)))
+    login = {"username": "admin", "password": "old pass"}
+    status, _, body = d.request("/authenticate", method="POST", body=login)
+    assert status == 200
+    token = {"x-auth": "Bearer " + json.loads(body)["token"]}
+    assert d.request("/ticket", headers=token)[0] == 200
+
+    result = run_cli("set-password", "--config", str(config), "--password-stdin", cwd=tmp_path, stdin="new pass\n")
+    assert result.returncode == 0, result.stderr
+    assert f"the daemon at http://127.0.0.1:{port} now uses the new password" in result.stderr
+    status, headers, body = d.request("/ticket", headers=token)
+    challenge = {k.lower(): v for k, v in headers.items()}["www-authenticate"]
+    assert status == 401 and "credentials changed" in challenge
+    assert d.request("/authenticate", method="POST", body=login)[0] == 401
+    assert d.request("/authenticate", method="POST", body={**login, "password": "new pass"})[0] == 200
+    assert d.stop() == 0
+    d = daemon_factory(config, command=("serve", "--config", str(config)))
+    assert d.request("/ticket", headers=token)[0] == 401  # after a restart too
+    assert d.stop() == 0
+    result = run_cli("set-password", "--config", str(config), "--password-stdin", cwd=tmp_path, stdin="third\n")
+    assert f"no daemon answers at http://127.0.0.1:{port}" in result.stderr
+
+
+def test_a_running_daemon_applies_an_edited_api_key_within_a_second(tmp_path, daemon_factory):
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\napi_key = " + "a" * 32 + "\n")
+    d = daemon_factory(config)
+    assert d.request("/ticket", headers={"X-Api-Key": "a" * 32})[0] == 200
+    text = config.read_text().replace("a" * 32, "b" * 32)
+    config.write_text(text)
+    deadline = time.monotonic() + 3
+    while d.request("/ticket", headers={"X-Api-Key": "b" * 32})[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert d.request("/ticket", headers={"X-Api-Key": "b" * 32})[0] == 200
+    assert d.request("/ticket", headers={"X-Api-Key": "a" * 32})[0] == 401
     assert d.stop() == 0
