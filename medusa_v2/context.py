@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, idempotency
 from .auth import Authenticator
 from .settings import Settings
 from .store import Store
@@ -104,6 +104,13 @@ class ApiContext:
             # Answers depend on who asks: no shared cache keeps them, and a private one
             # revalidates (ETag, 304) before reusing one.
             ("Cache-Control", "private, no-cache"),
+        )
+
+    async def purge_expired(self) -> None:
+        """Forget expired revocations, idempotency keys past their TTL and failed logins past the window."""
+        now = self.clock()
+        await self.store.purge_expired(
+            now, keys_before=now - idempotency.TTL, failures_before=now - self.settings.login_window
         )
 
     def refresh(self) -> None:

@@ -31,6 +31,21 @@ log = logging.getLogger("medusa_v2.daemon")
 MAX_HEADER_BYTES = 64 * 1024  # the request line and headers; beyond it the connection is closed
 
 
+PURGE_EVERY = 3600  # seconds between deletions of expired shared state
+
+
+def _purge(api: Any) -> None:
+    """Start one purge of expired shared state; a store that fails now is tried again next time."""
+
+    async def run() -> None:
+        try:
+            await api.purge_expired()
+        except StoreUnavailable as exc:
+            log.warning("housekeeping: the store is unavailable; expired state stays until the next try: %s", exc)
+
+    asyncio.ensure_future(run())
+
+
 class StartupError(Exception):
     """The daemon cannot start; the message says why in one line."""
 
@@ -190,6 +205,11 @@ async def run_worker(
         config_watcher.check()
         watcher = tornado.ioloop.PeriodicCallback(config_watcher.check, 1000)
         watcher.start()
+    # Shared state that expires (revocations, idempotency keys, failed logins) is
+    # deleted now and then, so the tables stay the size of what is still in use.
+    housekeeping = tornado.ioloop.PeriodicCallback(lambda: _purge(api), PURGE_EVERY * 1000, jitter=0.1)
+    _purge(api)
+    housekeeping.start()
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -200,6 +220,7 @@ async def run_worker(
     await stopping.wait()
     log.info("shutting down: no new connections; finishing %d request(s) in flight", app.inflight)
     server.stop()
+    housekeeping.stop()
     if watcher is not None:
         watcher.stop()
     app.draining = True

@@ -512,3 +512,30 @@ def test_a_running_daemon_applies_an_edited_api_key_within_a_second(tmp_path, da
     assert d.request("/ticket", headers={"X-Api-Key": "b" * 32})[0] == 200
     assert d.request("/ticket", headers={"X-Api-Key": "a" * 32})[0] == 401
     assert d.stop() == 0
+
+
+def test_the_daemon_purges_expired_shared_state(tmp_path, daemon_factory):
+    import sqlite3
+
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\n")
+    assert daemon_factory(config).stop() == 0  # creates the database
+    db = sqlite3.connect(tmp_path / "medusa_v2.db")
+    now = time.time()
+    with db:
+        db.execute("INSERT INTO revoked_token (jti, expires_at) VALUES ('dead', ?), ('live', ?)", (now - 1, now + 600))
+        db.execute(
+            "INSERT INTO idempotency_key (scope, key, fingerprint, created_at)"
+            " VALUES ('s', 'old', 'f', ?), ('s', 'new', 'f', ?)",
+            (now - 2 * 86400, now),
+        )
+        db.execute("INSERT INTO login_failure (client, at) VALUES ('c', ?), ('c', ?)", (now - 86400, now))
+    d = daemon_factory(config)
+    deadline = time.monotonic() + 5
+    while db.execute("SELECT COUNT(*) FROM revoked_token").fetchone()[0] > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r[0] for r in db.execute("SELECT jti FROM revoked_token")] == ["live"]
+    assert [r[0] for r in db.execute("SELECT key FROM idempotency_key")] == ["new"]
+    assert db.execute("SELECT COUNT(*) FROM login_failure").fetchone()[0] == 1
+    db.close()
+    assert d.stop() == 0

@@ -424,6 +424,23 @@ def test_revocations(io_loop, store):
     assert not run(io_loop, store.is_token_revoked("J"))
 
 
+def test_purge_forgets_only_what_expired(io_loop, store):
+    run(io_loop, store.revoke_token("live", NOW + 10))
+    run(io_loop, store.revoke_token("dead", NOW - 1))
+    claim = dict(expire_before=0, stale_before=0)
+    assert run(io_loop, store.claim_idempotency_key("s", "old", "f", NOW - 100, **claim)) is None
+    assert run(io_loop, store.claim_idempotency_key("s", "new", "f", NOW, **claim)) is None
+    run(io_loop, store.record_login_failure("c", NOW - 500, 0))
+    run(io_loop, store.record_login_failure("c", NOW, 0))
+    run(io_loop, store.purge_expired(NOW, keys_before=NOW - 50, failures_before=NOW - 300))
+    assert run(io_loop, store.is_token_revoked("live"))
+    # The old key is forgotten (free to claim again); the new one is still held.
+    assert run(io_loop, store.claim_idempotency_key("s", "old", "other", NOW, **claim)) is None
+    with pytest.raises(KeyInFlight):
+        run(io_loop, store.claim_idempotency_key("s", "new", "f", NOW, **claim))
+    assert list(run(io_loop, store.login_failures("c", 0))) == [NOW]
+
+
 def test_login_failures(io_loop, store):
     run(io_loop, store.record_login_failure("c", NOW, NOW - 100))
     run(io_loop, store.record_login_failure("c", NOW + 1.5, NOW - 100))

@@ -89,6 +89,11 @@ class Store(abc.ABC):
         """Return whether token `jti` was revoked."""
 
     @abc.abstractmethod
+    async def purge_expired(self, now: float, *, keys_before: float, failures_before: float) -> None:
+        """Delete revocations of expired tokens (refused anyway), idempotency keys created
+        before `keys_before` and failed logins before `failures_before`, in one transaction."""
+
+    @abc.abstractmethod
     async def login_failures(self, client: str, since: float) -> Sequence[float]:
         """Return the times of `client`'s failed logins at or after `since`, oldest first."""
 

@@ -478,11 +478,13 @@ class PostgresStore(Store):
         await self._run(work)
         self._remember_revoked(jti, expires_at)  # this process refuses it at once
 
-    async def purge_expired_revocations(self, now: float) -> None:
-        """Delete revocations of tokens that have expired (they are refused anyway)."""
+    async def purge_expired(self, now: float, *, keys_before: float, failures_before: float) -> None:
+        """Forget what no longer matters (see Store.purge_expired)."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute("DELETE FROM revoked_token WHERE expires_at < %s", (now,))
+            await conn.execute("DELETE FROM idempotency_key WHERE created_at < %s", (keys_before,))
+            await conn.execute("DELETE FROM login_failure WHERE at < %s", (failures_before,))
 
         await self._run(work)
 

@@ -446,10 +446,12 @@ class SQLiteStore(Store):
             )
         self._revocation_checks.clear()  # a check later in this loop iteration must see it
 
-    async def purge_expired_revocations(self, now: float) -> None:
-        """Delete revocations of tokens that have expired (they are refused anyway)."""
+    async def purge_expired(self, now: float, *, keys_before: float, failures_before: float) -> None:
+        """Forget what no longer matters (see Store.purge_expired)."""
         with self.transaction() as db:
             db.execute("DELETE FROM revoked_token WHERE expires_at < ?", (now,))
+            db.execute("DELETE FROM idempotency_key WHERE created_at < ?", (keys_before,))
+            db.execute("DELETE FROM login_failure WHERE at < ?", (failures_before,))
 
     async def is_token_revoked(self, jti: str) -> bool:
         """Look the jti up in the revocation table, once per jti and event-loop iteration.
