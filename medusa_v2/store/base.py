@@ -90,8 +90,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def purge_expired(self, now: float, *, keys_before: float, failures_before: float) -> None:
-        """Delete revocations of expired tokens (refused anyway), idempotency keys created
-        before `keys_before` and failed logins before `failures_before`, in one transaction."""
+        """Forget expired state, in one transaction.
+
+        That is: revocations of expired tokens (refused anyway), idempotency keys
+        created before `keys_before` and failed logins before `failures_before`.
+        """
 
     @abc.abstractmethod
     async def login_failures(self, client: str, since: float) -> Sequence[float]:
