@@ -6,6 +6,7 @@ import argparse
 import getpass
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 
@@ -182,6 +183,15 @@ def _running_daemon_took(path: str, wait: float = 3.0) -> str:
 READ_BUFFER = 1 << 20
 
 
+def _private_file(path: str) -> Any:
+    """Open `path` for writing, created (or truncated) readable by its owner only: a backup holds every row."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    return os.fdopen(fd, "wb")
+
+
 def _transfer(settings: object, args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
@@ -201,7 +211,7 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
                 # Written beside the target and renamed at the end: never half a backup.
                 partial = f"{args.file}.partial"
                 try:
-                    with open(partial, "wb") as out:
+                    with _private_file(partial) as out:
                         counts = await export_jsonl(store, out, progress=progress_stream())
                         out.flush()
                         os.fsync(out.fileno())

@@ -539,3 +539,27 @@ def test_the_daemon_purges_expired_shared_state(tmp_path, daemon_factory):
     assert db.execute("SELECT COUNT(*) FROM login_failure").fetchone()[0] == 1
     db.close()
     assert d.stop() == 0
+
+
+def test_every_file_created_is_readable_by_its_owner_only(tmp_path, daemon_factory):
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\n")
+    old = os.umask(0o022)  # a usual umask: without care, files would be 0644
+    try:
+        d = daemon_factory(config)
+        assert d.request("/ticket", method="POST", body={"title": "x"}, headers={"X-Api-Key": _key(config)})[0] == 201
+        for name in ("config.ini", "medusa_v2.db", "medusa_v2.db-wal", "medusa_v2.db-shm"):
+            assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
+        assert d.stop() == 0
+        (tmp_path / "backup.jsonl").write_text("")  # an existing file is made private too
+        os.chmod(tmp_path / "backup.jsonl", 0o644)
+        result = run_cli("export", "--config", str(config), str(tmp_path / "backup.jsonl"), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert stat.S_IMODE(os.stat(tmp_path / "backup.jsonl").st_mode) == 0o600
+        assert '"title":"x"' in (tmp_path / "backup.jsonl").read_text()
+    finally:
+        os.umask(old)
+
+
+def _key(config: Path) -> str:
+    return re.search(r"^api_key = (\w+)$", config.read_text(), re.M).group(1)

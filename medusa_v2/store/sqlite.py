@@ -290,8 +290,9 @@ class SQLiteStore(Store):
         """Open the file (WAL, busy timeout), apply pending migrations, create or migrate `declarations`."""
         specs = [schema.derive(decl) for decl in schema.ordered(declarations)]  # a bad one fails before the file opens
         try:
+            _create_private(self.path)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open the SQLite database: {exc}") from exc
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -999,6 +1000,18 @@ class SQLiteStore(Store):
         """Delete the in-flight key (a finished one is kept)."""
         with self.transaction() as db:
             db.execute("DELETE FROM idempotency_key WHERE scope = ? AND key = ? AND status IS NULL", (scope, key))
+
+
+def _create_private(path: str) -> None:
+    """Create a new database file readable by its owner only (0600), whatever the umask.
+
+    SQLite gives its -wal and -shm files the database file's mode, so they are private
+    too. An existing file is left as it is.
+    """
+    if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return
+    with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _busy(exc: BaseException) -> bool:
