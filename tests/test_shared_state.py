@@ -105,7 +105,9 @@ async def test_an_idempotency_key_used_on_a_replays_on_b(client, second_app):
     first = await client.post("/ticket", json_body={"title": "once"}, headers=key)
     assert first.code == 201
     again = await b.post("/ticket", json_body={"title": "once"}, headers=key)
-    assert (again.code, again.json, again.headers["Location"]) == (201, first.json, first.headers["Location"])
+    assert (again.code, again.json) == (201, first.json)
+    # The same resource, at the origin the replaying request used (B's own).
+    assert again.headers["Location"] == b.base + f"/api/v2/ticket/{first.json['id']}"
     other = await b.post("/ticket", json_body={"title": "another"}, headers=key)
     assert other.code == 422
     listed = await b.get("/ticket")
