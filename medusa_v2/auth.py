@@ -88,6 +88,15 @@ def credential(headers: Mapping[str, str], api_key: str | None) -> tuple[str, st
     return "", ""
 
 
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """Return the bearer token of `x-auth` or `Authorization`, if either carries one."""
+    for name in ("X-Auth", "Authorization"):
+        scheme, _, token = (headers.get(name) or "").strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
 class Authenticator:
     """Check credentials against one app's settings; shared state lives in the store."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from .auth import unauthorized
+from .auth import bearer_token, unauthorized
 from .errors import ApiError
 from .handler import ApiHandler, etag_of
 from .store import StoreUnavailable
@@ -34,15 +34,17 @@ class AuthenticateHandler(ApiHandler):
         await self.send_json(200, {"token": token}, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     async def delete(self) -> None:
-        """Revoke the token this request was authenticated with."""
+        """Revoke the token this request carries, whatever other credential came with it."""
         identity = self.identity
-        if identity is None or identity.method != "token":
-            raise (
-                unauthorized("No authorization token.")
-                if identity is None
-                else ApiError(400, "DELETE /authenticate revokes a token: send it as 'x-auth: Bearer <token>'")
-            )
-        await self.api.auth.revoke(identity.claims)
+        if identity is None:
+            raise unauthorized("No authorization token.")
+        claims = identity.claims if identity.method == "token" else None
+        if claims is None:
+            token = bearer_token(self.request.headers)
+            if token is None:
+                raise ApiError(400, "DELETE /authenticate revokes a token: send it as 'x-auth: Bearer <token>'")
+            claims = await self.api.auth.verify_token(token)  # 401 when it is not a valid token of ours
+        await self.api.auth.revoke(claims)
         await self._send(204, None)
 
 

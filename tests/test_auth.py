@@ -452,6 +452,16 @@ async def test_revoke_with_authorization_bearer(client, other_app):
 
 
 @pytest.mark.gen_test
+async def test_revoke_with_a_token_and_an_api_key_revokes_the_token(client):
+    token = await token_for(client)
+    r = await client.delete("/authenticate", headers={"x-auth": f"Bearer {token}"})  # the API key is sent too
+    assert r.code == 204
+    assert_401(await client.get("/thing/1", headers={"x-auth": f"Bearer {token}"}, auth=None), INVALID_TOKEN)
+    r = await client.delete("/authenticate", headers={"x-auth": "Bearer junk"})  # a bad token beside a good key
+    assert_401(r, INVALID_TOKEN)
+
+
+@pytest.mark.gen_test
 async def test_revoke_needs_a_token(client):
     r = await client.delete("/authenticate")  # API key only
     assert r.code == 400
