@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.ioloop
 import tornado.netutil
 import tornado.web
@@ -55,13 +56,31 @@ class StartupError(Exception):
 
 
 class _Tracking(ApiApplication):
-    """An Application that counts requests in flight, so shutdown can wait for them."""
+    """An Application that knows its requests in flight, so shutdown can wait for them.
 
-    inflight = 0
+    A request is in flight from its routing until its answer is logged, or until its
+    connection closes first (a client gone mid-body, a body tornado refuses to read):
+    then no answer will ever be logged for it.
+    """
+
     draining = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.requests: set[Any] = set()
+        self.routed: Any = None
+
+    @property
+    def inflight(self) -> int:
+        """Return the number of requests routed and not yet answered (or abandoned)."""
+        return len(self.requests)
+
+    def start_request(self, server_conn: object, request_conn: Any) -> Any:
+        return _Ending(self, super().start_request(server_conn, request_conn))
+
     def find_handler(self, request: Any, **kwargs: Any) -> Any:
-        self.inflight += 1
+        self.requests.add(request)
+        self.routed = request  # for the _Ending whose headers_received is routing it
         if self.draining:
             # A request on a kept-alive connection while stopping: answer it, with
             # `Connection: close`, so the client reconnects elsewhere (tornado adds the
@@ -72,8 +91,33 @@ class _Tracking(ApiApplication):
         return super().find_handler(request, **kwargs)
 
     def log_request(self, handler: tornado.web.RequestHandler) -> None:
-        self.inflight -= 1
+        self.requests.discard(handler.request)
         super().log_request(handler)
+
+
+class _Ending(tornado.httputil.HTTPMessageDelegate):
+    """Tell the application when a request's connection closes before its answer was logged."""
+
+    def __init__(self, app: _Tracking, delegate: Any) -> None:
+        self.app = app
+        self.delegate = delegate
+        self.request: Any = None
+
+    def headers_received(self, start_line: Any, headers: Any) -> Any:
+        self.app.routed = None
+        answer = self.delegate.headers_received(start_line, headers)  # routes the request at once
+        self.request = self.app.routed
+        return answer
+
+    def data_received(self, chunk: bytes) -> Any:
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        self.delegate.finish()
+
+    def on_connection_close(self) -> None:
+        self.app.requests.discard(self.request)
+        self.delegate.on_connection_close()
 
 
 def setup_logging(developer: bool) -> None:

@@ -563,3 +563,30 @@ def test_every_file_created_is_readable_by_its_owner_only(tmp_path, daemon_facto
 
 def _key(config: Path) -> str:
     return re.search(r"^api_key = (\w+)$", config.read_text(), re.M).group(1)
+
+
+def test_abandoned_requests_are_not_waited_for_at_shutdown(tmp_path, daemon_factory):
+    """A body tornado refuses, or a client gone mid-body, ends its request: SIGTERM does not wait for it."""
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\n[API]\nshutdown_timeout = 10\n")
+    d = daemon_factory(config)
+    key = _key(config)
+    for i in range(20):
+        with socket.create_connection(("127.0.0.1", d.port)) as s:
+            if i % 2:  # a Transfer-Encoding tornado cannot read
+                s.sendall(
+                    f"POST /api/v2/ticket HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nContent-Type: application/json\r\n"
+                    "Transfer-Encoding: gzip, chunked\r\n\r\n".encode()
+                )
+            else:  # half a body, then gone
+                s.sendall(
+                    f"POST /api/v2/ticket HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nContent-Type: application/json\r\n"
+                    'Content-Length: 100\r\n\r\n{"title": '.encode()
+                )
+            time.sleep(0.02)
+    assert d.request("/ticket", headers={"X-Api-Key": key})[0] == 200
+    started = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - started < 5
+    assert "still in flight" not in d.stderr
+    assert re.search(r"finishing 0 request\(s\) in flight", d.stderr), d.stderr
