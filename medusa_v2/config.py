@@ -63,6 +63,7 @@ token_api_key = boolean(default=False)
 resources = force_list(default=list('ticket', 'message'))
 extra_handlers = force_list(default=list())
 processes = integer(default=1)
+max_connections = integer(default=1000)
 shutdown_timeout = float(default=10.0)
 idle_timeout = float(default=60.0)
 body_timeout = float(default=60.0)
@@ -101,6 +102,7 @@ _KEYS: dict[str, tuple[str, str]] = {
             "resources",
             "extra_handlers",
             "processes",
+            "max_connections",
             "shutdown_timeout",
             "idle_timeout",
             "body_timeout",

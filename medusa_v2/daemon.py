@@ -178,7 +178,56 @@ async def check_startup(settings: Settings) -> None:
         await store.close()
 
 
-class _SharedSocketServer(tornado.httpserver.HTTPServer):
+class _Server(tornado.httpserver.HTTPServer):
+    """An HTTPServer that holds at most `max_connections` open connections.
+
+    One more is answered at once with a 503 (JSON, Retry-After) and closed, before
+    anything of it is read: many idle or slow clients cost a fixed amount, not one
+    more buffer each.
+    """
+
+    max_connections = 1000
+    open_connections = 0
+    shed: bytes = b""
+
+    def handle_stream(self, stream: Any, address: Any) -> None:
+        if self.open_connections >= self.max_connections:
+            stream.write(self.shed).add_done_callback(lambda _: stream.close())
+            return
+        self.open_connections += 1
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn: object) -> None:
+        self.open_connections -= 1
+        super().on_close(server_conn)
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raise the process's soft limit of open files towards `needed` (up to the hard limit)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning("max_connections: only %d files may be open (ulimit -n); lower it or raise the limit", hard)
+
+
+def shed_answer(version: str) -> bytes:
+    """Return the whole 503 a connection over the limit gets."""
+    body = b'{"error":"Too many open connections; retry shortly"}'
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=UTF-8\r\n"
+        b"Retry-After: 1\r\nConnection: close\r\nX-Medusa-Server: " + version.encode("ascii", "replace") + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+class _SharedSocketServer(_Server):
     """An HTTPServer that takes one connection per wake-up from a socket it shares with other workers.
 
     Tornado accepts up to 128 waiting connections each time a listening socket is
@@ -231,7 +280,7 @@ async def run_worker(
     app = make_app(settings, store, app_class=_Tracking)
     assert isinstance(app, _Tracking)
     api = app.settings["medusa_v2_api"]
-    server = (_SharedSocketServer if shared else tornado.httpserver.HTTPServer)(
+    server = (_SharedSocketServer if shared else _Server)(
         app,
         xheaders=settings.handle_reverse_proxy,
         ssl_options=tls,
@@ -241,6 +290,9 @@ async def run_worker(
         body_timeout=settings.body_timeout,
         max_header_size=MAX_HEADER_BYTES,
     )
+    _allow_open_files(settings.max_connections + 100)  # connections, the store, logs, listening sockets
+    server.max_connections = settings.max_connections
+    server.shed = shed_answer(api.version)
     server.add_sockets(sockets)
     watcher = None
     if settings.config_path:

@@ -333,8 +333,13 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
                 raise ApiError(415, "Unsupported Content-Type: send the body as application/json (UTF-8)")
 
     def data_received(self, chunk: bytes) -> None:
-        """Collect the body up to max_body_size; beyond it, remember and discard."""
-        if self._body_too_large:
+        """Collect the body up to max_body_size; beyond it, remember and discard.
+
+        Only a POST, PUT or PATCH body is kept, and only once prepare() let the
+        request through (its credentials checked from the head): any other body
+        (OPTIONS, GET, DELETE...) is read and dropped, never buffered.
+        """
+        if self._body_too_large or self.request.method not in BODY_METHODS:
             return
         self._body_size += len(chunk)
         if self._body_size > self.body_limit():

@@ -68,6 +68,7 @@ class Settings:
     resources: tuple[str, ...] = ("ticket", "message")
     extra_handlers: tuple[str, ...] = ()
     processes: int = 1
+    max_connections: int = 1000  # open connections per process; more get a 503 at once
     shutdown_timeout: float = 10.0
     idle_timeout: float = 60.0
     body_timeout: float = 60.0
@@ -339,6 +340,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "resources": _resources,
     "extra_handlers": _extra_handlers,
     "processes": _integer(0, 256),
+    "max_connections": _integer(1, 1_000_000),
     "shutdown_timeout": _number(0, 3600),
     "idle_timeout": _number(0.1, 86400),
     "body_timeout": _number(0.1, 86400),

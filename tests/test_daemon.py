@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import json
 import os
@@ -590,3 +591,64 @@ def test_abandoned_requests_are_not_waited_for_at_shutdown(tmp_path, daemon_fact
     assert time.monotonic() - started < 5
     assert "still in flight" not in d.stderr
     assert re.search(r"finishing 0 request\(s\) in flight", d.stderr), d.stderr
+
+
+def test_connections_over_max_connections_get_a_503_at_once(tmp_path, daemon_factory):
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\n[API]\nmax_connections = 5\n")
+    d = daemon_factory(config)
+    idle = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(5)]
+    try:
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", d.port), timeout=5) as extra:
+            answer = b""
+            while chunk := extra.recv(4096):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in head
+        assert json.loads(body) == {"error": "Too many open connections; retry shortly"}
+    finally:
+        for s in idle:
+            s.close()
+    deadline = time.monotonic() + 5
+    while d.request("/health")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert d.request("/health")[0] == 200  # freed connections count again
+    assert d.stop() == 0
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status.read(), re.M).group(1))
+
+
+def test_stalled_unauthenticated_uploads_cost_no_memory(tmp_path, daemon_factory):
+    """200 clients announce 1 MiB bodies without credentials, send all but a byte and stall: none is buffered."""
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\n")
+    d = daemon_factory(config)
+    assert d.request("/health")[0] == 200
+    before = _rss_kib(d.proc.pid)
+    almost = b"x" * (1024 * 1024 - 1)
+    sockets = []
+    try:
+        for i in range(200):
+            s = socket.create_connection(("127.0.0.1", d.port))
+            path = ("/api/v2/authenticate", "/api/v2/ticket", "/api/v2/authenticate", "/api/v2/nothing")[i % 4]
+            s.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Content-Length: 1048576\r\n\r\n".encode()
+            )
+            s.settimeout(0.5)
+            with contextlib.suppress(OSError):  # refused early (401, 413, 404): the rest is not read
+                s.sendall(almost)
+            sockets.append(s)
+        time.sleep(1.0)
+        grown = (_rss_kib(d.proc.pid) - before) / 1024
+        print(f"RSS growth with 200 stalled 1 MiB uploads: {grown:.1f} MiB")
+        assert grown < 50, grown
+        assert d.request("/health")[0] == 200
+    finally:
+        for s in sockets:
+            s.close()
+    assert d.stop() == 0
