@@ -62,3 +62,15 @@ def test_bench_smoke(tmp_path):
     for store in stores:
         seeded = [line for line in text.splitlines() if line.startswith(f"| {store} | 300 |")]
         assert seeded and "| yes |" in seeded[0]  # import then export gave back the same bytes
+
+
+def test_login_storm_smoke():
+    """bench/login_storm.py runs and reports (its figures are read by people, not asserted here)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "login_storm.py"), "--clients", "4", "--seconds", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "/health calm :" in done.stdout and "/health storm:" in done.stdout
