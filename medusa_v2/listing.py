@@ -94,9 +94,8 @@ def _parse_sort(decl: Declaration | None, sort: str | None, order: str | None) -
     if order is not None and order not in ("asc", "desc"):
         raise ApiError(400, "Invalid 'order': must be 'asc' or 'desc'")
     if sort is None:
-        if order is not None:
-            raise ApiError(400, "Invalid 'order': it needs a 'sort' field")
-        return ()
+        # The default order is by id: `order` alone says its direction.
+        return (("id", True),) if order == "desc" else ()
     fields = decl.sort_fields if decl else {}
     keys: list[tuple[str, bool]] = []
     seen: set[str] = set()

@@ -287,7 +287,7 @@ def list_parameters(decl: Declaration | None) -> list[dict[str, Any]]:
             _query(
                 "order",
                 {"type": "string", "enum": ["asc", "desc"]},
-                "Direction of the `sort` fields that have no prefix (needs `sort`).",
+                "Direction of the `sort` fields that have no prefix; without `sort`, of the default order (id).",
             )
         )
     for f in decl.filter_fields if decl is not None else ():

@@ -270,7 +270,6 @@ async def test_filters(client, tickets):
         ("sort=", "sort"),
         ("sort=-", "sort"),
         ("sort=id&order=sideways", "order"),
-        ("order=desc", "order"),
         ("page=1&page=2", "page"),
         ("q=" + "x" * 201, "q"),
         ("q=a%00b", "q"),
@@ -281,6 +280,14 @@ async def test_invalid_parameters_are_400_naming_them(client, tickets, query, na
     assert r.code == 400, (query, r.body)
     assert name in r.json["error"]
     assert len((await client.get("/ticket?limit=1000")).json) == 23
+
+
+@pytest.mark.gen_test
+async def test_order_alone_is_the_direction_of_the_default_order(client, tickets):
+    everything = ids(await client.get("/ticket?limit=1000"))
+    assert ids(await client.get("/ticket?limit=1000&order=desc")) == everything[::-1]
+    assert ids(await client.get("/ticket?limit=1000&order=asc")) == everything
+    assert ids(await client.get("/ticket?limit=5&page=2&order=desc")) == everything[::-1][5:10]
 
 
 @pytest.mark.gen_test

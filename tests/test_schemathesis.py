@@ -46,8 +46,8 @@ CHECKS = (
 # setting below; GET/PUT/PATCH/DELETE after DELETE are 404 in test_ticket/test_message.
 # Not run, on purpose: `ignored_auth` (every request carries the key header, so "without
 # credentials" cannot be tried) and `positive_data_acceptance` (the contract refuses some
-# schema-valid requests by design: a stale If-Match is 412, `order` needs `sort`, 2.0 is
-# not an integer, a reused Idempotency-Key with another body is 422).
+# schema-valid requests by design: a stale If-Match is 412, a reused Idempotency-Key with
+# another body is 422).
 EXAMPLES = int(os.environ.get("MEDUSA_V2_ST_EXAMPLES", "30"))
 SEED = int(os.environ.get("MEDUSA_V2_ST_SEED", "20240607"))
 TIMEOUT = 600
