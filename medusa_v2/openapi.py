@@ -174,8 +174,8 @@ def field_schema(f: Field, *, read_only: bool = False) -> dict[str, Any]:
         schema = {"type": "string", "minLength": f.min or 0}
         if f.max is not None:
             schema["maxLength"] = f.max
-        if f.pattern is not None:
-            schema["pattern"] = f"^(?:{f.pattern})$"
+        # The whole value matches the declared pattern; free text holds no NUL (check_text).
+        schema["pattern"] = f"^(?:{f.pattern})$" if f.pattern is not None else NO_NUL
     if f.nullable:
         schema["type"] = [schema["type"], "null"]
         if "enum" in schema:
@@ -260,6 +260,10 @@ def error_schema(settings: Settings | None) -> dict[str, Any]:
 # -- list parameters (listing.parse_list_query) --
 
 
+NO_NUL = "^[^\\u0000]*$"
+"""Text the API refuses when it holds a NUL character (no store can keep one)."""
+
+
 def list_parameters(decl: Declaration | None) -> list[dict[str, Any]]:
     """Return page, limit, sort, order, each filter and q, as the listing parser reads them."""
     params: list[dict[str, Any]] = [
@@ -297,7 +301,7 @@ def list_parameters(decl: Declaration | None) -> list[dict[str, Any]]:
         params.append(
             _query(
                 "q",
-                {"type": "string", "maxLength": MAX_Q_LENGTH},
+                {"type": "string", "maxLength": MAX_Q_LENGTH, "pattern": NO_NUL},
                 f"Case-insensitive substring search in {searched}.",
             )
         )
@@ -325,7 +329,7 @@ def _filter_schema(f: Field) -> dict[str, Any]:
     elif f.type is int:
         value = "-?[0-9]+"
     else:
-        value = "[^,]+"
+        value = "[^,\\u0000]+"
     return {"type": "string", "pattern": f"^{value}(?:,{value})*$"}
 
 
@@ -590,7 +594,8 @@ class _Builder:
                 "version": version,
                 "description": "Generated from the resource declarations that drive the handlers. "
                 'Errors are `{"error": message}` (validation errors add `errors`). '
-                "Every response carries `X-Medusa-Server`.",
+                "Every response carries `X-Medusa-Server`. A method a path does not list is answered "
+                "`405` with an `Allow` header naming those it does. Text holds no NUL character (400).",
             },
             "servers": [{"url": self.root or "/"}],
             "paths": self.paths,

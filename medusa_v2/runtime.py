@@ -154,10 +154,20 @@ def _openapi() -> dict[str, Any]:
         "required": ["version", "writable", *writable],
     }
     json_of = {"application/json": {"schema": view}}
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    refusals = {
+        "400": "A value out of range or of the wrong type, or a body that is not a JSON object",
+        "412": "If-Match names another state of the settings",
+        "413": "The body is over max_body_size",
+        "415": "The body is not application/json",
+    }
     return {
         "GET": {
             "summary": "The non-secret settings",
-            "responses": {"200": {"description": "The settings", "content": json_of}},
+            "responses": {
+                "200": {"description": "The settings", "content": json_of},
+                "304": {"description": "Not modified: If-None-Match names the settings' ETag"},
+            },
         },
         "PATCH": {
             "summary": "Change runtime settings (written to config.ini, applied at once)",
@@ -169,7 +179,8 @@ def _openapi() -> dict[str, Any]:
                 "200": {
                     "description": "Exactly the accepted fields with their new values",
                     "content": {"application/json": {"schema": {"type": "object", "properties": writable}}},
-                }
+                },
+                **{code: {"description": text, "content": error} for code, text in refusals.items()},
             },
         },
     }

@@ -211,7 +211,8 @@ def test_every_protected_operation_names_every_credential_form():
 def test_field_bounds_and_enums_come_from_the_declarations():
     doc = doc_of(BUILTIN.values())
     ticket = component(doc, "Ticket")["properties"]
-    assert ticket["title"] == {"type": "string", "minLength": 1, "maxLength": 200}
+    assert ticket["title"] == {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000]*$"}
+    assert re.fullmatch(ticket["title"]["pattern"][1:-1], "a\x00b") is None  # a NUL is refused, as the API does
     assert ticket["priority"]["minimum"] == 1 and ticket["priority"]["maximum"] == 5
     assert ticket["priority"]["default"] == 3
     assert ticket["state"]["enum"] == ["open", "pending", "closed"]
