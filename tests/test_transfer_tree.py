@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from medusa_v2.declaration import Declaration, Field
 from medusa_v2.handler import encode_json
 from medusa_v2.resources.message import MessageResource
+from medusa_v2.resources.stored import StoredResource
 from medusa_v2.resources.ticket import TicketResource
 from medusa_v2.transfer import TransferError, export_jsonl, import_jsonl, mounted_resources
 
@@ -68,6 +70,14 @@ END;
 CREATE TRIGGER show_search_delete AFTER DELETE ON show BEGIN
     INSERT INTO show_search (show_search, rowid, title) VALUES ('delete', old.rowid, old.title);
 END;
+CREATE TABLE reaction (
+    id INTEGER PRIMARY KEY CHECK (id > 0),
+    note_id INTEGER NOT NULL REFERENCES note (id) ON DELETE CASCADE,
+    emoji TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX reaction_note ON reaction (note_id, id);
 CREATE TABLE episode (
     id TEXT NOT NULL,
     show_id TEXT NOT NULL REFERENCES show (id) ON DELETE CASCADE,
@@ -98,6 +108,15 @@ CREATE TABLE show (
     created_at TEXT COLLATE "C" NOT NULL,
     updated_at TEXT COLLATE "C" NOT NULL
 );
+CREATE TABLE reaction (
+    id BIGINT PRIMARY KEY CHECK (id > 0),
+    note_id BIGINT NOT NULL REFERENCES note (id) ON DELETE CASCADE,
+    emoji TEXT COLLATE "C" NOT NULL,
+    created_at TEXT COLLATE "C" NOT NULL,
+    updated_at TEXT COLLATE "C" NOT NULL
+);
+CREATE SEQUENCE reaction_id_seq AS BIGINT OWNED BY reaction.id;
+CREATE INDEX reaction_note ON reaction (note_id, id);
 CREATE TABLE episode (
     id TEXT COLLATE "C" NOT NULL,
     show_id TEXT COLLATE "C" NOT NULL REFERENCES show (id) ON DELETE CASCADE,
@@ -126,7 +145,7 @@ def _tables_until_derived(io_loop, store):
 
     async def create():
         if hasattr(store, "pool"):
-            await sql(store, "DROP TABLE IF EXISTS episode, show, note CASCADE")
+            await sql(store, "DROP TABLE IF EXISTS episode, show, reaction, note CASCADE")
             await sql(store, script)
         else:
             from medusa_v2.store.sqlite import split_statements
@@ -137,7 +156,7 @@ def _tables_until_derived(io_loop, store):
     io_loop.run_sync(create)
     yield
     if hasattr(store, "pool"):
-        io_loop.run_sync(lambda: sql(store, "DROP TABLE episode, show, note CASCADE"))
+        io_loop.run_sync(lambda: sql(store, "DROP TABLE episode, show, reaction, note CASCADE"))
 
 
 @pytest.fixture
@@ -398,6 +417,86 @@ async def test_counters_move_past_imported_ids_and_lists_count_imported_items(io
     assert r.headers["X-Pagination-Count"] == "2"
 
 
+# -- grandchildren: nested inside their parent item, the same way --
+
+REACTION = Declaration(
+    "reaction",
+    (
+        Field("id", int, writable=False, min=1, sortable=True),
+        Field("note_id", int, writable=False, min=1),
+        Field("emoji", str, required=True, min=1, max=8),
+        Field("created_at", str, writable=False, sortable=True),
+        Field("updated_at", str, writable=False, sortable=True),
+    ),
+    parent=NoteResource.declaration,
+    parent_field="note_id",
+)
+
+
+class ReactionResource(StoredResource):
+    """A note's reactions: a resource nested two levels down (ticket > note > reaction)."""
+
+    name = "reaction"
+    parent = NoteResource
+    declaration = REACTION
+
+
+DEEP = [TicketResource, MessageResource, NoteResource, ReactionResource]
+
+
+def reaction(id, note_id, emoji="+1"):
+    return {"id": id, "noteId": note_id, "emoji": emoji, "createdAt": T0, "updatedAt": T0}
+
+
+def reacted(id, ticket_id, reactions=()):
+    return {**note(id, ticket_id), "reactions": list(reactions)}
+
+
+@pytest.mark.gen_test
+async def test_grandchildren_are_nested_inside_their_parent_item(io_loop, store, monkeypatch):
+    import medusa_v2.transfer as transfer
+
+    monkeypatch.setattr(transfer, "BATCH", 2)  # several pages: the reactions of each page's notes only
+    monkeypatch.setattr(transfer, "IMPORT_BATCH", 2)
+    docs = [
+        ticket(
+            i,
+            notes=[
+                reacted(10 * i + n, i, [reaction(100 * i + n * 10 + r, 10 * i + n) for r in range(n)]) for n in range(3)
+            ],
+        )
+        for i in range(1, 6)
+    ]
+    docs[2]["notes"] = []
+    data = jsonl(*docs)
+    assert await import_jsonl(store, io.BytesIO(data), resources=DEEP) == {
+        "ticket": 5,
+        "message": 0,
+        "note": 12,
+        "reaction": 12,
+    }
+    out = io.BytesIO()
+    assert (await export_jsonl(store, out, resources=DEEP))["reaction"] == 12
+    assert out.getvalue() == data
+    row = (await sql(store, "SELECT id, note_id, emoji FROM reaction WHERE id = ?", (421,)))[0]
+    assert tuple(row) == (421, 42, "+1")
+    # A bad grandchild names its line and where in it; a taken one its line; nothing applied.
+    bad = ticket(7, notes=[reacted(70, 7, [reaction(700, 70), reaction(701, 70, "")])])
+    with pytest.raises(TransferError, match=r"^line 2: notes\[0\]\.reactions\[1\]\.emoji: must not be empty$"):
+        await import_jsonl(store, io.BytesIO(jsonl(ticket(6), bad)), resources=DEEP)
+    taken = ticket(7, notes=[reacted(70, 7, [reaction(421, 70)])])
+    with pytest.raises(TransferError, match="^line 2: reaction id 421 already exists or is given twice$"):
+        await import_jsonl(store, io.BytesIO(jsonl(ticket(6), taken)), resources=DEEP)
+    wrong_parent = ticket(7, notes=[reacted(70, 7, [reaction(702, 71)])])
+    with pytest.raises(TransferError, match=r"^line 1: notes\[0\]\.reactions\[0\]\.noteId: must be the id"):
+        await import_jsonl(store, io.BytesIO(jsonl(wrong_parent)), resources=DEEP)
+    assert (await counts(store))["ticket"] == 5
+    # Replacing a ticket takes its notes' reactions with them.
+    await import_jsonl(store, io.BytesIO(jsonl(ticket(4))), replace=True, resources=DEEP)
+    assert (await sql(store, "SELECT COUNT(*) FROM reaction"))[0][0] == 12 - 3
+    assert (await sql(store, "SELECT COUNT(*) FROM note"))[0][0] == 12 - 3
+
+
 # -- what is transferred: the mounted stored resources --
 
 
@@ -422,9 +521,6 @@ def test_mounted_resources_are_built_in_names_dotted_paths_and_extra_handlers(da
 @pytest.mark.stores("sqlite")
 @pytest.mark.gen_test
 async def test_resources_that_cannot_be_written_as_lines_are_refused(io_loop, database_backend):
-    from medusa_v2.declaration import Declaration, Field
-    from medusa_v2.resources.stored import StoredResource
-
     stamp = (Field("created_at", str, writable=False), Field("updated_at", str, writable=False))
     odd = Declaration("odd", (Field("id", int, writable=False, min=1), Field("resource", str), *stamp))
 
