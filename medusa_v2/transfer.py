@@ -169,6 +169,9 @@ def collection_key(decl: Declaration) -> str:
     return to_camel(decl.name) + "s"
 
 
+_NONE_LIST: list[Any] = []  # a child array absent from its parent item: read as empty (never changed)
+
+
 class _Node:
     """One stored resource of a transfer: its tree, its key in its parent's item, its parsers."""
 
@@ -179,6 +182,8 @@ class _Node:
         self.key = collection_key(self.decl)
         self.children = tuple(children)
         self.leaf = not self.children
+        self.keys = tuple(child.key for child in self.children)
+        self.no_kids: tuple[Sequence[Item], ...] = tuple(() for _ in self.children)  # shared: never changed
         try:
             self.shape = _FastShape(self.decl)
         except ValueError as exc:
@@ -195,6 +200,9 @@ class _Node:
     def attach(self, doc: dict[str, Any], kids: Sequence[Sequence[Item]], counts: dict[str, int]) -> dict[str, Any]:
         """Put the items under `doc` into it, one array per child resource; count them."""
         for child, items in zip(self.children, kids, strict=True):
+            if not items:
+                doc[child.key] = []
+                continue
             counts[child.name] += len(items)
             if child.leaf:
                 doc[child.key] = [item for item, _ in items]
@@ -205,19 +213,27 @@ class _Node:
     # -- import --
 
     def parse(self, doc: Any, plain: bool, parent_id: Any = None, prefix: str = "") -> Item:
-        """Validate one item and those under it; return it as (row, kids) for the store."""
-        arrays: list[list[Any]] = []
-        if self.children and isinstance(doc, dict):
-            for child in self.children:
-                items = doc.pop(child.key, [])
-                if not isinstance(items, list):
-                    raise TransferError(f"{prefix}{child.key}: must be an array")
+        """Validate one item and those under it; return it as (row, kids) for the store.
+
+        Every line goes through here: an item with no child items (most of them)
+        returns after one check per child resource.
+        """
+        arrays: list[Any] = []
+        some = False
+        if self.keys and type(doc) is dict:
+            pop = doc.pop
+            for key in self.keys:
+                items = pop(key, _NONE_LIST)
+                if type(items) is not list:
+                    raise TransferError(f"{prefix}{key}: must be an array")
+                if items:
+                    some = True
                 arrays.append(items)
         row = (self.shape.row(doc, parent_id) if plain and type(doc) is dict else None) or parse_item(
             self.decl, doc, parent_id, prefix
         )
-        if not self.children:
-            return row, ()
+        if not some:
+            return row, self.no_kids
         own_id = row["id"]
         kids: list[list[Item]] = []
         for child, items in zip(self.children, arrays, strict=True):
@@ -334,13 +350,26 @@ async def export_jsonl(
         node = nodes[id(tree)]
         counts[node.name] += len(batch)
         lines = []
-        marked = node.name != DEFAULT_RESOURCE
-        for doc, kids in batch:
-            if marked:
-                doc = {MARKER: node.name, **doc}
-            if node.children:
-                node.attach(doc, kids, counts)  # type: ignore[arg-type]
-            lines.append(encode_json_text(doc))
+        only = node.children[0] if len(node.children) == 1 and node.children[0].leaf else None
+        if only is not None and node.name == DEFAULT_RESOURCE:
+            # Tickets with one kind of child (messages), every line of the common case: attach inlined.
+            key, nested = only.key, 0
+            for doc, (items,) in batch:
+                if items:
+                    nested += len(items)
+                    doc[key] = [item for item, _ in items]  # type: ignore[index]  # as_json: dicts of our own
+                else:
+                    doc[key] = []  # type: ignore[index]
+                lines.append(encode_json_text(doc))
+            counts[only.name] += nested
+        else:
+            marked = node.name != DEFAULT_RESOURCE
+            for doc, kids in batch:
+                if marked:
+                    doc = {MARKER: node.name, **doc}
+                if node.children:
+                    node.attach(doc, kids, counts)  # type: ignore[arg-type]
+                lines.append(encode_json_text(doc))
         lines.append("")
         out.write("\n".join(lines).encode("ascii"))  # encode_json's bytes, one conversion per batch
         lines_written += len(batch)
@@ -529,10 +558,11 @@ class _FastShape:
             if type(value) is not str or not _kept_timestamp(value):
                 return None
             row[name] = value
-        for name, pattern in self.patterns:
-            value = row[name]
-            if value is not None and pattern.fullmatch(value) is None:
-                return None
+        if self.patterns:
+            for name, pattern in self.patterns:
+                value = row[name]
+                if value is not None and pattern.fullmatch(value) is None:
+                    return None
         if row.get("updated_at", "") < row.get("created_at", ""):
             return None
         return row
@@ -615,7 +645,8 @@ class _Batches:
                 raise TransferError("malformed JSON: nested too deeply") from None
             if not isinstance(doc, dict):
                 raise TransferError("must be a JSON object (one item per line)")
-            top = self._top(doc.pop(MARKER, None))
+            marker = doc.pop(MARKER, None)
+            top = self.default if marker is None and self.default is not None else self._top(marker)
             # JSON text holds NUL characters and lone surrogates only as \u escapes: without
             # any `\u0000` or `\ud...`, every string is text a store keeps exactly.
             plain = b"\\u" not in raw or (b"\\u0000" not in raw and b"\\ud" not in raw and b"\\uD" not in raw)

@@ -1060,7 +1060,7 @@ def _export_items(
     if not kids:
         return [(dict(zip(keys, values, strict=True)), ()) for values in tuples]
     return [
-        (dict(zip(keys, values, strict=True)), tuple(found.get(values[at], []) for found in kids)) for values in tuples
+        (dict(zip(keys, values, strict=True)), tuple(found.get(values[at], ()) for found in kids)) for values in tuples
     ]
 
 

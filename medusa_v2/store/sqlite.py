@@ -1104,9 +1104,9 @@ def _export_items(
         return [(dict(zip(keys, values, strict=False)), ()) for values in tuples]  # same length
     if len(kids) == 1:
         get = kids[0].get
-        return [(dict(zip(keys, values, strict=False)), (get(values[at], []),)) for values in tuples]
+        return [(dict(zip(keys, values, strict=False)), (get(values[at], ()),)) for values in tuples]
     return [
-        (dict(zip(keys, values, strict=False)), tuple(found.get(values[at], []) for found in kids)) for values in tuples
+        (dict(zip(keys, values, strict=False)), tuple(found.get(values[at], ()) for found in kids)) for values in tuples
     ]
 
 
