@@ -170,6 +170,7 @@ def collection_key(decl: Declaration) -> str:
 
 
 _NONE_LIST: list[Any] = []  # a child array absent from its parent item: read as empty (never changed)
+_ABSENT: Any = object()  # a line without MARKER
 
 
 class _Node:
@@ -645,8 +646,8 @@ class _Batches:
                 raise TransferError("malformed JSON: nested too deeply") from None
             if not isinstance(doc, dict):
                 raise TransferError("must be a JSON object (one item per line)")
-            marker = doc.pop(MARKER, None)
-            top = self.default if marker is None and self.default is not None else self._top(marker)
+            marker = doc.pop(MARKER, _ABSENT)
+            top = self.default if marker is _ABSENT and self.default is not None else self._top(marker)
             # JSON text holds NUL characters and lone surrogates only as \u escapes: without
             # any `\u0000` or `\ud...`, every string is text a store keeps exactly.
             plain = b"\\u" not in raw or (b"\\u0000" not in raw and b"\\ud" not in raw and b"\\uD" not in raw)
@@ -656,7 +657,7 @@ class _Batches:
 
     def _top(self, marker: Any) -> _Node:
         """Return the top-level resource a line's marker names (none: a ticket)."""
-        if marker is None:
+        if marker is _ABSENT:
             if self.default is None:
                 raise TransferError(f"{MARKER}: required field ({DEFAULT_RESOURCE} is not mounted)")
             return self.default

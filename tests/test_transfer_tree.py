@@ -332,6 +332,7 @@ async def test_a_bad_child_names_its_line_and_nothing_is_applied(io_loop, store,
         ({**ticket(5), "notes": "x"}, "line 2: notes: must be an array"),
         ({**show("tvdb5"), "resource": "movie"}, 'line 2: resource: "movie" is not a mounted top-level resource'),
         ({**show("tvdb5"), "resource": "episode"}, 'line 2: resource: "episode" is not a mounted top-level'),
+        ({**ticket(5), "resource": None}, "line 2: resource: null is not a mounted top-level resource"),
         ({**ticket(5), "messages": [message(6, 5)], "resource": "show"}, "line 2: assignee: unknown field"),
     ],
 )
