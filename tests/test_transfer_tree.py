@@ -283,6 +283,30 @@ async def test_an_export_is_in_id_order_and_in_batches(io_loop, store, monkeypat
 
 
 @pytest.mark.gen_test
+async def test_an_export_is_one_snapshot_of_every_resource(io_loop, store):
+    from medusa_v2.resources.ticket import TICKET
+    from medusa_v2.store.base import Tree
+
+    await import_jsonl(store, io.BytesIO(jsonl(*SAMPLE)), resources=MOUNTED)
+    trees = [Tree(TICKET, (Tree(NoteResource.declaration),)), Tree(ShowResource.declaration)]
+    seen = []
+    async for tree, batch in store.export_rows(trees, batch_size=1):
+        if not seen:  # written after the export's first page: in none of its pages
+            await store.insert_row(ShowResource.declaration, {"id": "abc1", "title": "late"}, 1_800_000_000.0)
+            await store.delete_row(TICKET, 3)
+        seen += [(tree.decl.name, row["id"], [n["id"] for n, _ in kids[0]] if kids else None) for row, kids in batch]
+    assert seen == [
+        ("ticket", 1, [20, 21]),
+        ("ticket", 2, []),
+        ("ticket", 3, [22]),
+        ("show", "imdb7", None),
+        ("show", "tvdb1", None),
+        ("show", "tvdb83462", None),
+    ]
+    assert await counts(store) == {**EVERYTHING, "ticket": 2, "note": 2, "show": 4}
+
+
+@pytest.mark.gen_test
 async def test_a_file_of_the_original_format_imports_with_more_resources_mounted(io_loop, store, client):
     old = {k: v for k, v in ticket(1, messages=[message(5, 1)]).items() if k != "notes"}
     unmarked = {k: v for k, v in show("tvdb2").items()}
