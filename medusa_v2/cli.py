@@ -43,17 +43,19 @@ def _parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser(
         "export",
-        help="write every ticket, with its messages, as JSON Lines (a backup; FILE '-' is stdout)",
-        description="Write every ticket, with its messages, as JSON Lines: one ticket per line in its API "
-        "representation, ids and timestamps kept. FILE '-' writes to standard output. Exit status: 0 done, "
-        "1 the store failed, 2 usage or config.ini error.",
+        help="write every ticket with its messages (and every other mounted stored resource) as JSON Lines "
+        "(a backup; FILE '-' is stdout)",
+        description="Write every stored resource that [API] resources mounts as JSON Lines: one top-level item "
+        "per line (tickets first) in its API representation, with the items nested under it, ids and "
+        "timestamps kept. FILE '-' writes to standard output. Exit status: 0 done, 1 the store failed, 2 "
+        "usage or config.ini error.",
     )
     add_config(export)
     export.add_argument("file", metavar="FILE", help="the file to write ('-': standard output)")
 
     imp = sub.add_parser(
         "import",
-        help="load tickets and messages from JSON Lines written by export (FILE '-' is stdin)",
+        help="load tickets, messages and other mounted resources from JSON Lines written by export (FILE '-' is stdin)",
         description="Load JSON Lines written by `export` (or by hand, in the same format) in one transaction: "
         "every line is validated as POST would; the first bad line or taken id stops the import and "
         "nothing of it is applied. Exit status: 0 done, 1 bad data or the store failed, 2 usage or "
@@ -62,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     add_config(imp)
     imp.add_argument("file", metavar="FILE", help="the file to read ('-': standard input)")
     imp.add_argument(
-        "--replace", action="store_true", help="replace tickets whose ids exist (and their messages) instead of failing"
+        "--replace",
+        action="store_true",
+        help="replace top-level items whose ids exist (and everything nested under them) instead of failing",
     )
     return parser
 
@@ -200,19 +204,32 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
     import time
 
     from .store import StoreUnavailable, open_store
-    from .transfer import TransferError, export_jsonl, import_jsonl, input_size, progress_stream
+    from .transfer import (
+        TransferError,
+        export_jsonl,
+        import_jsonl,
+        input_size,
+        mounted_resources,
+        progress_stream,
+        summary,
+    )
 
-    async def run() -> tuple[int, int]:
+    try:
+        resources = mounted_resources(settings)
+    except TransferError as exc:
+        return _fail(str(exc))  # config.ini names something that cannot be mounted
+
+    async def run() -> dict[str, int]:
         store = await open_store(settings.database_url)  # type: ignore[attr-defined]
         try:
             if args.command == "export":
                 if args.file == "-":
-                    return await export_jsonl(store, sys.stdout.buffer, progress=progress_stream())
+                    return await export_jsonl(store, sys.stdout.buffer, resources=resources, progress=progress_stream())
                 # Written beside the target and renamed at the end: never half a backup.
                 partial = f"{args.file}.partial"
                 try:
                     with _private_file(partial) as out:
-                        counts = await export_jsonl(store, out, progress=progress_stream())
+                        counts = await export_jsonl(store, out, resources=resources, progress=progress_stream())
                         out.flush()
                         os.fsync(out.fileno())
                     os.replace(partial, args.file)
@@ -230,6 +247,7 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
                     store,
                     source,
                     replace=args.replace,
+                    resources=resources,
                     progress=progress_stream(),
                     size=input_size(source),  # None unless a regular file (stdin redirected from one too)
                     exclusive=True,
@@ -243,7 +261,7 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
     gc.set_threshold(100_000, 50, 100)
     start = time.monotonic()
     try:
-        tickets, messages = asyncio.run(run())
+        counts = asyncio.run(run())
     except TransferError as exc:
         done = "nothing was imported" if args.command == "import" else "the export is incomplete"
         return _fail(f"{args.command} failed: {exc}; {done}", 1)
@@ -256,11 +274,9 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
     seconds = time.monotonic() - start
     verb = "exported to" if args.command == "export" else "imported from"
     where = ("standard output" if args.command == "export" else "standard input") if args.file == "-" else args.file
-    print(
-        f"medusa-v2: {tickets} ticket(s) and {messages} message(s) {verb} {where} in {seconds:.1f} s"
-        f" ({tickets / max(seconds, 1e-9):,.0f} tickets/s)",
-        file=sys.stderr,
-    )
+    first, lines = next(iter(counts.items()), ("item", 0))  # the first top-level resource: tickets when mounted
+    rate = f"{lines / max(seconds, 1e-9):,.0f} {first}s/s"
+    print(f"medusa-v2: {summary(counts)} {verb} {where} in {seconds:.1f} s ({rate})", file=sys.stderr)
     return 0
 
 

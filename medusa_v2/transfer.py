@@ -1,25 +1,44 @@
-"""Bulk export and import: JSON Lines, one ticket per line with its messages.
+"""Bulk export and import: JSON Lines, one top-level item per line with everything nested under it.
 
-The format is the API's own representation, so a file is readable, diffable and
-usable by other tools:
+What moves is every stored resource the daemon mounts (`[API] resources`: the
+built-in `ticket` and `message`, and an embedder's own Resource classes with a
+`declaration`), following the tree of mounted resources. The format is the API's
+own representation, so a file is readable, diffable and usable by other tools:
 
     {"id":1,"title":"...","description":"","state":"open","priority":3,"assignee":null,
      "createdAt":"2026-11-27T20:11:02.123456Z","updatedAt":"...","messages":[{"id":7,
-     "ticketId":1,"author":"ann","body":"...","createdAt":"...","updatedAt":"..."}]}
+     "ticketId":1,"author":"ann","body":"...","createdAt":"...","updatedAt":"..."}],
+     "notes":[...]}
+    {"resource":"show","id":"tvdb83462","title":"...","status":"ended",...,
+     "episodes":[{"id":"s01e01","showId":"tvdb83462",...}]}
 
-Each ticket (and each message) is exactly what `GET` returns for it, in the same
-bytes (compact, ASCII-escaped JSON), plus the `messages` array. Ids and timestamps
-are kept: export from one store and import into another is a migration, and an
-export is a backup.
+- Each item is exactly what `GET` returns for it, in the same bytes (compact,
+  ASCII-escaped JSON), plus one array per resource mounted under it, named by the
+  child's resource name in camelCase followed by `s` (`message` -> `messages`,
+  `note` -> `notes`, `episode` -> `episodes`), always present (`[]` when empty),
+  in the order the resources are mounted. A child item carries its own children
+  the same way (grandchildren nested inside their parent item).
+- A ticket line has no marker. A line of another top-level resource starts with
+  `"resource": "<name>"` (a ticket line may carry `"resource": "ticket"` too). So a
+  file from a store with only tickets and messages is byte for byte what this
+  format always was, and old files import unchanged. An export writes the tickets
+  first, then each other top-level resource in mounted order, each in id order.
+- A mounted resource whose field would be named like one of these keys (`resource`,
+  or a child's array) cannot be transferred: export and import refuse to start.
 
-Import validates every line as POST would (the resource declarations), plus what
-POST does not accept but a restore needs: `id` (a positive 64-bit integer),
-`createdAt` and `updatedAt` (RFC 3339 UTC with microseconds, `...Z`, as the store
-writes them) are required; a message's `ticketId` may be omitted, or must be its
-ticket's id. The first bad line stops the import with `line N: reason`; the whole
-run is one transaction, so nothing of it is applied. Exit statuses of the commands:
-0 done, 1 the data or the store refused (bad line, id conflict, store unavailable),
-2 usage or config.ini errors.
+Ids and timestamps are kept: export from one store and import into another is a
+migration, and an export is a backup (one consistent snapshot of every resource).
+
+Import validates every item as POST would (its resource's declaration), plus what
+POST does not accept but a restore needs: `id` (a positive 64-bit integer, or the
+declared pattern of a string id), `createdAt` and `updatedAt` (RFC 3339 UTC with
+microseconds, `...Z`, as the store writes them) are required; a child item's
+parent id field (`ticketId`, `showId`) may be omitted, or must be its parent's id.
+The first bad line stops the import with `line N: reason`; the whole run is one
+transaction, so nothing of it is applied. With `--replace`, a top-level item whose
+id exists replaces it and everything nested under it. Exit statuses of the
+commands: 0 done, 1 the data or the store refused (bad line, id conflict, store
+unavailable), 2 usage or config.ini errors.
 """
 
 from __future__ import annotations
@@ -30,24 +49,28 @@ import os
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from .casing import to_camel
 from .declaration import MISSING, Declaration
 from .errors import ApiError
 from .handler import encode_json_text
 from .listing import ListQuery
-from .resources.message import MESSAGE
-from .resources.ticket import TICKET
-from .store.base import IMPORT_LOOKAHEAD, AlreadyExists, Store
+from .store.base import IMPORT_LOOKAHEAD, AlreadyExists, Item, Store, Tree, scoped_ids
 
-BATCH = 1000  # tickets per store call of an export: bounded memory, few round trips
-# Tickets per store call of an import. Larger than an export's: the store writes each
+if TYPE_CHECKING:
+    from .resource import Resource
+
+BATCH = 1000  # top-level items per store call of an export: bounded memory, few round trips
+# Top-level items per store call of an import. Larger than an export's: the store writes each
 # batch on a thread of its own, and each hand-off between that thread and the parser
 # costs both of them a wait for the GIL (1M tickets: 26.6 s to parse and insert in
 # batches of 1,000, 21.9 s in batches of 5,000; parsing alone takes 16.4 s).
 IMPORT_BATCH = 5000
+MARKER = "resource"  # the key naming a line's top-level resource
+DEFAULT_RESOURCE = "ticket"  # the resource of a line without MARKER (every line of the original format)
 TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at"})
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z", re.ASCII)
 # A timestamp valid in any month (days 1-28, year 1 on): taken without a datetime
@@ -108,6 +131,198 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
+# -- what moves: the tree of mounted stored resources --
+
+
+def mounted_resources(settings: Any) -> list[type[Resource]]:
+    """Return the Resource classes the daemon mounts for these settings, as the URL table does.
+
+    `[API] resources` names built-in resources or gives dotted paths of Resource
+    classes (`package.module.Class`); the Resource classes among `[API]
+    extra_handlers` are mounted too. Raises TransferError naming what cannot be loaded.
+    """
+    from .resource import Resource
+    from .routes import builtin_resources, load_class
+
+    known = builtin_resources()
+    found: list[type[Resource]] = []
+    for name in settings.resources:
+        try:
+            cls = known[name] if name in known else load_class(name)
+        except ValueError as exc:
+            raise TransferError(f"[API] resources: {exc}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Resource)):
+            raise TransferError(f"[API] resources: {name!r} is not a Resource class")
+        found.append(cls)
+    for dotted in settings.extra_handlers:
+        try:
+            cls = load_class(dotted)
+        except ValueError as exc:
+            raise TransferError(f"[API] extra_handlers: {exc}") from None
+        if issubclass(cls, Resource):
+            found.append(cls)
+    return found
+
+
+def collection_key(decl: Declaration) -> str:
+    """Return the key of a child resource's array inside its parent's item (`message` -> `messages`)."""
+    return to_camel(decl.name) + "s"
+
+
+_NONE_LIST: list[Any] = []  # a child array absent from its parent item: read as empty (never changed)
+_ABSENT: Any = object()  # a line without MARKER
+
+
+class _Node:
+    """One stored resource of a transfer: its tree, its key in its parent's item, its parsers."""
+
+    def __init__(self, tree: Tree, children: Sequence[_Node]) -> None:
+        self.tree = tree
+        self.decl: Declaration = tree.decl
+        self.name = self.decl.name
+        self.key = collection_key(self.decl)
+        self.children = tuple(children)
+        self.leaf = not self.children
+        self.keys = tuple(child.key for child in self.children)
+        self.no_kids: tuple[Sequence[Item], ...] = tuple(() for _ in self.children)  # shared: never changed
+        try:
+            self.shape = _FastShape(self.decl)
+        except ValueError as exc:
+            raise TransferError(str(exc)) from None
+
+    def walk(self) -> Iterable[_Node]:
+        """Yield this node, then every node below it."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    # -- export --
+
+    def attach(self, doc: dict[str, Any], kids: Sequence[Sequence[Item]], counts: dict[str, int]) -> dict[str, Any]:
+        """Put the items under `doc` into it, one array per child resource; count them."""
+        for child, items in zip(self.children, kids, strict=True):
+            if not items:
+                doc[child.key] = []
+                continue
+            counts[child.name] += len(items)
+            if child.leaf:
+                doc[child.key] = [item for item, _ in items]
+            else:
+                doc[child.key] = [child.attach(item, below, counts) for item, below in items]  # type: ignore[arg-type]
+        return doc
+
+    # -- import --
+
+    def parse(self, doc: Any, plain: bool, parent_id: Any = None, prefix: str = "") -> Item:
+        """Validate one item and those under it; return it as (row, kids) for the store.
+
+        Every line goes through here: an item with no child items (most of them)
+        returns after one check per child resource.
+        """
+        arrays: list[Any] = []
+        some = False
+        if self.keys and type(doc) is dict:
+            pop = doc.pop
+            for key in self.keys:
+                items = pop(key, _NONE_LIST)
+                if type(items) is not list:
+                    raise TransferError(f"{prefix}{key}: must be an array")
+                if items:
+                    some = True
+                arrays.append(items)
+        row = (self.shape.row(doc, parent_id) if plain and type(doc) is dict else None) or parse_item(
+            self.decl, doc, parent_id, prefix
+        )
+        if not some:
+            return row, self.no_kids
+        own_id = row["id"]
+        kids: list[list[Item]] = []
+        for child, items in zip(self.children, arrays, strict=True):
+            if not items:
+                kids.append([])
+            elif child.leaf:
+                shape, decl, key = child.shape, child.decl, child.key
+                out: list[Item] = []
+                for i, item in enumerate(items):
+                    fast = shape.row(item, own_id) if plain and type(item) is dict else None
+                    out.append((fast or parse_item(decl, item, own_id, f"{prefix}{key}[{i}]."), ()))
+                kids.append(out)
+            else:
+                kids.append(
+                    [child.parse(item, plain, own_id, f"{prefix}{child.key}[{i}].") for i, item in enumerate(items)]
+                )
+        return row, tuple(kids)
+
+    def count(self, items: Sequence[Item], counts: dict[str, int]) -> None:
+        """Add the items and everything under them to `counts`, per resource."""
+        counts[self.name] += len(items)
+        for at, child in enumerate(self.children):
+            if child.leaf:
+                counts[child.name] += sum(len(kids[at]) for _, kids in items)
+            else:
+                child.count([item for _, kids in items for item in kids[at]], counts)
+
+    def holds(self, item: Item, resource: str, id: Any, parent_id: Any) -> bool:
+        """Return whether `item`, or an item under it, is the row `id` of `resource` (under `parent_id`)."""
+        row, kids = item
+        if self.name == resource and row["id"] == id:
+            if parent_id is None or row.get(self.decl.parent_field or "") == parent_id:
+                return True
+        return any(
+            child.holds(below, resource, id, parent_id)
+            for child, items in zip(self.children, kids, strict=False)
+            for below in items
+        )
+
+
+def _plan(resources: Iterable[type[Resource]] | None) -> list[_Node]:
+    """Return the top-level nodes of the stored resources among `resources`: ticket first, then as mounted.
+
+    None: the built-in resources (ticket and message). Raises TransferError for a
+    set of resources that cannot be written as lines (see the module's docstring).
+    """
+    if resources is None:
+        from .routes import builtin_resources
+
+        resources = builtin_resources().values()
+    decls: list[Declaration] = [cls.declaration for cls in resources if cls.declaration is not None]
+    names = [decl.name for decl in decls]
+    for decl in decls:
+        if names.count(decl.name) > 1:
+            raise TransferError(f"resource {decl.name!r} is mounted twice")
+        if decl.parent is not None and decl.parent.name not in names:
+            raise TransferError(f"resource {decl.name!r} needs its parent {decl.parent.name!r} mounted too")
+
+    def node(decl: Declaration) -> _Node:
+        below = [d for d in decls if d.parent is not None and d.parent.name == decl.name]
+        if below and scoped_ids(decl):
+            raise TransferError(
+                f"resource {decl.name!r}: its ids are unique only under its parent, so the rows nested under "
+                f"it ({', '.join(d.name for d in below)}) cannot be told apart"
+            )
+        children = [node(d) for d in below]
+        taken = {f.json_name for f in decl.fields}
+        for child in children:
+            if child.key in taken:
+                raise TransferError(
+                    f"resource {decl.name!r}: the array of {child.name!r} ({child.key!r}) would be named"
+                    " like a field or another array"
+                )
+            taken.add(child.key)
+        return _Node(Tree(decl, tuple(child.tree for child in children)), children)
+
+    tops = sorted((d for d in decls if d.parent is None), key=lambda d: d.name != DEFAULT_RESOURCE)
+    plan = [node(d) for d in tops]
+    for top in plan:
+        if MARKER in top.decl.by_json:
+            raise TransferError(f"resource {top.name!r}: its field {MARKER!r} would be read as the line's resource")
+    return plan
+
+
+def _counts(plan: Sequence[_Node]) -> dict[str, int]:
+    return {node.name: 0 for top in plan for node in top.walk()}
+
+
 # -- export --
 
 
@@ -115,28 +330,58 @@ async def export_jsonl(
     store: Store,
     out: IO[bytes],
     *,
-    decl: Declaration = TICKET,
-    child: Declaration | None = MESSAGE,
+    resources: Iterable[type[Resource]] | None = None,
     progress: IO[str] | None = None,
-) -> tuple[int, int]:
-    """Write every row of `decl` (with its children) as JSON Lines; return (rows, children)."""
-    total = (await store.list_rows(decl, ListQuery(limit=1))).count if _isatty_or_none(progress) else None
-    bar = Progress(progress, decl.name + "s", total)
-    rows = children = 0
-    async for batch in store.export_rows(decl, child, batch_size=BATCH, as_json=True):
+) -> dict[str, int]:
+    """Write every stored resource of `resources` as JSON Lines; return the items written per resource.
+
+    `resources`: the mounted Resource classes (`mounted_resources`; None: the
+    built-in ticket and message). Top-level items go one per line, with everything
+    nested under them.
+    """
+    plan = _plan(resources)
+    total = None
+    if _isatty_or_none(progress):
+        total = sum([(await store.list_rows(top.decl, ListQuery(limit=1))).count for top in plan])
+    bar = Progress(progress, _unit(plan), total)
+    counts = _counts(plan)
+    nodes = {id(top.tree): top for top in plan}
+    lines_written = 0
+    async for tree, batch in store.export_rows([top.tree for top in plan], batch_size=BATCH, as_json=True):
+        node = nodes[id(tree)]
+        counts[node.name] += len(batch)
         lines = []
-        for doc, items in batch:
-            if child is not None:
-                doc["messages"] = items
-                children += len(items)
-            lines.append(encode_json_text(doc))
+        only = node.children[0] if len(node.children) == 1 and node.children[0].leaf else None
+        if only is not None and node.name == DEFAULT_RESOURCE:
+            # Tickets with one kind of child (messages), every line of the common case: attach inlined.
+            key, nested = only.key, 0
+            for doc, (items,) in batch:
+                if items:
+                    nested += len(items)
+                    doc[key] = [item for item, _ in items]  # type: ignore[index]  # as_json: dicts of our own
+                else:
+                    doc[key] = []  # type: ignore[index]
+                lines.append(encode_json_text(doc))
+            counts[only.name] += nested
+        else:
+            marked = node.name != DEFAULT_RESOURCE
+            for doc, kids in batch:
+                if marked:
+                    doc = {MARKER: node.name, **doc}
+                if node.children:
+                    node.attach(doc, kids, counts)  # type: ignore[arg-type]
+                lines.append(encode_json_text(doc))
         lines.append("")
         out.write("\n".join(lines).encode("ascii"))  # encode_json's bytes, one conversion per batch
-        rows += len(batch)
-        bar.update(rows)
+        lines_written += len(batch)
+        bar.update(lines_written)
     out.flush()
-    bar.done(rows)
-    return rows, children
+    bar.done(lines_written)
+    return counts
+
+
+def _unit(plan: Sequence[_Node]) -> str:
+    return plan[0].name + "s" if len(plan) == 1 else "lines"
 
 
 def _isatty_or_none(stream: IO[str] | None) -> bool:
@@ -169,7 +414,7 @@ def _reason(errors: Mapping[str, str], prefix: str = "") -> str:
     return "; ".join(f"{prefix}{name}: {why}" for name, why in sorted(errors.items()))
 
 
-def parse_item(decl: Declaration, doc: Any, parent_id: int | None = None, prefix: str = "") -> dict[str, Any]:
+def parse_item(decl: Declaration, doc: Any, parent_id: Any = None, prefix: str = "") -> dict[str, Any]:
     """Validate one exported item as POST would, plus its kept id and timestamps; return a store row.
 
     Raises TransferError(reason) naming every bad field.
@@ -182,9 +427,14 @@ def parse_item(decl: Declaration, doc: Any, parent_id: int | None = None, prefix
     for f in decl.fields:
         if f.writable:
             continue
+        if f.settable_on_create and f.type is str:
+            # A string id: POST requires it and checks its pattern (parse_create below).
+            if f.json_name not in body:
+                errors[f.json_name] = "required field (an import keeps ids and timestamps)"
+            continue
         value = body.pop(f.json_name, MISSING)
         if f.name == decl.parent_field:
-            if value is not MISSING and (type(value) is not int or value != parent_id):
+            if value is not MISSING and (type(value) is not type(parent_id) or value != parent_id):
                 errors[f.json_name] = f"must be the id of the item it is listed under ({parent_id}) or omitted"
             kept[f.name] = parent_id
         elif value is MISSING:
@@ -202,7 +452,8 @@ def parse_item(decl: Declaration, doc: Any, parent_id: int | None = None, prefix
     try:
         values = decl.parse_create(body)
     except ApiError as exc:
-        errors.update(exc.errors or {"body": exc.message})
+        for name, why in (exc.errors or {"body": exc.message}).items():
+            errors.setdefault(name, why)
         values = {}
     if errors:
         raise TransferError(_reason(errors, prefix))
@@ -247,7 +498,10 @@ class _FastShape:
         self.texts: list[tuple[str, str, int, int, bool]] = []
         self.choices: list[tuple[str, str, tuple[Any, ...], bool]] = []  # one of these values
         self.times: list[tuple[str, str]] = []  # kept timestamps
+        self.patterns: list[tuple[str, re.Pattern[str]]] = []  # text that must also match (string ids)
         for f in decl.fields:
+            if f.pattern is not None:
+                self.patterns.append((f.name, re.compile(f.pattern)))
             if f.name == decl.parent_field:
                 self.parent = (f.json_name, f.name)
             elif f.name in TIMESTAMP_FIELDS and not f.writable:
@@ -265,7 +519,7 @@ class _FastShape:
                 high = f.max if f.max is not None else 1 << 62
                 self.texts.append((f.json_name, f.name, low, high, f.nullable))
 
-    def row(self, doc: dict[str, Any], parent_id: int | None) -> dict[str, Any] | None:
+    def row(self, doc: dict[str, Any], parent_id: Any) -> dict[str, Any] | None:
         keys = doc.keys()
         if keys != self.keys and keys != self.keys_without_parent:
             return None
@@ -273,7 +527,7 @@ class _FastShape:
         if self.parent is not None:
             json_name, name = self.parent
             value = doc.get(json_name, parent_id)
-            if type(value) is not int or value != parent_id:
+            if type(value) is not type(parent_id) or value != parent_id:
                 return None
             row[name] = parent_id
         for json_name, name, low, high, nullable in self.ints:
@@ -305,6 +559,11 @@ class _FastShape:
             if type(value) is not str or not _kept_timestamp(value):
                 return None
             row[name] = value
+        if self.patterns:
+            for name, pattern in self.patterns:
+                value = row[name]
+                if value is not None and pattern.fullmatch(value) is None:
+                    return None
         if row.get("updated_at", "") < row.get("created_at", ""):
             return None
         return row
@@ -313,27 +572,25 @@ class _FastShape:
 class _Batches:
     """Read, validate and batch the input lines; remember where each id came from."""
 
-    def __init__(
-        self, lines: Iterable[bytes], decl: Declaration, child: Declaration | None, bar: Progress, size: int | None
-    ) -> None:
+    def __init__(self, lines: Iterable[bytes], plan: Sequence[_Node], bar: Progress, size: int | None) -> None:
         self.lines = lines
-        self.decl = decl
-        self.child = child
+        self.plan = plan
+        self.tops = {top.name: top for top in plan}
+        self.default = self.tops.get(DEFAULT_RESOURCE)
         self.bar = bar
         self.size = size
-        self.count = 0
-        self.children = 0
+        self.count = 0  # lines (top-level items)
+        self.counts = _counts(plan)
         # The last few batches with the line of each item: a store may read up to
         # IMPORT_LOOKAHEAD batches ahead of the one it writes, and an error names the
         # line of the id it refused (looked up only then: see line_of).
-        self.recent: collections.deque[tuple[list[tuple[dict[str, Any], list[dict[str, Any]]]], list[int]]] = (
-            collections.deque(maxlen=IMPORT_LOOKAHEAD + 3)
+        self.recent: collections.deque[tuple[_Node, list[Item], list[int]]] = collections.deque(
+            maxlen=IMPORT_LOOKAHEAD + 3
         )
-        self.shape = _FastShape(decl)
-        self.child_shape = _FastShape(child) if child is not None else None
 
-    async def __aiter__(self) -> AsyncIterator[list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
-        batch: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    async def __aiter__(self) -> AsyncIterator[tuple[Tree, list[Item]]]:
+        node: _Node | None = None
+        batch: list[Item] = []
         numbers: list[int] = []  # the line of each item of the batch
         read = 0
         parse_line = self.parse_line
@@ -341,35 +598,40 @@ class _Batches:
             read += len(raw)
             if not raw or raw.isspace():
                 continue
-            batch.append(parse_line(raw, number))
+            top, item = parse_line(raw, number)
+            if top is not node and batch:
+                assert node is not None
+                self._complete(node, batch, numbers)
+                yield node.tree, batch
+                batch, numbers = [], []
+            node = top
+            batch.append(item)
             numbers.append(number)
             if len(batch) >= IMPORT_BATCH:
-                self._complete(batch, numbers)
-                yield batch
+                self._complete(node, batch, numbers)
+                yield node.tree, batch
                 batch, numbers = [], []
                 self.bar.update(self.count, read / self.size if self.size else None)
         if batch:
-            self._complete(batch, numbers)
-            yield batch
+            assert node is not None
+            self._complete(node, batch, numbers)
+            yield node.tree, batch
         self.bar.done(self.count)
 
-    def _complete(self, batch: list[tuple[dict[str, Any], list[dict[str, Any]]]], numbers: list[int]) -> None:
-        self.recent.append((batch, numbers))
+    def _complete(self, node: _Node, batch: list[Item], numbers: list[int]) -> None:
+        self.recent.append((node, batch, numbers))
         self.count += len(batch)
-        self.children += sum(len(items) for _, items in batch)
+        node.count(batch, self.counts)
 
-    def line_of(self, resource: str, id: int) -> int | None:
+    def line_of(self, resource: str, id: Any, parent_id: Any = None) -> int | None:
         """Return the line of an id in the recent batches (the last one given: a repeat is the bad one)."""
-        is_row = resource == self.decl.name
-        if not is_row and (self.child is None or resource != self.child.name):
-            return None
-        for batch, numbers in reversed(self.recent):
-            for (row, items), number in zip(reversed(batch), reversed(numbers), strict=True):
-                if row["id"] == id if is_row else any(item["id"] == id for item in items):
+        for node, batch, numbers in reversed(self.recent):
+            for item, number in zip(reversed(batch), reversed(numbers), strict=True):
+                if node.holds(item, resource, id, parent_id):
                     return number
         return None
 
-    def parse_line(self, raw: bytes, number: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def parse_line(self, raw: bytes, number: int) -> tuple[_Node, Item]:
         try:
             try:
                 text = raw.decode("utf-8")
@@ -384,25 +646,28 @@ class _Batches:
                 raise TransferError("malformed JSON: nested too deeply") from None
             if not isinstance(doc, dict):
                 raise TransferError("must be a JSON object (one item per line)")
-            items: Any = []
-            if self.child is not None:
-                items = doc.pop("messages", [])
-                if not isinstance(items, list):
-                    raise TransferError("messages: must be an array")
+            marker = doc.pop(MARKER, _ABSENT)
+            top = self.default if marker is _ABSENT and self.default is not None else self._top(marker)
             # JSON text holds NUL characters and lone surrogates only as \u escapes: without
             # any `\u0000` or `\ud...`, every string is text a store keeps exactly.
             plain = b"\\u" not in raw or (b"\\u0000" not in raw and b"\\ud" not in raw and b"\\uD" not in raw)
-            row = (self.shape.row(doc, None) if plain else None) or parse_item(self.decl, doc)
-            if self.child is None or not items:
-                return row, []
-            assert self.child_shape is not None
-            out = []
-            for i, item in enumerate(items):
-                fast = self.child_shape.row(item, row["id"]) if plain and isinstance(item, dict) else None
-                out.append(fast or parse_item(self.child, item, row["id"], f"messages[{i}]."))
-            return row, out
+            return top, top.parse(doc, plain)
         except TransferError as exc:
             raise TransferError(f"line {number}: {exc}") from None
+
+    def _top(self, marker: Any) -> _Node:
+        """Return the top-level resource a line's marker names (none: a ticket)."""
+        if marker is _ABSENT:
+            if self.default is None:
+                raise TransferError(f"{MARKER}: required field ({DEFAULT_RESOURCE} is not mounted)")
+            return self.default
+        top = self.tops.get(marker) if isinstance(marker, str) else None
+        if top is None:
+            taken = ", ".join(self.tops)
+            raise TransferError(
+                f"{MARKER}: {json.dumps(marker)} is not a mounted top-level resource (mounted: {taken})"
+            )
+        return top
 
 
 async def import_jsonl(
@@ -410,30 +675,42 @@ async def import_jsonl(
     lines: Iterable[bytes],
     *,
     replace: bool = False,
-    decl: Declaration = TICKET,
-    child: Declaration | None = MESSAGE,
+    resources: Iterable[type[Resource]] | None = None,
     progress: IO[str] | None = None,
     size: int | None = None,
     exclusive: bool = False,
-) -> tuple[int, int]:
-    """Validate and store every line in one transaction; return (rows, children).
+) -> dict[str, int]:
+    """Validate and store every line in one transaction; return the items imported per resource.
 
-    `size` (bytes of input, when known) lets the progress bar show an ETA;
-    `exclusive`: the caller uses `store` for nothing else meanwhile (Store.import_rows). Raises
-    TransferError (`line N: reason`) when a line is invalid or an id is taken; the
-    store then has nothing of this run.
+    `resources`: the mounted Resource classes (`mounted_resources`; None: the
+    built-in ticket and message); `size` (bytes of input, when known) lets the
+    progress bar show an ETA; `exclusive`: the caller uses `store` for nothing else
+    meanwhile (Store.import_rows). Raises TransferError (`line N: reason`) when a
+    line is invalid or an id is taken; the store then has nothing of this run.
     """
-    bar = Progress(progress, decl.name + "s")
-    batches = _Batches(lines, decl, child, bar, size)
+    plan = _plan(resources)
+    bar = Progress(progress, _unit(plan))
+    batches = _Batches(lines, plan, bar, size)
     try:
-        await store.import_rows(decl, child, batches, replace=replace, exclusive=exclusive)
+        await store.import_rows([top.tree for top in plan], batches, replace=replace, exclusive=exclusive)
     except AlreadyExists as exc:
-        where = batches.line_of(exc.resource, exc.id or 0)
-        label = decl.label if exc.resource == decl.name else child.label if child is not None else exc.resource
-        hint = "" if replace or exc.resource != decl.name else " (use --replace to replace existing items)"
-        reason = f"{label.lower()} id {exc.id} already exists or is given twice{hint}"
+        where = batches.line_of(exc.resource, exc.id, exc.parent_id)
+        decl = next((node.decl for top in plan for node in top.walk() if node.name == exc.resource), None)
+        label = decl.label if decl is not None else exc.resource
+        under = ""
+        if exc.parent_id is not None and decl is not None and decl.parent is not None:
+            under = f" under {decl.parent.label.lower()} {exc.parent_id}"
+        top_level = exc.resource in batches.tops
+        hint = "" if replace or not top_level else " (use --replace to replace existing items)"
+        reason = f"{label.lower()} id {exc.id}{under} already exists or is given twice{hint}"
         raise TransferError(f"line {where}: {reason}" if where else reason) from None
-    return batches.count, batches.children
+    return batches.counts
+
+
+def summary(counts: Mapping[str, int]) -> str:
+    """Return `3 ticket(s), 4 message(s) and 1 note(s)` for the counts of an export or import."""
+    said = [f"{count} {name}(s)" for name, count in counts.items()]
+    return " and ".join([", ".join(said[:-1]), said[-1]]) if len(said) > 1 else "".join(said) or "nothing"
 
 
 def input_size(stream: IO[bytes]) -> int | None:

@@ -216,7 +216,7 @@ async def test_a_big_import_leaves_the_tables_analysed_and_vacuumed(fresh_databa
 
     import medusa_v2.store.postgres as pg
     from medusa_v2.resources.message import MESSAGE
-    from medusa_v2.store.base import timestamp
+    from medusa_v2.store.base import Tree, timestamp
 
     monkeypatch.setattr(pg, "ANALYZE_AFTER", 50)
     store = store_from_url(fresh_database)
@@ -225,12 +225,13 @@ async def test_a_big_import_leaves_the_tables_analysed_and_vacuumed(fresh_databa
         stamp = timestamp(NOW)
         row = {"description": "", "state": "open", "priority": 3, "assignee": None}
         row.update(created_at=stamp, updated_at=stamp)
-        rows = [({"id": i, "title": f"t{i}", **row}, []) for i in range(1, 61)]
+        rows = [({"id": i, "title": f"t{i}", **row}, ([],)) for i in range(1, 61)]
+        tree = Tree(TICKET, (Tree(MESSAGE),))
 
         async def batches():
-            yield rows
+            yield tree, rows
 
-        assert await store.import_rows(TICKET, MESSAGE, batches()) == 60
+        assert await store.import_rows([tree], batches()) == 60
     finally:
         await store.close()
 

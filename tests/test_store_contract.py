@@ -19,6 +19,7 @@ from medusa_v2.store.base import (
     KeyMismatch,
     NotFound,
     StoreUnavailable,
+    Tree,
     timestamp,
 )
 
@@ -166,6 +167,7 @@ def test_chosen_ids_do_not_move_the_counter_and_are_skipped(io_loop, store):
 
 
 STATES = ("open", "pending", "closed")
+TREE = Tree(TICKET, (Tree(MESSAGE),))
 
 
 def imported(io_loop, store, tickets, replace=False, vary=False):
@@ -198,9 +200,9 @@ def imported(io_loop, store, tickets, replace=False, vary=False):
         half = len(docs) // 2
         for batch in (docs[:half], docs[half:]):
             if batch:
-                yield batch
+                yield TREE, [(row, ([(item, ()) for item in items],)) for row, items in batch]
 
-    return run(io_loop, store.import_rows(TICKET, MESSAGE, batches(), replace=replace))
+    return run(io_loop, store.import_rows([TREE], batches(), replace=replace))
 
 
 def add_message(io_loop, store, ticket_id):
@@ -288,7 +290,11 @@ def test_an_export_as_json_is_the_json_of_the_plain_export(io_loop, store):
     run(io_loop, store.update_row(TICKET, 3, {"state": "closed"}, NOW + 5))
 
     async def export(as_json):
-        return [batch async for batch in store.export_rows(TICKET, MESSAGE, batch_size=4, as_json=as_json)]
+        batches = []
+        async for tree, batch in store.export_rows([TREE], batch_size=4, as_json=as_json):
+            assert tree is TREE
+            batches.append([(row, [item for item, below in kids[0] if below == ()]) for row, kids in batch])
+        return batches
 
     plain, as_json = run(io_loop, export(False)), run(io_loop, export(True))
     assert [len(b) for b in plain] == [len(b) for b in as_json] == [4, 4, 4]

@@ -58,6 +58,11 @@ SAMPLE = [
 ]
 
 
+def counted(docs):
+    """What an import of these ticket lines returns: the items per resource."""
+    return {"ticket": len(docs), "message": sum(len(d["messages"]) for d in docs)}
+
+
 def run(io_loop, coro):
     return io_loop.run_sync(lambda: coro)
 
@@ -79,7 +84,7 @@ def count(store, table):
 @pytest.mark.gen_test
 async def test_import_then_get_is_the_exported_representation(io_loop, store, client):
     data = jsonl(*SAMPLE)
-    assert await import_jsonl(store, lines_of(data)) == (3, 3)
+    assert await import_jsonl(store, lines_of(data)) == {"ticket": 3, "message": 3}
     for doc in SAMPLE:
         r = await client.get(f"/ticket/{doc['id']}")
         assert r.code == 200
@@ -88,7 +93,7 @@ async def test_import_then_get_is_the_exported_representation(io_loop, store, cl
         r = await client.get(f"/ticket/{doc['id']}/message")
         assert r.body == encode_json(doc["messages"])
     out = io.BytesIO()
-    assert await export_jsonl(store, out) == (3, 3)
+    assert await export_jsonl(store, out) == {"ticket": 3, "message": 3}
     assert out.getvalue() == data
 
 
@@ -139,7 +144,7 @@ async def test_export_streams_in_batches(io_loop, store, monkeypatch):
     docs = [ticket(i, f"t{i}", [message(1000 + i, i)] if i % 5 == 0 else []) for i in range(1, 51)]
     await import_jsonl(store, lines_of(jsonl(*docs)))
     out = io.BytesIO()
-    assert await export_jsonl(store, out) == (50, 10)
+    assert await export_jsonl(store, out) == {"ticket": 50, "message": 10}
     assert out.getvalue() == jsonl(*docs)
 
 
@@ -205,7 +210,7 @@ async def test_a_bad_line_in_a_later_batch_undoes_earlier_batches(io_loop, store
     assert count(store, "ticket") == 0
     # Indexes and triggers set aside for a load into empty tables are back.
     assert store.db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall() == schema
-    r = await store.list_rows(transfer.TICKET, transfer.ListQuery())
+    r = await store.list_rows(transfer_ticket(), transfer.ListQuery())
     assert r.count == 0
 
 
@@ -213,7 +218,7 @@ async def test_a_bad_line_in_a_later_batch_undoes_earlier_batches(io_loop, store
 async def test_blank_lines_are_skipped_and_ticket_id_may_be_omitted(io_loop, store):
     m = {k: v for k, v in message(5, 1).items() if k != "ticketId"}
     data = b"\n" + jsonl(ticket(1, messages=[m])) + b"  \n \t\r\n" + b" \t" + encode_json(ticket(2)) + b" \r\n"
-    assert await import_jsonl(store, lines_of(data)) == (2, 1)
+    assert await import_jsonl(store, lines_of(data)) == {"ticket": 2, "message": 1}
     assert (await store.get_row(transfer_message(), 5))["ticket_id"] == 1
 
 
@@ -263,7 +268,7 @@ async def test_an_id_given_twice_is_an_error(io_loop, store):
 async def test_replace_replaces_tickets_and_their_messages(io_loop, store, client):
     await import_jsonl(store, lines_of(jsonl(ticket(1, "old", [message(1, 1), message(2, 1)]), ticket(2, "keep"))))
     new = ticket(1, "new", [message(3, 1, "fresh")], priority=1)
-    assert await import_jsonl(store, lines_of(jsonl(new, ticket(5))), replace=True) == (2, 1)
+    assert await import_jsonl(store, lines_of(jsonl(new, ticket(5))), replace=True) == {"ticket": 2, "message": 1}
     assert (await client.get("/ticket/1")).body == encode_json({k: v for k, v in new.items() if k != "messages"})
     assert [m["id"] for m in (await client.get("/ticket/1/message")).json] == [3]
     assert (await client.get("/ticket/2")).json["title"] == "keep"
@@ -346,7 +351,7 @@ async def test_every_character_a_field_may_hold_survives_a_fresh_import(io_loop,
     text = 'tab\t unit\x1f bell\x07 quote" backslash\\ slash/ \u2028 é ✓ 😀 \ufeff'
     doc = ticket(7, text, [message(8, 7, text + "\n" + text)], description=text, assignee=text)
     data = jsonl(doc)
-    assert await import_jsonl(store, lines_of(data)) == (1, 1)
+    assert await import_jsonl(store, lines_of(data)) == {"ticket": 1, "message": 1}
     row = await store.get_row(transfer_message(), 8)
     assert row["body"] == text + "\n" + text
     out = io.BytesIO()
@@ -423,7 +428,7 @@ async def test_a_fresh_import_moves_in_search_indexes_that_match_the_rows(io_loo
     small_batches(monkeypatch)
     docs = varied_tickets(40)
     assert await q_ids(client, "/ticket", "printer") == []  # the store's connection has read the old index
-    assert await import_jsonl(store, lines_of(jsonl(*docs))) == (40, sum(len(d["messages"]) for d in docs))
+    assert await import_jsonl(store, lines_of(jsonl(*docs))) == counted(docs)
     assert scratch_files(store.path.rsplit("/", 1)[0]) == [] and search_threads() == []
     integrity_check(store.db)  # FTS5 checks the moved index against the ticket and message rows
     for word in ("printer", "straße", "STRASSE"[:3], "日本語", "a],[b", 'quo"te', "😀 emoji", "tab\there"):
@@ -494,7 +499,7 @@ async def test_a_failing_search_build_fails_the_import_and_leaves_nothing(io_loo
     assert scratch_files(store.path.rsplit("/", 1)[0]) == [] and search_threads() == []
     monkeypatch.undo()
     docs = varied_tickets(5)
-    assert await import_jsonl(store, lines_of(jsonl(*docs))) == (5, sum(len(d["messages"]) for d in docs))
+    assert await import_jsonl(store, lines_of(jsonl(*docs))) == counted(docs)
     integrity_check(store.db)
     assert await q_ids(client, "/ticket", "printer") == [
         d["id"] for d in docs if "printer" in d["title"] + d["description"]
@@ -648,7 +653,7 @@ async def test_an_exclusive_import_writes_through_a_rollback_journal_then_goes_b
 
     docs = varied_tickets(40)
     lines = Watched(store, jsonl(*docs))
-    assert await import_jsonl(store, lines, exclusive=True) == (40, sum(len(d["messages"]) for d in docs))
+    assert await import_jsonl(store, lines, exclusive=True) == counted(docs)
     assert lines.seen == {("-journal",)}  # no WAL while it ran: its pages were written once
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # the store's own connection, again
     integrity_check(store.db)

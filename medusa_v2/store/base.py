@@ -7,7 +7,7 @@ without touching handlers. The store never imports tornado and knows nothing of 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,12 +34,17 @@ class NotFound(StoreError):
 
 
 class AlreadyExists(StoreError):
-    """A create chose an id that is taken."""
+    """A create chose an id that is taken.
 
-    def __init__(self, resource: str = "", id: Any = None) -> None:
+    `parent_id` names the parent too when the resource's ids are unique only under
+    their parent (`scoped_ids`).
+    """
+
+    def __init__(self, resource: str = "", id: Any = None, parent_id: Any = None) -> None:
         super().__init__(f"{resource} {id} already exists" if resource else "already exists")
         self.resource = resource
         self.id = id
+        self.parent_id = parent_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,20 +161,24 @@ class Store(abc.ABC):
 
     # -- bulk transfer (medusa-v2 export / import), generic like the row methods --
     #
-    # `decl` is a top-level declaration (ticket) and `child` a declaration nested
-    # under it (message, whose `parent_field` holds decl's id), or None. Rows are
-    # complete store rows (every field of the declaration, snake_case keys, ids and
-    # created_at/updated_at included), exactly as get_row returns them.
+    # `trees` are the stored resources to move, each a `Tree`: a top-level
+    # declaration (ticket, show) and the trees of the declarations nested under it
+    # (message, note; episode), whose `parent_field` holds their parent's id. Rows
+    # are complete store rows (every field of the declaration, snake_case keys, ids
+    # and created_at/updated_at included), exactly as get_row returns them. An
+    # `Item` is (row, kids): `kids[i]` lists the items of `tree.children[i]` under
+    # that row, in id order (an empty sequence for a tree without children).
 
     @abc.abstractmethod
     def export_rows(
-        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000, as_json: bool = False
-    ) -> AsyncIterator[Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]]:
-        """Yield every row of `decl` in id order, in batches of at most `batch_size`.
+        self, trees: Sequence[Tree], *, batch_size: int = 1000, as_json: bool = False
+    ) -> AsyncIterator[tuple[Tree, Sequence[Item]]]:
+        """Yield (tree, items) for every row of each tree's top declaration, tree after tree.
 
-        Each item is (row, its child rows in id order); with `as_json`, each row and
-        child row comes as its JSON representation (`to_json` of its declaration),
-        which a store may build straight from the values it reads. All batches come from one
+        Rows come in id order, in batches of at most `batch_size` top-level rows,
+        each with its descendants; with `as_json`, each row comes as its JSON
+        representation (`to_json` of its declaration), which a store may build
+        straight from the values it reads. All batches of every tree come from one
         consistent snapshot (a backup never mixes two states); memory stays bounded
         by one batch (keyset pagination by id, never the whole table).
         Implementations are async generators (`async def ... yield`).
@@ -178,26 +187,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def import_rows(
         self,
-        decl: Any,
-        child: Any | None,
-        batches: AsyncIterable[Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]],
+        trees: Sequence[Tree],
+        batches: AsyncIterable[tuple[Tree, Sequence[Item]]],
         *,
         replace: bool = False,
         exclusive: bool = False,
     ) -> int:
-        """Insert every (row, child rows) of `batches` as given, in ONE transaction; return the row count.
+        """Insert every (tree, items) of `batches` as given, in ONE transaction; return the top-level row count.
 
-        Ids, created_at and updated_at are kept as given (already validated by the
-        caller); child rows carry their parent's id in `child.parent_field`. An id of
-        `decl` that exists raises AlreadyExists(decl.name, id) unless `replace`, which
-        first deletes that row and its children; an id given twice in one run, and a
-        child id that exists (after replaced rows are gone), raise AlreadyExists too.
-        Any exception (including one raised by `batches` itself, e.g. a bad input
-        line) rolls the whole run back: nothing of it is applied. Search indexes and
-        any counters stay consistent with the rows. `exclusive`: the caller uses this
-        store for nothing else until the import returns (the import command), so the
-        store may close its own connections meanwhile and write in a way that keeps
-        other connections waiting, when none is open.
+        Each batch's tree is one of `trees`. Ids, created_at and updated_at are kept
+        as given (already validated by the caller); a nested row carries its
+        parent's id in `parent_field`. A top-level id that exists raises
+        AlreadyExists(decl.name, id) unless `replace`, which first deletes that row
+        and, by cascade, every row nested under it; an id given twice in one run, and
+        a nested id that exists (after replaced rows are gone), raise AlreadyExists
+        too (ids of `scoped_ids` resources are compared with their parent's). Any
+        exception (including one raised by `batches` itself, e.g. a bad input line)
+        rolls the whole run back: nothing of it is applied. Search indexes and any
+        counters stay consistent with the rows: an integer id counter moves past the
+        ids imported (below a store's limit), never back. `exclusive`: the caller
+        uses this store for nothing else until the import returns (the import
+        command), so the store may close its own connections meanwhile and write in
+        a way that keeps other connections waiting, when none is open.
         """
 
     # -- idempotency keys, shared by every process on this store --
@@ -273,6 +284,74 @@ class RowPage:
 
 Parent = tuple[Any, Any]
 """(parent declaration, parent id: an int, or a str for a resource with string ids) for a nested resource's rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """A stored resource's declaration and the trees of the resources nested under it.
+
+    Each child's `decl.parent_field` holds the id of a row of `decl`. The unit of a
+    bulk export or import (`Store.export_rows`, `Store.import_rows`).
+    """
+
+    decl: Any
+    children: tuple[Tree, ...] = ()
+
+    def walk(self) -> Iterator[Tree]:
+        """Yield this tree, then every tree below it (each parent before its children)."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def levels(self, items: Sequence[Item]) -> Iterator[tuple[Tree, list[Item]]]:
+        """Yield (tree, items) for `items` of this tree, then for all their descendants, level by level.
+
+        Parents come before their children, so rows inserted in this order always
+        find their parent.
+        """
+        yield self, list(items)
+        for at, child in enumerate(self.children):
+            below = [item for _, kids in items for item in kids[at]]
+            if below:
+                yield from child.levels(below)
+
+
+Item = tuple[Mapping[str, Any], Sequence[Sequence[Any]]]
+"""(row, kids): a row and, per child tree, the items nested under it (see Store.export_rows)."""
+
+
+def scoped_ids(decl: Any) -> bool:
+    """Return whether a resource's ids are unique only under its parent.
+
+    A nested resource identified by strings is (Medusa's episodes: `s01e01` of each
+    show); integer ids come from one counter per table, unique in the table.
+    """
+    return decl.parent_field is not None and decl.by_name["id"].type is str
+
+
+def row_keys(decl: Any, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Return what identifies each row in its table: its id, or (parent id, id) for `scoped_ids`."""
+    if scoped_ids(decl):
+        parent_field = decl.parent_field
+        return [(row[parent_field], row["id"]) for row in rows]
+    return [row["id"] for row in rows]
+
+
+def already_exists(decl: Any, key: Any) -> AlreadyExists:
+    """Return the AlreadyExists for a key of `row_keys`."""
+    if scoped_ids(decl):
+        return AlreadyExists(decl.name, key[1], parent_id=key[0])
+    return AlreadyExists(decl.name, key)
+
+
+def refuse_repeats(decl: Any, keys: Sequence[Any]) -> None:
+    """Raise AlreadyExists for the first key of `row_keys` given twice."""
+    if len(set(keys)) != len(keys):
+        seen: set[Any] = set()
+        for key in keys:
+            if key in seen:
+                raise already_exists(decl, key)
+            seen.add(key)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -50,6 +50,7 @@ from .base import (
     AlreadyExists,
     Check,
     IdempotentResponse,
+    Item,
     KeyInFlight,
     KeyMismatch,
     NotFound,
@@ -57,13 +58,17 @@ from .base import (
     RowPage,
     Store,
     StoreUnavailable,
+    Tree,
+    already_exists,
     next_timestamp,
+    refuse_repeats,
+    row_keys,
+    scoped_ids,
     timestamp,
 )
 from .sql import COUNTER_LIMIT as COUNTER_LIMIT  # re-exported: the import's sequence bound
 from .sql import highest_below_limit as _highest_below_limit
 from .sql import quote_name as _name
-from .sql import refuse_repeats as _refuse_repeats
 
 log = logging.getLogger("medusa_v2.store.postgres")
 
@@ -800,54 +805,42 @@ class PostgresStore(Store):
     # -- bulk transfer (export / import) --
 
     async def export_rows(
-        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000, as_json: bool = False
-    ) -> AsyncIterator[Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]]:
-        """Yield rows by id (keyset pages) with their children, from one REPEATABLE READ snapshot."""
-        table = _name(decl.name)
-        child_json = child.to_json if child is not None else None
-        page_sql = f"SELECT * FROM {table} WHERE id > %s ORDER BY id LIMIT %s"
-        child_sql = ""
-        if child is not None:
-            parent_field = _name(child.parent_field)
-            child_sql = (
-                f"SELECT * FROM {_name(child.name)} WHERE {parent_field} BETWEEN %s AND %s ORDER BY {parent_field}, id"
-            )
+        self, trees: Sequence[Tree], *, batch_size: int = 1000, as_json: bool = False
+    ) -> AsyncIterator[tuple[Tree, Sequence[Item]]]:
+        """Yield rows by id (keyset pages) with their descendants, from one REPEATABLE READ snapshot."""
         try:
             async with self.pool.connection() as conn:
                 async with conn.transaction():
                     await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    after = 0
-                    async with conn.cursor(row_factory=dict_row) as cur:
-                        while True:
-                            await cur.execute(page_sql, (after, batch_size))
-                            rows = [dict(r) for r in await cur.fetchall()]
-                            if not rows:
-                                return
-                            children: dict[int, list[dict[str, Any]]] = {}
-                            if child is not None:
-                                await cur.execute(child_sql, (rows[0]["id"], rows[-1]["id"]))
-                                for item in await cur.fetchall():
-                                    children.setdefault(item[child.parent_field], []).append(dict(item))
-                            after = rows[-1]["id"]
-                            if as_json:
-                                yield [
-                                    (
-                                        decl.to_json(row),
-                                        [child_json(c) for c in children.get(row["id"], [])] if child_json else [],
-                                    )
-                                    for row in rows
-                                ]
-                            else:
-                                yield [(row, children.get(row["id"], [])) for row in rows]
+                    async with conn.cursor() as cur:
+                        for tree in trees:
+                            decl = tree.decl
+                            table = _name(decl.name)
+                            columns = ", ".join(_name(c) for c in decl.column_order)
+                            first_sql = f"SELECT {columns} FROM {table} ORDER BY id LIMIT %s"
+                            page_sql = f"SELECT {columns} FROM {table} WHERE id > %s ORDER BY id LIMIT %s"
+                            keys = decl.json_names if as_json else decl.column_order
+                            at = decl.column_order.index("id")
+                            after: Any = None
+                            while True:
+                                if after is None:
+                                    await cur.execute(first_sql, (batch_size,))
+                                else:
+                                    await cur.execute(page_sql, (after, batch_size))
+                                tuples = await cur.fetchall()
+                                if not tuples:
+                                    break
+                                kids = await _export_kids(cur, tree, [values[at] for values in tuples], True, as_json)
+                                yield tree, _export_items(keys, at, tuples, kids)
+                                after = tuples[-1][at]
         except _UNAVAILABLE as exc:
             self._recover()
             raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
 
     async def import_rows(
         self,
-        decl: Any,
-        child: Any | None,
-        batches: AsyncIterable[Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]],
+        trees: Sequence[Tree],
+        batches: AsyncIterable[tuple[Tree, Sequence[Item]]],
         *,
         replace: bool = False,
         exclusive: bool = False,  # nothing to change: PostgreSQL writes its WAL either way
@@ -859,55 +852,60 @@ class PostgresStore(Store):
         below COUNTER_LIMIT (a huge chosen id does not exhaust the sequence; ids
         above the sequence that are taken are skipped when assigned).
         """
-        table = _name(decl.name)
-        columns = [f.name for f in decl.fields]
-        copy_sql = _copy_sql(table, columns)
-        child_columns = [f.name for f in child.fields] if child is not None else []
-        child_copy = _copy_sql(_name(child.name), child_columns) if child is not None else ""
+        decls = [level.decl for tree in trees for level in tree.walk()]
+        columns = {decl.name: [f.name for f in decl.fields] for decl in decls}
+        copy_sql = {decl.name: _copy_sql(_name(decl.name), columns[decl.name]) for decl in decls}
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> int:
             count = 0
-            delta = 0  # rows added to `table`, net of replaced ones
-            seen: set[int] = set()
-            highest = {decl.name: 0, **({child.name: 0} if child is not None else {})}
+            delta = dict.fromkeys((tree.decl.name for tree in trees), 0)  # rows added, net of replaced ones
+            seen: dict[str, set[Any]] = {tree.decl.name: set() for tree in trees}
+            highest = {decl.name: 0 for decl in decls if decl.by_name["id"].type is int}
             async with conn.transaction(), conn.cursor() as cur:
                 await cur.execute("SELECT set_config('medusa_v2.bulk_import', 'on', true)")
-                async for batch in batches:
+                async for tree, batch in batches:
+                    decl = tree.decl
+                    table = _name(decl.name)
                     ids = [row["id"] for row, _ in batch]
-                    _refuse_repeats(decl.name, ids)
+                    refuse_repeats(decl, ids)
+                    again = seen[decl.name]
                     for i in ids:
-                        if i in seen:
+                        if i in again:
                             raise AlreadyExists(decl.name, i)
-                    seen.update(ids)
+                    again.update(ids)
                     existing = await _existing(cur, table, ids)
                     if existing:
                         if not replace:
                             raise AlreadyExists(decl.name, next(i for i in ids if i in existing))
+                        # Their descendants go by ON DELETE CASCADE.
                         await cur.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", (sorted(existing),))
-                        delta -= len(existing)
-                    await _copy(cur, copy_sql, [tuple(row[c] for c in columns) for row, _ in batch])
-                    delta += len(batch)
-                    highest[decl.name] = max(highest[decl.name], _highest_below_limit(ids))
-                    if child is not None:
-                        items = [item for _, items in batch for item in items]
-                        if items:
-                            child_ids = [item["id"] for item in items]
-                            _refuse_repeats(child.name, child_ids)
-                            taken = await _existing(cur, _name(child.name), child_ids)
+                        delta[decl.name] -= len(existing)
+                    for level, items in tree.levels(batch):
+                        level_decl = level.decl
+                        rows = [row for row, _ in items]
+                        if level is not tree:
+                            keys = row_keys(level_decl, rows)
+                            refuse_repeats(level_decl, keys)
+                            taken = await _taken(cur, level_decl, keys)
                             if taken:
-                                raise AlreadyExists(child.name, next(i for i in child_ids if i in taken))
-                            await _copy(cur, child_copy, [tuple(item[c] for c in child_columns) for item in items])
-                            highest[child.name] = max(highest[child.name], _highest_below_limit(child_ids))
+                                raise already_exists(level_decl, next(k for k in keys if k in taken))
+                        names = columns[level_decl.name]
+                        await _copy(cur, copy_sql[level_decl.name], [tuple(row[c] for c in names) for row in rows])
+                        if level_decl.name in highest:
+                            top = _highest_below_limit([row["id"] for row in rows])
+                            highest[level_decl.name] = max(highest[level_decl.name], top)
+                    delta[decl.name] += len(batch)
                     count += len(batch)
-                if decl.name in _TOTALS and delta:
-                    await cur.execute(
-                        "UPDATE row_total SET total = total + %s WHERE name = %s AND shard = 0", (delta, decl.name)
-                    )
+                for name, added in delta.items():
+                    if name in _TOTALS and added:
+                        await cur.execute(
+                            "UPDATE row_total SET total = total + %s WHERE name = %s AND shard = 0", (added, name)
+                        )
                 for name, top in highest.items():
                     if top:
                         await _advance_sequence(cur, _sequence(name), top)
                 if count >= ANALYZE_AFTER:
-                    await _settle(cur, list(highest))
+                    await _settle(cur, [decl.name for decl in decls])
             return count
 
         try:
@@ -915,7 +913,7 @@ class PostgresStore(Store):
         except psycopg.IntegrityError as exc:
             raise StoreUnavailable(f"the import broke a database constraint: {_first_line(exc)}") from exc
         if count >= ANALYZE_AFTER:
-            await self._vacuum([decl.name] + ([child.name] if child is not None else []))
+            await self._vacuum([decl.name for decl in decls])
         return count
 
     async def _vacuum(self, tables: Sequence[str]) -> None:
@@ -1082,7 +1080,63 @@ async def _copy(cur: psycopg.AsyncCursor[Any], sql: str, rows: Sequence[Sequence
             await copy.write_row(row)
 
 
-async def _existing(cur: psycopg.AsyncCursor[Any], table: str, ids: Sequence[int]) -> set[int]:
+async def _export_kids(
+    cur: psycopg.AsyncCursor[Any], tree: Tree, parent_ids: Sequence[Any], ranged: bool, as_json: bool
+) -> list[dict[Any, list[Item]]]:
+    """Return, per child tree of `tree`, the items under each of `parent_ids` (with their own descendants).
+
+    `ranged`: the parents are one keyset page (every row from the first id to the
+    last), so their children are one range of the parent index; deeper down, the
+    parents are looked up by their ids.
+    """
+    found: list[dict[Any, list[Item]]] = []
+    for child in tree.children:
+        decl = child.decl
+        parent_field = _name(decl.parent_field)
+        columns = ", ".join(_name(c) for c in decl.column_order)
+        select = f"SELECT {columns} FROM {_name(decl.name)} WHERE {parent_field}"
+        if ranged:
+            await cur.execute(
+                f"{select} BETWEEN %s AND %s ORDER BY {parent_field}, id", (parent_ids[0], parent_ids[-1])
+            )
+        else:
+            await cur.execute(f"{select} = ANY(%s) ORDER BY {parent_field}, id", (list(parent_ids),))
+        tuples = await cur.fetchall()
+        at = decl.column_order.index("id")
+        parent_at = decl.column_order.index(decl.parent_field)
+        keys = decl.json_names if as_json else decl.column_order
+        grandkids = await _export_kids(cur, child, [values[at] for values in tuples], False, as_json) if tuples else []
+        by_parent: dict[Any, list[Item]] = {}
+        for values, item in zip(tuples, _export_items(keys, at, tuples, grandkids), strict=True):
+            by_parent.setdefault(values[parent_at], []).append(item)
+        found.append(by_parent)
+    return found
+
+
+def _export_items(
+    keys: Sequence[str], at: int, tuples: Sequence[Sequence[Any]], kids: Sequence[Mapping[Any, list[Item]]]
+) -> list[Item]:
+    """Pair each row's values with `keys`, and with its kids (found by its id at `at`)."""
+    if not kids:
+        return [(dict(zip(keys, values, strict=True)), ()) for values in tuples]
+    return [
+        (dict(zip(keys, values, strict=True)), tuple(found.get(values[at], ()) for found in kids)) for values in tuples
+    ]
+
+
+async def _taken(cur: psycopg.AsyncCursor[Any], decl: Any, keys: Sequence[Any]) -> set[Any]:
+    """Return which keys of `row_keys` are rows of `decl`'s table."""
+    if not scoped_ids(decl):
+        return await _existing(cur, _name(decl.name), keys)
+    wanted = set(keys)
+    await cur.execute(
+        f"SELECT {_name(decl.parent_field)}, id FROM {_name(decl.name)} WHERE id = ANY(%s)",
+        (sorted({key[1] for key in keys}),),
+    )
+    return {tuple(found) for found in await cur.fetchall() if tuple(found) in wanted}
+
+
+async def _existing(cur: psycopg.AsyncCursor[Any], table: str, ids: Sequence[Any]) -> set[Any]:
     """Return which of `ids` are rows of `table`."""
     if not ids:
         return set()

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import AlreadyExists
-
 # An import moves an id counter (SQLite) or sequence (PostgreSQL) past its highest id
 # below this; a huge chosen id (up to 2^63 - 1) leaves it alone, so one row never
 # exhausts it.
@@ -58,16 +56,6 @@ def check_expression(column: Mapping[str, Any]) -> str | None:
     if high is not None:
         return f"{name} <= {high}"
     return None
-
-
-def refuse_repeats(resource: str, ids: Sequence[Any]) -> None:
-    """Raise AlreadyExists for the first id given twice in one batch."""
-    if len(set(ids)) != len(ids):
-        seen: set[Any] = set()
-        for i in ids:
-            if i in seen:
-                raise AlreadyExists(resource, i)
-            seen.add(i)
 
 
 def highest_below_limit(ids: Sequence[int]) -> int:

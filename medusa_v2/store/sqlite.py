@@ -29,6 +29,7 @@ from .base import (
     AlreadyExists,
     Check,
     IdempotentResponse,
+    Item,
     KeyInFlight,
     KeyMismatch,
     NotFound,
@@ -36,13 +37,17 @@ from .base import (
     RowPage,
     Store,
     StoreUnavailable,
+    Tree,
+    already_exists,
     next_timestamp,
+    refuse_repeats,
+    row_keys,
+    scoped_ids,
     timestamp,
 )
 from .sql import COUNTER_LIMIT as COUNTER_LIMIT  # re-exported: the import's counter bound
 from .sql import highest_below_limit as _highest_below_limit
 from .sql import quote_name as _name
-from .sql import refuse_repeats as _refuse_repeats
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -755,9 +760,9 @@ class SQLiteStore(Store):
     # -- bulk transfer (export / import) --
 
     async def export_rows(
-        self, decl: Any, child: Any | None = None, *, batch_size: int = 1000, as_json: bool = False
-    ) -> AsyncIterator[Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]]:
-        """Yield rows by id (keyset pages) with their children, from one read snapshot.
+        self, trees: Sequence[Tree], *, batch_size: int = 1000, as_json: bool = False
+    ) -> AsyncIterator[tuple[Tree, Sequence[Item]]]:
+        """Yield rows by id (keyset pages) with their descendants, from one read snapshot.
 
         A file database is read on a connection of its own, so the snapshot does not
         hold this store's connection (requests keep being served while it runs).
@@ -765,47 +770,37 @@ class SQLiteStore(Store):
         paired with the JSON names at once (one dict per row, not two: a third of
         an export's time).
         """
-        table = _name(decl.name)
-        columns = ", ".join(_name(c) for c in decl.column_order)
-        page_sql = f"SELECT {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT ?"
-        child_sql = ""
-        if child is not None:
-            parent_field = _name(child.parent_field)
-            child_columns = ", ".join(_name(c) for c in child.column_order)
-            child_sql = (
-                f"SELECT {child_columns} FROM {_name(child.name)} WHERE {parent_field} BETWEEN ? AND ?"
-                f" ORDER BY {parent_field}, id"
-            )
         own = self.path != ":memory:"
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False) if own else self.db
             if own:
                 db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("BEGIN")  # one snapshot for every page
+            db.execute("BEGIN")  # one snapshot for every page of every tree
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
         try:
-            after = 0
-            keys = decl.json_names if as_json else decl.column_order
-            at = decl.column_order.index("id")
-            if child is not None:
-                child_keys = child.json_names if as_json else child.column_order
-                parent_at = child.column_order.index(child.parent_field)
-            while True:
-                try:
-                    tuples = db.execute(page_sql, (after, batch_size)).fetchall()
-                    if not tuples:
-                        return
-                    children: dict[int, list[dict[str, Any]]] = {}
-                    if child is not None:
-                        for values in db.execute(child_sql, (tuples[0][at], tuples[-1][at])).fetchall():
-                            item = dict(zip(child_keys, values, strict=False))
-                            children.setdefault(values[parent_at], []).append(item)
-                except sqlite3.Error as exc:
-                    raise StoreUnavailable(str(exc)) from exc
-                get = children.get
-                yield [(dict(zip(keys, values, strict=False)), get(values[at], [])) for values in tuples]  # same length
-                after = tuples[-1][at]
+            for tree in trees:
+                decl = tree.decl
+                table = _name(decl.name)
+                columns = ", ".join(_name(c) for c in decl.column_order)
+                first_sql = f"SELECT {columns} FROM {table} ORDER BY id LIMIT ?"
+                page_sql = f"SELECT {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT ?"
+                keys = decl.json_names if as_json else decl.column_order
+                at = decl.column_order.index("id")
+                after: Any = None
+                while True:
+                    try:
+                        if after is None:
+                            tuples = db.execute(first_sql, (batch_size,)).fetchall()
+                        else:
+                            tuples = db.execute(page_sql, (after, batch_size)).fetchall()
+                        if not tuples:
+                            break
+                        kids = _export_kids(db, tree, [values[at] for values in tuples], True, as_json)
+                    except sqlite3.Error as exc:
+                        raise StoreUnavailable(str(exc)) from exc
+                    yield tree, _export_items(keys, at, tuples, kids)  # same length
+                    after = tuples[-1][at]
         finally:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("COMMIT")
@@ -814,9 +809,8 @@ class SQLiteStore(Store):
 
     async def import_rows(
         self,
-        decl: Any,
-        child: Any | None,
-        batches: AsyncIterable[Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]],
+        trees: Sequence[Tree],
+        batches: AsyncIterable[tuple[Tree, Sequence[Item]]],
         *,
         replace: bool = False,
         exclusive: bool = False,
@@ -868,12 +862,12 @@ class SQLiteStore(Store):
             if reopen:
                 await self._reopen()
             raise
-        job = _Import(db, decl, child, replace, self.path if own else None)
+        job = _Import(db, trees, replace, self.path if own else None)
         try:
             await call(job.begin)
             if executor is None:
-                async for batch in batches:
-                    await call(job.add, batch)
+                async for tree, batch in batches:
+                    await call(job.add, tree, batch)
             else:
                 # The worker thread takes batch after batch from a queue that the
                 # caller's iterator fills on the event loop, up to IMPORT_LOOKAHEAD
@@ -885,7 +879,7 @@ class SQLiteStore(Store):
                     while (batch := handoff.get()) is not None:
                         if isinstance(batch, _Failed):
                             raise batch.error
-                        job.add(batch)
+                        job.add(*batch)
 
                 async def put(item: Any) -> None:
                     while True:
@@ -1129,7 +1123,7 @@ def _tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[t
     return list(map(itemgetter(*columns), rows))
 
 
-_first, _second, _id = itemgetter(0), itemgetter(1), itemgetter("id")
+_first, _id = itemgetter(0), itemgetter("id")
 
 
 def _insert_values(
@@ -1158,26 +1152,73 @@ def _insert_values(
         db.execute(sql, list(chain.from_iterable(chunk)))  # in C: this thread holds the GIL meanwhile
 
 
+def _export_kids(
+    db: sqlite3.Connection, tree: Tree, parent_ids: Sequence[Any], ranged: bool, as_json: bool
+) -> list[dict[Any, list[Item]]]:
+    """Return, per child tree of `tree`, the items under each of `parent_ids` (with their own descendants).
+
+    `ranged`: the parents are one keyset page (every row from the first id to the
+    last), so their children are one range of the parent index; deeper down, the
+    parents are looked up by their ids.
+    """
+    found: list[dict[Any, list[Item]]] = []
+    for child in tree.children:
+        decl = child.decl
+        parent_field = _name(decl.parent_field)
+        columns = ", ".join(_name(c) for c in decl.column_order)
+        select = f"SELECT {columns} FROM {_name(decl.name)} WHERE {parent_field}"
+        if ranged:
+            sql = f"{select} BETWEEN ? AND ? ORDER BY {parent_field}, id"
+            tuples = db.execute(sql, (parent_ids[0], parent_ids[-1])).fetchall()
+        else:
+            tuples = []
+            for start in range(0, len(parent_ids), 5000):
+                chunk = parent_ids[start : start + 5000]
+                sql = f"{select} IN ({', '.join('?' for _ in chunk)}) ORDER BY {parent_field}, id"
+                tuples += db.execute(sql, chunk).fetchall()
+        at = decl.column_order.index("id")
+        parent_at = decl.column_order.index(decl.parent_field)
+        keys = decl.json_names if as_json else decl.column_order
+        grandkids = _export_kids(db, child, [values[at] for values in tuples], False, as_json) if tuples else []
+        by_parent: dict[Any, list[Item]] = {}
+        for values, item in zip(tuples, _export_items(keys, at, tuples, grandkids), strict=True):
+            by_parent.setdefault(values[parent_at], []).append(item)
+        found.append(by_parent)
+    return found
+
+
+def _export_items(
+    keys: Sequence[str], at: int, tuples: Sequence[Sequence[Any]], kids: Sequence[Mapping[Any, list[Item]]]
+) -> list[Item]:
+    """Pair each row's values with `keys`, and with its kids (found by its id at `at`)."""
+    if not kids:
+        return [(dict(zip(keys, values, strict=False)), ()) for values in tuples]  # same length
+    if len(kids) == 1:
+        get = kids[0].get
+        return [(dict(zip(keys, values, strict=False)), (get(values[at], ()),)) for values in tuples]
+    return [
+        (dict(zip(keys, values, strict=False)), tuple(found.get(values[at], ()) for found in kids)) for values in tuples
+    ]
+
+
 class _Import:
     """One import run on one connection: begin, add batches, finish (commit) or abort."""
 
     def __init__(
-        self, db: sqlite3.Connection, decl: Any, child: Any | None, replace: bool, database: str | None = None
+        self, db: sqlite3.Connection, trees: Sequence[Tree], replace: bool, database: str | None = None
     ) -> None:
         self.db = db
         self.database = database  # the database file (None: in memory), beside which the search build works
-        self.decl = decl
-        self.child = child
         self.replace = replace
-        self.table = _name(decl.name)
-        self.columns = [f.name for f in decl.fields]
-        self.child_columns = [f.name for f in child.fields] if child is not None else []
+        self.decls = [level.decl for tree in trees for level in tree.walk()]
+        self.columns = {decl.name: [f.name for f in decl.fields] for decl in self.decls}
         self.aside: list[str] | None = None
+        self.bulk: list[Any] = []  # the declarations whose tables' indexes and triggers are set aside
         self.search: _SearchBuild | None = None
         self.count = 0
         self.cache_before = -2000
-        # The highest id imported below COUNTER_LIMIT, per table: the id counters move past it.
-        self.highest: dict[str, int] = {decl.name: 0, **({child.name: 0} if child is not None else {})}
+        # The highest id imported below COUNTER_LIMIT, per table with integer ids: the id counters move past it.
+        self.highest: dict[str, int] = {decl.name: 0 for decl in self.decls if decl.by_name["id"].type is int}
 
     def begin(self) -> None:
         db = self.db
@@ -1188,60 +1229,62 @@ class _Import:
         # A larger page cache for the indexes of a big table, restored at the end.
         self.cache_before = int(db.execute("PRAGMA cache_size").fetchone()[0])
         db.execute("PRAGMA cache_size = -65536")
-        tables = [self.decl.name] + ([self.child.name] if self.child is not None else [])
         # Into empty tables (a restore, a migration, a benchmark seed), keeping every
         # index and trigger up to date row by row costs 5-10x more than building
-        # them at the end: set them aside, inside this transaction.
-        if _all_empty(db, tables):
-            self.aside = _set_aside(db, tables)
-            indexed = [
-                (d, columns)
-                for d, columns in ((self.decl, self.columns), (self.child, self.child_columns))
-                if d is not None and d.search_fields
-            ]
+        # them at the end: set them aside, inside this transaction, for the tables
+        # whose triggers' effects the end of the run knows how to redo.
+        if _all_empty(db, [decl.name for decl in self.decls]):
+            bulk = [decl for decl in self.decls if _can_set_aside(db, decl)]
+            self.aside = _set_aside(db, [decl.name for decl in bulk])
+            self.bulk = bulk
+            indexed = [(decl, self.columns[decl.name]) for decl in bulk if decl.search_fields]
             if indexed:
                 self.search = _SearchBuild(db, indexed, self.database)
         if self.replace:
-            # Ids inserted by this run: seeing one again is a duplicate, not a replacement.
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS medusa_import_seen (id INTEGER PRIMARY KEY)")
-            db.execute("DELETE FROM temp.medusa_import_seen")
+            # Top-level ids inserted by this run: seeing one again is a duplicate, not a replacement.
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS medusa_import_seen_ids"
+                " (resource TEXT NOT NULL, id NOT NULL, PRIMARY KEY (resource, id)) WITHOUT ROWID"
+            )
+            db.execute("DELETE FROM temp.medusa_import_seen_ids")
 
-    def add(self, batch: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]) -> None:
+    def add(self, tree: Tree, batch: Sequence[Item]) -> None:
         if self.aside is not None:
-            self._add_fresh(batch)
+            self._add_fresh(tree, batch)
             return
-        db, decl, child, table = self.db, self.decl, self.child, self.table
+        db, decl = self.db, tree.decl
+        table = _name(decl.name)
         ids = [row["id"] for row, _ in batch]
-        _refuse_repeats(decl.name, ids)
+        refuse_repeats(decl, ids)
         existing = _existing(db, table, ids)
         if existing:
             if not self.replace:
                 raise AlreadyExists(decl.name, next(i for i in ids if i in existing))
-            again = _existing(db, "temp.medusa_import_seen", sorted(existing))
+            again = _seen(db, decl.name, sorted(existing))
             if again:
                 raise AlreadyExists(decl.name, next(i for i in ids if i in again))
             gone = sorted(existing)
             for start in range(0, len(gone), 5000):  # one statement per chunk (see _insert_values)
                 chunk = gone[start : start + 5000]
+                # Their descendants go by ON DELETE CASCADE (search and count triggers fire for them too).
                 db.execute(f"DELETE FROM {table} WHERE id IN ({', '.join('?' for _ in chunk)})", chunk)
         if self.replace:
-            _insert_values(db, "temp.medusa_import_seen", ["id"], [(i,) for i in ids])
-        rows = [row for row, _ in batch]
-        _insert_values(db, table, self.columns, _tuples(self.columns, rows))
-        self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(ids))
-        if child is not None:
-            items = [item for _, items in batch for item in items]
-            if items:
-                child_ids = [item["id"] for item in items]
-                _refuse_repeats(child.name, child_ids)
-                taken = _existing(db, _name(child.name), child_ids)
+            _insert_values(db, "temp.medusa_import_seen_ids", ["resource", "id"], [(decl.name, i) for i in ids])
+        for level, items in tree.levels(batch):
+            level_decl = level.decl
+            rows = list(map(_first, items))
+            if level is not tree:
+                keys = row_keys(level_decl, rows)
+                refuse_repeats(level_decl, keys)
+                taken = _taken(db, level_decl, keys)
                 if taken:
-                    raise AlreadyExists(child.name, next(i for i in child_ids if i in taken))
-                _insert_values(db, _name(child.name), self.child_columns, _tuples(self.child_columns, items))
-                self.highest[child.name] = max(self.highest[child.name], _highest_below_limit(child_ids))
+                    raise already_exists(level_decl, next(k for k in keys if k in taken))
+            columns = self.columns[level_decl.name]
+            _insert_values(db, _name(level_decl.name), columns, _tuples(columns, rows))
+            self._note_highest(level_decl, rows)
         self.count += len(batch)
 
-    def _add_fresh(self, batch: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]) -> None:
+    def _add_fresh(self, tree: Tree, batch: Sequence[Item]) -> None:
         """Add a batch to tables that were empty when the run began (indexes set aside).
 
         Only this run's rows are there: nothing to replace, and an id seen again is
@@ -1250,50 +1293,44 @@ class _Import:
         to the search build), and only on a refusal is the batch undone to its
         savepoint and the taken id looked up, for the error.
         """
-        db, decl, child = self.db, self.decl, self.child
-        rows = list(map(_first, batch))
-        ids = list(map(_id, rows))
-        _refuse_repeats(decl.name, ids)
-        child_name = child.name if child is not None else ""
-        items = list(chain.from_iterable(map(_second, batch))) if child is not None else []
-        child_ids = [item["id"] for item in items]
-        _refuse_repeats(child_name, child_ids)
-        values = _tuples(self.columns, rows)
-        child_values = _tuples(self.child_columns, items) if items else []
+        db = self.db
+        levels = []
+        for level, items in tree.levels(batch):
+            decl = level.decl
+            rows = list(map(_first, items))
+            keys = row_keys(decl, rows)
+            refuse_repeats(decl, keys)
+            levels.append((decl, rows, keys, _tuples(self.columns[decl.name], rows)))
         db.execute("SAVEPOINT medusa_import_batch")
         try:
-            _insert_values(db, self.table, self.columns, values)
-            if items:
-                _insert_values(db, _name(child_name), self.child_columns, child_values)
+            for decl, _, _, values in levels:
+                _insert_values(db, _name(decl.name), self.columns[decl.name], values)
         except sqlite3.IntegrityError:
             db.execute("ROLLBACK TO medusa_import_batch")
             db.execute("RELEASE medusa_import_batch")
-            taken = _existing(db, self.table, ids)
-            if taken:
-                raise AlreadyExists(decl.name, next(i for i in ids if i in taken)) from None
-            taken = _existing(db, _name(child_name), child_ids) if items else set()
-            if taken:
-                raise AlreadyExists(child_name, next(i for i in child_ids if i in taken)) from None
+            for decl, _, keys, _ in levels:
+                taken = _taken(db, decl, keys)
+                if taken:
+                    raise already_exists(decl, next(k for k in keys if k in taken)) from None
             raise  # another constraint
         db.execute("RELEASE medusa_import_batch")
-        self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(ids))
-        if self.search is not None:
-            self.search.add(decl.name, values)
-        if items:
-            assert child is not None
-            self.highest[child.name] = max(self.highest[child.name], _highest_below_limit(child_ids))
-            if self.search is not None:
-                self.search.add(child.name, child_values)
+        for decl, rows, _, values in levels:
+            self._note_highest(decl, rows)
+            if self.search is not None and decl.name in self.search.tables:
+                self.search.add(decl.name, values)
         self.count += len(batch)
+
+    def _note_highest(self, decl: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        if decl.name in self.highest and rows:
+            self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(list(map(_id, rows))))
 
     def finish(self) -> None:
         db = self.db
         if self.aside is not None:
-            decls = [d for d in (self.decl, self.child) if d is not None]
             if self.search is not None:
                 self.search.end()
             # The indexes are sorted here while the search build merges its segments.
-            _restore(db, self.aside, decls)
+            _restore(db, self.aside, self.bulk)
             if self.search is not None:
                 self.search.finish()
                 self.search.move_into(db)
@@ -1657,6 +1694,26 @@ def _all_empty(db: sqlite3.Connection, tables: Sequence[str]) -> bool:
     return all(db.execute(f"SELECT 1 FROM {_name(t)} LIMIT 1").fetchone() is None for t in tables)
 
 
+def _can_set_aside(db: sqlite3.Connection, decl: Any) -> bool:
+    """Return whether an import into `decl`'s empty table may set its indexes and triggers aside.
+
+    Only when `_restore` and `_SearchBuild` redo what each of its triggers does: keep
+    its search index (`NAME_search`, by integer id), its row total (`_TOTALS`) or its
+    totals per value (`_VALUE_TOTALS`). Any other table keeps them live: slower,
+    always right.
+    """
+    if decl.by_name["id"].type is not int:
+        return False  # its search index, if any, is not keyed by the id the build stages
+    name = decl.name
+    known = [f"{name}_search_"]
+    if name in _TOTALS:
+        known.append(f"{name}_total_")
+    if name in _VALUE_TOTALS:
+        known.append(f"{name}_value_total_")
+    triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (name,))
+    return all(any(trigger.startswith(prefix) for prefix in known) for (trigger,) in triggers)
+
+
 def _set_aside(db: sqlite3.Connection, tables: Sequence[str]) -> list[str]:
     """Drop the tables' own indexes and triggers; return the SQL that recreates them.
 
@@ -1695,13 +1752,39 @@ def _restore(db: sqlite3.Connection, statements: Sequence[str], decls: Sequence[
             )
 
 
-def _existing(db: sqlite3.Connection, table: str, ids: Sequence[int]) -> set[int]:
+def _existing(db: sqlite3.Connection, table: str, ids: Sequence[Any]) -> set[Any]:
     """Return which of `ids` are rows of `table` (looked up by primary key, in chunks)."""
     found: set[int] = set()
     for start in range(0, len(ids), 5000):
         chunk = ids[start : start + 5000]
         marks = ", ".join("?" for _ in chunk)
         found.update(r[0] for r in db.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk))
+    return found
+
+
+def _taken(db: sqlite3.Connection, decl: Any, keys: Sequence[Any]) -> set[Any]:
+    """Return which keys of `row_keys` are rows of `decl`'s table."""
+    if not scoped_ids(decl):
+        return _existing(db, _name(decl.name), keys)
+    wanted = set(keys)
+    parent_field = _name(decl.parent_field)
+    found: set[Any] = set()
+    ids = sorted({key[1] for key in keys})
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        sql = f"SELECT {parent_field}, id FROM {_name(decl.name)} WHERE id IN ({', '.join('?' for _ in chunk)})"
+        found.update(key for key in db.execute(sql, chunk) if key in wanted)
+    return found
+
+
+def _seen(db: sqlite3.Connection, resource: str, ids: Sequence[Any]) -> set[Any]:
+    """Return which of `ids` of `resource` this run has imported already (a replace run's record)."""
+    found: set[Any] = set()
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        marks = ", ".join("?" for _ in chunk)
+        sql = f"SELECT id FROM temp.medusa_import_seen_ids WHERE resource = ? AND id IN ({marks})"
+        found.update(r[0] for r in db.execute(sql, [resource, *chunk]))
     return found
 
 
