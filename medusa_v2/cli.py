@@ -203,6 +203,7 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
     import os
     import time
 
+    from .routes import stored_declarations
     from .store import StoreUnavailable, open_store
     from .transfer import (
         TransferError,
@@ -220,7 +221,8 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
         return _fail(str(exc))  # config.ini names something that cannot be mounted
 
     async def run() -> dict[str, int]:
-        store = await open_store(settings.database_url)  # type: ignore[attr-defined]
+        declarations = stored_declarations(resources)  # their tables, created or migrated as the daemon does
+        store = await open_store(settings.database_url, declarations)  # type: ignore[attr-defined]
         try:
             if args.command == "export":
                 if args.file == "-":

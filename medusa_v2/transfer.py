@@ -135,33 +135,13 @@ def _isatty(stream: IO[str]) -> bool:
 
 
 def mounted_resources(settings: Any) -> list[type[Resource]]:
-    """Return the Resource classes the daemon mounts for these settings, as the URL table does.
+    """Return the Resource classes the daemon mounts for these settings (TransferError naming a bad one)."""
+    from .routes import mounted_resources as mounted
 
-    `[API] resources` names built-in resources or gives dotted paths of Resource
-    classes (`package.module.Class`); the Resource classes among `[API]
-    extra_handlers` are mounted too. Raises TransferError naming what cannot be loaded.
-    """
-    from .resource import Resource
-    from .routes import builtin_resources, load_class
-
-    known = builtin_resources()
-    found: list[type[Resource]] = []
-    for name in settings.resources:
-        try:
-            cls = known[name] if name in known else load_class(name)
-        except ValueError as exc:
-            raise TransferError(f"[API] resources: {exc}") from None
-        if not (isinstance(cls, type) and issubclass(cls, Resource)):
-            raise TransferError(f"[API] resources: {name!r} is not a Resource class")
-        found.append(cls)
-    for dotted in settings.extra_handlers:
-        try:
-            cls = load_class(dotted)
-        except ValueError as exc:
-            raise TransferError(f"[API] extra_handlers: {exc}") from None
-        if issubclass(cls, Resource):
-            found.append(cls)
-    return found
+    try:
+        return mounted(settings)[0]
+    except ValueError as exc:
+        raise TransferError(str(exc)) from None
 
 
 def collection_key(decl: Declaration) -> str:

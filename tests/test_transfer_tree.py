@@ -35,99 +35,6 @@ TABLES = ("ticket", "message", "note", "show", "episode")
 T0 = "2026-01-02T03:04:05.000001Z"
 T1 = "2026-01-03T03:04:05.123456Z"
 
-# TEMPORARY: the tables of note, show and episode, written by hand until the store
-# derives them from the declarations (branch `schema`); then `_tables_until_derived`
-# goes and the store's own open() makes them.
-SQLITE_TABLES = """
-CREATE TABLE note (
-    id INTEGER PRIMARY KEY CHECK (id > 0),
-    ticket_id INTEGER NOT NULL REFERENCES ticket (id) ON DELETE CASCADE,
-    kind TEXT NOT NULL DEFAULT 'comment',
-    rank INTEGER NOT NULL DEFAULT 0,
-    text TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX note_ticket ON note (ticket_id, id);
-CREATE VIRTUAL TABLE note_search USING fts5 (text, content='note', content_rowid='id', tokenize='trigram');
-CREATE TRIGGER note_search_insert AFTER INSERT ON note BEGIN
-    INSERT INTO note_search (rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER note_search_delete AFTER DELETE ON note BEGIN
-    INSERT INTO note_search (note_search, rowid, text) VALUES ('delete', old.id, old.text);
-END;
-CREATE TABLE show (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'continuing',
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE VIRTUAL TABLE show_search USING fts5 (title, content='show', tokenize='trigram');
-CREATE TRIGGER show_search_insert AFTER INSERT ON show BEGIN
-    INSERT INTO show_search (rowid, title) VALUES (new.rowid, new.title);
-END;
-CREATE TRIGGER show_search_delete AFTER DELETE ON show BEGIN
-    INSERT INTO show_search (show_search, rowid, title) VALUES ('delete', old.rowid, old.title);
-END;
-CREATE TABLE reaction (
-    id INTEGER PRIMARY KEY CHECK (id > 0),
-    note_id INTEGER NOT NULL REFERENCES note (id) ON DELETE CASCADE,
-    emoji TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX reaction_note ON reaction (note_id, id);
-CREATE TABLE episode (
-    id TEXT NOT NULL,
-    show_id TEXT NOT NULL REFERENCES show (id) ON DELETE CASCADE,
-    name TEXT NOT NULL DEFAULT '',
-    watched INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (show_id, id)
-);
-"""
-
-POSTGRES_TABLES = """
-CREATE TABLE note (
-    id BIGINT PRIMARY KEY CHECK (id > 0),
-    ticket_id BIGINT NOT NULL REFERENCES ticket (id) ON DELETE CASCADE,
-    kind TEXT COLLATE "C" NOT NULL DEFAULT 'comment',
-    rank INTEGER NOT NULL DEFAULT 0,
-    text TEXT COLLATE "C" NOT NULL,
-    created_at TEXT COLLATE "C" NOT NULL,
-    updated_at TEXT COLLATE "C" NOT NULL
-);
-CREATE SEQUENCE note_id_seq AS BIGINT OWNED BY note.id;
-CREATE INDEX note_ticket ON note (ticket_id, id);
-CREATE TABLE show (
-    id TEXT COLLATE "C" PRIMARY KEY,
-    title TEXT COLLATE "C" NOT NULL,
-    status TEXT COLLATE "C" NOT NULL DEFAULT 'continuing',
-    created_at TEXT COLLATE "C" NOT NULL,
-    updated_at TEXT COLLATE "C" NOT NULL
-);
-CREATE TABLE reaction (
-    id BIGINT PRIMARY KEY CHECK (id > 0),
-    note_id BIGINT NOT NULL REFERENCES note (id) ON DELETE CASCADE,
-    emoji TEXT COLLATE "C" NOT NULL,
-    created_at TEXT COLLATE "C" NOT NULL,
-    updated_at TEXT COLLATE "C" NOT NULL
-);
-CREATE SEQUENCE reaction_id_seq AS BIGINT OWNED BY reaction.id;
-CREATE INDEX reaction_note ON reaction (note_id, id);
-CREATE TABLE episode (
-    id TEXT COLLATE "C" NOT NULL,
-    show_id TEXT COLLATE "C" NOT NULL REFERENCES show (id) ON DELETE CASCADE,
-    name TEXT COLLATE "C" NOT NULL DEFAULT '',
-    watched INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT COLLATE "C" NOT NULL,
-    updated_at TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY (show_id, id)
-);
-"""
-
 
 async def sql(store, statement, params=()):
     """Run one statement on the test's store; return its rows (none for DDL)."""
@@ -138,31 +45,10 @@ async def sql(store, statement, params=()):
     return store.db.execute(statement, params).fetchall()
 
 
-@pytest.fixture(autouse=True)
-def _tables_until_derived(io_loop, store):
-    """TEMPORARY: create the example's tables by hand (see SQLITE_TABLES); drop them after the test."""
-    script = POSTGRES_TABLES if hasattr(store, "pool") else SQLITE_TABLES
-
-    async def create():
-        if hasattr(store, "pool"):
-            await sql(store, "DROP TABLE IF EXISTS episode, show, reaction, note CASCADE")
-            await sql(store, script)
-        else:
-            from medusa_v2.store.sqlite import split_statements
-
-            for statement in split_statements(script):
-                store.db.execute(statement)
-
-    io_loop.run_sync(create)
-    yield
-    if hasattr(store, "pool"):
-        io_loop.run_sync(lambda: sql(store, "DROP TABLE episode, show, reaction, note CASCADE"))
-
-
 @pytest.fixture
-def resources(_tables_until_derived):
-    """Mount the example's resources beside the built-in ones (the app and the transfer alike)."""
-    return MOUNTED
+def resources():
+    """Mount the example's resources beside the built-in ones: the store derives their tables."""
+    return [*MOUNTED, ReactionResource]
 
 
 def ticket(id, title="t", messages=(), notes=(), **over):
