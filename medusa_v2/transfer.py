@@ -31,8 +31,9 @@ migration, and an export is a backup (one consistent snapshot of every resource)
 
 Import validates every item as POST would (its resource's declaration), plus what
 POST does not accept but a restore needs: `id` (a positive 64-bit integer, or the
-declared pattern of a string id), `createdAt` and `updatedAt` (RFC 3339 UTC with
-microseconds, `...Z`, as the store writes them) are required; a child item's
+declared pattern of a string id), `createdAt` and `updatedAt` (any RFC 3339
+timestamp, kept normalised to UTC with microseconds, `...Z`, as the store writes
+them) are required; a child item's
 parent id field (`ticketId`, `showId`) may be omitted, or must be its parent's id.
 The first bad line stops the import with `line N: reason`; the whole run is one
 transaction, so nothing of it is applied. With `--replace`, a top-level item whose
@@ -50,7 +51,7 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
 from .casing import to_camel
@@ -73,6 +74,9 @@ MARKER = "resource"  # the key naming a line's top-level resource
 DEFAULT_RESOURCE = "ticket"  # the resource of a line without MARKER (every line of the original format)
 TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at"})
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z", re.ASCII)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII
+)
 # A timestamp valid in any month (days 1-28, year 1 on): taken without a datetime
 # (2.4M of them at 1M tickets); other days are checked by one (_kept_timestamp).
 _ANY_MONTH_TIMESTAMP = re.compile(
@@ -420,10 +424,11 @@ def parse_item(decl: Declaration, doc: Any, parent_id: Any = None, prefix: str =
         elif value is MISSING:
             errors[f.json_name] = "required field (an import keeps ids and timestamps)"
         elif f.name in TIMESTAMP_FIELDS:
-            if not (isinstance(value, str) and _kept_timestamp(value)):
-                errors[f.json_name] = "must be RFC 3339 UTC with microseconds, like 2026-11-27T20:11:02.123456Z"
+            normalised = rfc3339_utc(value) if isinstance(value, str) else None
+            if normalised is None:
+                errors[f.json_name] = "must be an RFC 3339 timestamp, like 2026-11-27T20:11:02.123456Z"
             else:
-                kept[f.name] = value
+                kept[f.name] = normalised
         else:
             try:
                 kept[f.name] = f.check(value)
@@ -442,6 +447,42 @@ def parse_item(decl: Declaration, doc: Any, parent_id: Any = None, prefix: str =
         raise TransferError(f"{prefix}updatedAt: must not be earlier than createdAt")
     values.update(kept)
     return values
+
+
+def rfc3339_utc(value: str) -> str | None:
+    """Return an RFC 3339 timestamp as the store writes them (UTC, microseconds, `Z`); None if it is not one.
+
+    Any offset (`Z`, `+01:00`), `t`/`z` in either case, and 0 to 9 fraction digits
+    (beyond microseconds they are dropped) are accepted, as other tools write them.
+    """
+    if _kept_timestamp(value):
+        return value
+    found = _RFC3339.match(value)
+    if found is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = found.groups()
+    try:
+        if zone in ("Z", "z"):
+            offset = UTC
+        else:
+            sign = -1 if zone[0] == "-" else 1
+            offset = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            int((fraction or "").ljust(6, "0")[:6]),
+            tzinfo=offset,
+        ).astimezone(UTC)
+    except (ValueError, OverflowError):  # no such date or time (a leap second, month 13), or before year 1
+        return None
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
 
 
 def _kept_timestamp(value: str) -> bool:

@@ -165,8 +165,10 @@ async def test_export_streams_in_batches(io_loop, store, monkeypatch):
         (encode_json(ticket(0)), "id: must be between 1 and"),
         (encode_json(ticket(2**63)), "id: must be between 1 and"),
         (encode_json({k: v for k, v in ticket(3).items() if k != "id"}), "id: required field"),
-        (encode_json(ticket(3, createdAt="2026-01-02 03:04:05Z")), "createdAt: must be RFC 3339"),
-        (encode_json(ticket(3, updatedAt="2026-13-02T03:04:05.000000Z")), "updatedAt: must be RFC 3339"),
+        (encode_json(ticket(3, createdAt="2026-01-02 03:04:05Z")), "createdAt: must be an RFC 3339 timestamp"),
+        (encode_json(ticket(3, updatedAt="2026-13-02T03:04:05.000000Z")), "updatedAt: must be an RFC 3339"),
+        (encode_json(ticket(3, updatedAt="2026-01-02T03:04:05.000000")), "updatedAt: must be an RFC 3339"),
+        (encode_json(ticket(3, updatedAt="2026-06-30T23:59:60Z")), "updatedAt: must be an RFC 3339"),
         (encode_json(ticket(3, updatedAt="2025-01-01T00:00:00.000000Z")), "updatedAt: must not be earlier"),
         (encode_json(ticket(3, "nul \u0000 inside")), "title: must not contain NUL"),
         (
@@ -745,3 +747,21 @@ def test_an_import_command_killed_midway_leaves_the_database_as_it_was(settings,
         check.execute("INSERT INTO ticket_search (ticket_search) VALUES ('integrity-check')")
     finally:
         check.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.000000Z"),
+        ("2026-01-01T01:30:00+01:00", "2026-01-01T00:30:00.000000Z"),
+        ("2025-12-31T19:00:00.5-05:00", "2026-01-01T00:00:00.500000Z"),
+        ("2026-01-01t00:00:00.123456789z", "2026-01-01T00:00:00.123456Z"),
+    ],
+)
+@pytest.mark.gen_test
+async def test_any_rfc3339_timestamp_is_imported_normalised_to_utc_microseconds(io_loop, store, given, kept):
+    """Other tools write `Z` without fractions, offsets, fewer or more fraction digits: all are RFC 3339."""
+    doc = {**ticket(3), "createdAt": given, "updatedAt": given}
+    assert (await import_jsonl(store, lines_of(encode_json(doc) + b"\n")))["ticket"] == 1
+    row = store.db.execute("SELECT created_at, updated_at FROM ticket WHERE id = 3").fetchone()
+    assert tuple(row) == (kept, kept)
