@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .errors import ApiError
-from .store.base import IdempotentResponse, KeyInFlight, KeyMismatch, Store, StoreError
+from .store.base import COMPLETION, Completion, IdempotentResponse, KeyInFlight, KeyMismatch, Store, StoreError
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -57,8 +57,14 @@ async def once(
     key: str,
     body: Mapping[str, Any],
     create: Callable[[], Awaitable[IdempotentResponse]],
+    respond: Callable[[Mapping[str, Any]], IdempotentResponse] | None = None,
 ) -> IdempotentResponse:
-    """Run `create` at most once per (scope, key); return its response, or the kept one."""
+    """Run `create` at most once per (scope, key); return its response, or the kept one.
+
+    `respond` (a stored resource's create): the response of the store row it inserts.
+    The store then records the response in the insert's own transaction; without
+    it, the response is recorded once `create` returns.
+    """
     try:
         kept = await store.claim_idempotency_key(
             key_scope, key, fingerprint(body), now, expire_before=now - TTL, stale_before=now - LEASE
@@ -69,6 +75,8 @@ async def once(
         raise ApiError(409, f"A request with this {HEADER} is still in progress; retry later") from None
     if kept is not None:
         return kept
+    completion = Completion(key_scope, key, respond) if respond is not None else None
+    token = COMPLETION.set(completion)
     try:
         response = await create()
     except BaseException:
@@ -76,5 +84,8 @@ async def once(
         with contextlib.suppress(StoreError):  # else the lease frees the key later
             await store.release_idempotency_key(key_scope, key)
         raise
-    await store.complete_idempotency_key(key_scope, key, response)
+    finally:
+        COMPLETION.reset(token)
+    if completion is None or completion.response is None:
+        await store.complete_idempotency_key(key_scope, key, response)
     return response

@@ -227,6 +227,7 @@ async def _run_create(self: ResourceHandler, ids: dict[str, Any]) -> None:
             key,
             self.json_body(),
             lambda: _create(self, ids),
+            _respond_from_row(self),
         )
     # Kept with the id alone (older records: a whole URL), the Location is this request's:
     # a replay through another origin or proxy gets its own, never the first caller's Host.
@@ -235,11 +236,25 @@ async def _run_create(self: ResourceHandler, ids: dict[str, Any]) -> None:
     await self._send(response.status, response.body, {**response.headers, "Location": location})
 
 
-async def _create(self: ResourceHandler, ids: dict[str, int]) -> IdempotentResponse:
+async def _create(self: ResourceHandler, ids: dict[str, Any]) -> IdempotentResponse:
     values = self.parse_values("create")
-    created = await self.resource.create(values, **ids)  # type: ignore[attr-defined]
+    return _created(self, await self.resource.create(values, **ids))  # type: ignore[attr-defined]
+
+
+def _created(self: ResourceView, created: Mapping[str, Any]) -> IdempotentResponse:
+    """Return the 201 of a created item (Location kept as its id: the replaying request's origin is added)."""
     body = self.represent(created)
     return IdempotentResponse(201, {"Location": quote(str(created["id"]), safe=""), "ETag": etag_of(body)}, body)
+
+
+def _respond_from_row(self: ResourceHandler) -> Callable[[Mapping[str, Any]], IdempotentResponse] | None:
+    """Return how the store builds the 201 from the row it inserts (a stored resource's own create only)."""
+    from .resources.stored import StoredResource  # it builds on this module
+
+    decl = self.declaration
+    if decl is None or getattr(type(self.resource), "create", None) is not StoredResource.create:
+        return None  # an override may return something else than the row's representation
+    return lambda row: _created(self, decl.to_json(row))
 
 
 async def _run_replace(self: ResourceHandler, ids: dict[str, int]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +55,26 @@ class IdempotentResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+@dataclass(slots=True)
+class Completion:
+    """An Idempotency-Key's response, to be recorded by the insert that creates its resource.
+
+    Set in `COMPLETION` around a create: the store's `insert_row` records
+    `respond(row)` for (scope, key) in the insert's own transaction, so a crash
+    leaves either no row, or the row and its replayable response. `response` is
+    set once recorded.
+    """
+
+    scope: str
+    key: str
+    respond: Callable[[Mapping[str, Any]], IdempotentResponse]
+    response: IdempotentResponse | None = None
+
+
+COMPLETION: ContextVar[Completion | None] = ContextVar("medusa_v2_completion", default=None)
+"""The Completion of the create running in this context (None: no Idempotency-Key)."""
 
 
 Check = Callable[[Mapping[str, Any]], None]
@@ -140,7 +161,9 @@ class Store(abc.ABC):
     ) -> dict[str, Any]:
         """Insert a row (id assigned unless given; AlreadyExists when taken); return it.
 
-        `check_parent` is called with the parent row inside the transaction.
+        `check_parent` is called with the parent row inside the transaction. With a
+        `COMPLETION` in the caller's context, its response for the new row is
+        recorded in the same transaction (`complete_idempotency_key`'s work).
         """
 
     @abc.abstractmethod

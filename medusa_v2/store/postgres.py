@@ -47,6 +47,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import ddl_postgres, schema
 from .base import (
+    COMPLETION,
     AlreadyExists,
     Check,
     IdempotentResponse,
@@ -734,6 +735,7 @@ class PostgresStore(Store):
         insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING RETURNING *"
         if chosen is None and decl.id_field.type is not int:
             raise ValueError(f"resource {decl.name}: a string id is chosen on create, none was given")
+        completion = COMPLETION.get()
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
             async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -742,21 +744,29 @@ class PostgresStore(Store):
                     parent_row = await self._require_parent(cur, parent, " FOR SHARE")
                     if check_parent is not None:
                         check_parent(parent_row)
-                if chosen is not None:
-                    await cur.execute(insert, [chosen, *row.values()])
-                    created = await cur.fetchone()
-                    if created is None:
-                        raise AlreadyExists(decl.name, chosen)
+                created = await insert_one(cur)
+                if completion is not None:  # the Idempotency-Key's answer, in this same transaction
+                    response = completion.respond(created)
+                    await cur.execute(_COMPLETE, _completed(completion.scope, completion.key, response))
+                    completion.response = response
+                return created
+
+        async def insert_one(cur: psycopg.AsyncCursor[Any]) -> dict[str, Any]:
+            if chosen is not None:
+                await cur.execute(insert, [chosen, *row.values()])
+                created = await cur.fetchone()
+                if created is None:
+                    raise AlreadyExists(decl.name, chosen)
+                return dict(created)
+            sequence = _sequence(decl.name)
+            while True:
+                await cur.execute(f"SELECT nextval('{sequence}')")
+                (new_id,) = (await cur.fetchone()).values()  # type: ignore[union-attr]
+                await cur.execute(insert, [new_id, *row.values()])
+                created = await cur.fetchone()
+                if created is not None:
                     return dict(created)
-                sequence = _sequence(decl.name)
-                while True:
-                    await cur.execute(f"SELECT nextval('{sequence}')")
-                    (new_id,) = (await cur.fetchone()).values()  # type: ignore[union-attr]
-                    await cur.execute(insert, [new_id, *row.values()])
-                    created = await cur.fetchone()
-                    if created is not None:
-                        return dict(created)
-                    await _skip_taken(cur, table, sequence, new_id)
+                await _skip_taken(cur, table, sequence, new_id)
 
         return await self._run(work)
 
@@ -983,10 +993,7 @@ class PostgresStore(Store):
         """Store the response to replay."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(
-                "UPDATE idempotency_key SET status = %s, headers = %s, body = %s WHERE scope = %s AND key = %s",
-                (response.status, json.dumps(dict(response.headers)), response.body, scope, key),
-            )
+            await conn.execute(_COMPLETE, _completed(scope, key, response))
 
         await self._run(work)
 
@@ -1016,6 +1023,14 @@ def _row_key(decl: Any, id: Any, parent: Parent | None) -> tuple[str, tuple[Any,
 def _sequence(table: str) -> str:
     _name(table)  # validated
     return f"{table}_id_seq"
+
+
+_COMPLETE = "UPDATE idempotency_key SET status = %s, headers = %s, body = %s WHERE scope = %s AND key = %s"
+
+
+def _completed(scope: str, key: str, response: IdempotentResponse) -> tuple[Any, ...]:
+    """Return _COMPLETE's parameters."""
+    return (response.status, json.dumps(dict(response.headers)), response.body, scope, key)
 
 
 async def _skip_taken(cur: psycopg.AsyncCursor[Any], table: str, sequence: str, taken: int) -> None:
