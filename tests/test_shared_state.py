@@ -293,7 +293,7 @@ def test_sqlite_busy_anywhere_in_a_transaction_is_unavailable(tmp_path, io_loop)
 
     from medusa_v2.resources.ticket import TICKET
     from medusa_v2.store import StoreUnavailable
-    from medusa_v2.store import sqlite as sqlite_store
+    from medusa_v2.store.sqlite import store as sqlite_store
 
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     store = store_from_url(url)

@@ -317,7 +317,7 @@ def test_the_kept_total_follows_inserts_deletes_and_cascades(io_loop, store):
 
 
 def test_a_deep_page_is_the_same_rows_as_a_plain_offset(io_loop, store):
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.store as sqlite_store
 
     store.db.executemany(
         "INSERT INTO ticket (id, title, priority, updated_at, created_at) VALUES (?, ?, ?, ?, ?)",

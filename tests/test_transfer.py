@@ -414,7 +414,7 @@ async def q_ids(client, path, q):
 
 def small_batches(monkeypatch):
     """Batches of 3 tickets, search statements of 4 rows: several segments for the build to merge."""
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.store as sqlite_store
     import medusa_v2.transfer as transfer
 
     monkeypatch.setattr(transfer, "IMPORT_BATCH", 3)
@@ -481,7 +481,7 @@ async def test_a_fresh_import_into_a_memory_store_keeps_its_search_exact(io_loop
 async def test_a_failing_search_build_fails_the_import_and_leaves_nothing(io_loop, store, client, monkeypatch):
     import sqlite3
 
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.store as sqlite_store
     from medusa_v2.store.base import StoreUnavailable
 
     small_batches(monkeypatch)
@@ -510,7 +510,7 @@ async def test_a_failing_search_build_fails_the_import_and_leaves_nothing(io_loo
 async def test_a_failure_after_the_search_tables_are_replaced_rolls_them_back(io_loop, store, client, monkeypatch):
     import sqlite3
 
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.store as sqlite_store
     from medusa_v2.store.base import StoreUnavailable
 
     await client.post("/ticket", json_body={"title": "lone printer"})
@@ -549,7 +549,7 @@ async def test_a_scratch_file_left_by_a_killed_import_is_deleted_by_the_next(io_
 
 def search_segments(store, search="ticket_search"):
     """(level, segment id, first page, last page) of each segment of a search index."""
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.store as sqlite_store
 
     record = store.db.execute(f"SELECT block FROM {search}_data WHERE id = 10").fetchone()[0]
     read = sqlite_store._structure_segments(record)
@@ -562,7 +562,7 @@ def search_segments(store, search="ticket_search"):
 async def test_writes_after_a_fresh_import_do_not_soon_merge_the_whole_search_index(
     io_loop, store, monkeypatch, hashsize
 ):
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.store as sqlite_store
     from medusa_v2.resources.ticket import TICKET
 
     if hashsize is not None:  # FTS5 flushes a segment per 128 KB of terms: a build of several segments
@@ -598,7 +598,7 @@ async def test_writes_after_a_fresh_import_do_not_soon_merge_the_whole_search_in
 
 def structure_record(levels, writes=7):
     """An FTS5 structure record (format 1): `levels` lists each level's (segment id, first, last page)s."""
-    from medusa_v2.store.sqlite import _put_varint
+    from medusa_v2.store.sqlite.store import _put_varint
 
     total = sum(len(level) for level in levels)
     body = [_put_varint(len(levels)), _put_varint(total), _put_varint(writes)]
@@ -608,7 +608,7 @@ def structure_record(levels, writes=7):
 
 
 def test_a_built_index_segments_go_on_levels_of_their_own_or_are_refused():
-    from medusa_v2.store.sqlite import _structure_on_levels, _structure_segments
+    from medusa_v2.store.sqlite.store import _structure_on_levels, _structure_segments
 
     three = [(1, 1, 11), (2, 1, 12), (3, 1, 300)]
     moved = _structure_on_levels(structure_record([three]), 5)

@@ -22,9 +22,9 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from ..declaration import INT64_MAX
-from . import ddl_sqlite, schema
-from .base import (
+from ...declaration import INT64_MAX
+from .. import schema
+from ..base import (
     IMPORT_LOOKAHEAD,
     AlreadyExists,
     Check,
@@ -45,9 +45,10 @@ from .base import (
     scoped_ids,
     timestamp,
 )
-from .sql import COUNTER_LIMIT as COUNTER_LIMIT  # re-exported: the import's counter bound
-from .sql import highest_below_limit as _highest_below_limit
-from .sql import quote_name as _name
+from ..sql import COUNTER_LIMIT as COUNTER_LIMIT  # re-exported: the import's counter bound
+from ..sql import highest_below_limit as _highest_below_limit
+from ..sql import quote_name as _name
+from . import ddl
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -328,7 +329,7 @@ class SQLiteStore(Store):
         """Apply the built-in migrations, then create or migrate each derived spec: one transaction.
 
         Foreign keys are off meanwhile (a no-op inside a transaction, so set around
-        it): rebuilding a table (ddl_sqlite) drops the old one, which must not cascade
+        it): rebuilding a table (ddl.py) drops the old one, which must not cascade
         into its children. A rebuild is followed by `PRAGMA foreign_key_check`.
         """
         db = self.db
@@ -388,9 +389,9 @@ class SQLiteStore(Store):
         rebuilt = False
         try:
             if old is None:
-                ddl_sqlite.create(db, spec)
+                ddl.create(db, spec)
             else:
-                rebuilt = ddl_sqlite.migrate(db, old, spec, plan)
+                rebuilt = ddl.migrate(db, old, spec, plan)
         except sqlite3.Error as exc:
             if _busy(exc):
                 raise
