@@ -18,11 +18,9 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from ...declaration import INT64_MAX
 from .. import schema
 from ..base import (
     IMPORT_LOOKAHEAD,
@@ -50,7 +48,11 @@ from ..sql import highest_below_limit as _highest_below_limit
 from ..sql import quote_name as _name
 from . import migrations
 from .connection import BUSY_TIMEOUT_MS, _busy, _create_private, path_from_url
+from .group_commit import GroupCommit
+from .id_counter import _assign_id, _move_next_id
+from .inserts import _insert_values
 from .migrations import SEARCH_AUTOMERGE
+from .queries import _TOTALS, _VALUE_TOTALS, _fold, _get_sql, _row_key, read_page
 
 
 class SQLiteStore(Store):
@@ -60,11 +62,8 @@ class SQLiteStore(Store):
         self.path = path
         self.synchronous = "NORMAL"
         self._db: sqlite3.Connection | None = None
-        # Inserts waiting for this loop iteration's group commit (_flush_inserts).
-        self._inserts: list[
-            tuple[asyncio.Future[dict[str, Any]], Any, dict[str, Any], Parent | None, Check | None]
-        ] = []
-        self._flush_scheduled = False
+        # Inserts waiting for this loop iteration's group commit.
+        self._group_commit = GroupCommit(self.transaction, self._insert)
         # Revocation look-ups of this event-loop iteration (is_token_revoked).
         self._revocation_checks: dict[str, bool] = {}
 
@@ -166,8 +165,8 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         """Close the connection (idempotent); queued inserts are committed first."""
-        if self._inserts:
-            self._flush_inserts()
+        if self._group_commit.jobs:
+            self._group_commit.flush()
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -244,36 +243,13 @@ class SQLiteStore(Store):
 
     async def list_rows(self, decl: Any, query: Any, parent: Parent | None = None) -> RowPage:
         """Count the matching rows, then read one page of them in the same snapshot."""
-        table = _name(decl.name)
         if parent is not None:
             self._require_parent(parent)
-        where, params = _where(decl, query, parent)
-        order = _order_by(query.sort)
         db = self.db
         try:
             db.execute("BEGIN")  # one read snapshot for the count and the page
             try:
-                if not where and decl.name in _TOTALS:
-                    count = db.execute("SELECT total FROM row_total WHERE name = ?", (decl.name,)).fetchone()[0]
-                elif (counted := _counted_filter(decl, query, parent)) is not None:
-                    count = db.execute(*counted).fetchone()[0]
-                else:
-                    count = db.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0]
-                columns: list[str] = []
-                tuples: list[Any] = []
-                if query.offset < count:
-                    if query.offset >= _DEEP_OFFSET and schema.unique_id(decl):
-                        # Skip rows on the ids alone (an index, or the narrow rowid
-                        # order), then read only the page's rows in full.
-                        sql = (
-                            f"SELECT * FROM {table} WHERE id IN (SELECT id FROM {table}{where}"
-                            f" ORDER BY {order} LIMIT ? OFFSET ?) ORDER BY {order}"
-                        )
-                    else:
-                        sql = f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT ? OFFSET ?"
-                    cursor = db.execute(sql, [*params, query.limit, query.offset])
-                    columns = [d[0] for d in cursor.description]
-                    tuples = cursor.fetchall()
+                count, columns, tuples = read_page(db, decl, query, parent)
             finally:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -319,78 +295,13 @@ class SQLiteStore(Store):
         transaction, and each caller gets its row only after that COMMIT returned. A
         commit per row costs far more than the row (the search index writes and
         merges a segment per transaction). Rows that take the next ids go in one
-        statement (_insert_together); the others, and all of them when that
+        statement (group_commit._insert_together); the others, and all of them when that
         statement fails, each in a SAVEPOINT of its own, so one's error leaves the
         others alone.
         """
         row = dict(values)
         row["created_at"] = row["updated_at"] = timestamp(now)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._inserts.append((future, decl, row, parent, check_parent))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_inserts)
-        return await future
-
-    def _flush_inserts(self) -> None:
-        """Run the queued inserts in one transaction, then answer each one."""
-        self._flush_scheduled = False
-        jobs = [job for job in self._inserts if not job[0].done()]  # a cancelled caller: nothing to do
-        self._inserts = []
-        if not jobs:
-            return
-        outcomes: list[tuple[asyncio.Future[dict[str, Any]], BaseException | None, Any]] = []
-        try:
-            with self.transaction() as db:
-                if len(jobs) == 1:
-                    future, decl, row, parent, check_parent = jobs[0]
-                    try:
-                        outcomes.append((future, None, self._insert(db, decl, row, parent, check_parent)))
-                    except Exception as exc:  # rolled back by transaction(); the caller gets it
-                        outcomes.append((future, exc, None))
-                        raise
-                else:
-                    together, one_by_one = _together(jobs)
-                    for group in together:
-                        made = self._insert_together(db, group[0][1], [job[2] for job in group])
-                        if made is None:
-                            one_by_one.extend(group)
-                        else:
-                            outcomes.extend((job[0], None, result) for job, result in zip(group, made, strict=True))
-                    for future, decl, row, parent, check_parent in one_by_one:
-                        db.execute("SAVEPOINT medusa_insert")
-                        try:
-                            result = self._insert(db, decl, row, parent, check_parent)
-                        except Exception as exc:
-                            # Undo this row only; if SQLite cannot (the transaction is
-                            # gone), every row of the batch fails below.
-                            db.execute("ROLLBACK TO medusa_insert")
-                            db.execute("RELEASE medusa_insert")
-                            outcomes.append((future, exc, None))
-                            continue
-                        db.execute("RELEASE medusa_insert")
-                        outcomes.append((future, None, result))
-        except BaseException as exc:
-            failed = {id(f): e for f, e, _ in outcomes if e is not None}
-            for future, *_ in jobs:
-                if not future.done():
-                    failure: BaseException = failed.get(id(future)) or exc
-                    if isinstance(failure, sqlite3.OperationalError) and _busy(failure):
-                        failure = StoreUnavailable(f"the database is busy: {failure}")
-                    future.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for future, error, result in outcomes:
-            if future.done():
-                continue
-            if error is not None:
-                if isinstance(error, sqlite3.OperationalError) and _busy(error):
-                    error = StoreUnavailable(f"the database is busy: {error}")
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+        return await self._group_commit.add(decl, row, parent, check_parent)
 
     def _insert(
         self,
@@ -426,40 +337,6 @@ class SQLiteStore(Store):
         marks = ", ".join("?" for _ in row)
         db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values()))
         return self._get(db, decl, row["id"], None if unique else parent)
-
-    def _insert_together(
-        self, db: sqlite3.Connection, decl: Any, rows: Sequence[dict[str, Any]]
-    ) -> list[dict[str, Any]] | None:
-        """Insert rows taking the next assigned ids in one statement; return them as stored.
-
-        Returns None, having changed nothing, when the next ids are not all free (a
-        client chose one) or the statement fails (a row the store refuses): the
-        caller then inserts the rows one by one, each with its own outcome. One
-        statement instead of one per row: FTS5 writes one index segment per
-        statement, and each row's savepoint journalled every page it touched.
-        """
-        table = _name(decl.name)
-        first = _next_id(db, decl.name)
-        last = first + len(rows) - 1
-        if last > INT64_MAX:
-            return None
-        if db.execute(f"SELECT 1 FROM {table} WHERE id BETWEEN ? AND ? LIMIT 1", (first, last)).fetchone():
-            return None
-        columns = tuple(rows[0])
-        db.execute("SAVEPOINT medusa_together")
-        try:
-            _insert_values(db, table, ("id", *columns), [(first + i, *row.values()) for i, row in enumerate(rows)])
-            _move_next_id(db, decl.name, last + 1)
-        except sqlite3.DatabaseError:
-            if not db.in_transaction:
-                raise  # SQLite rolled the whole transaction back (e.g. disk full): every row fails
-            db.execute("ROLLBACK TO medusa_together")
-            db.execute("RELEASE medusa_together")
-            return None
-        db.execute("RELEASE medusa_together")
-        names, sql = _get_sql(decl, False, ranged=True)
-        stored = db.execute(sql, (first, last))
-        return [dict(zip(names, values, strict=True)) for values in stored]
 
     async def update_row(
         self,
@@ -573,7 +450,9 @@ class SQLiteStore(Store):
         """
         loop = asyncio.get_running_loop()
         own = self.path != ":memory:"
-        reopen = exclusive and own and self._db is not None and not self._db.in_transaction and not self._inserts
+        reopen = (
+            exclusive and own and self._db is not None and not self._db.in_transaction and not self._group_commit.jobs
+        )
         if reopen:
             assert self._db is not None
             self._db.close()
@@ -732,68 +611,6 @@ class SQLiteStore(Store):
             db.execute("DELETE FROM idempotency_key WHERE scope = ? AND key = ? AND status IS NULL", (scope, key))
 
 
-def _together(jobs: Sequence[Any]) -> tuple[list[list[Any]], list[Any]]:
-    """Split queued inserts into groups insertable in one statement, and the rest.
-
-    A group: two or more rows of one resource with the same columns, no parent and
-    no chosen id (each takes the next assigned int id). The rest go one by one (a
-    parent to check, a chosen id to refuse when taken, a row alone).
-    """
-    groups: dict[tuple[int, tuple[str, ...]], list[Any]] = {}
-    rest: list[Any] = []
-    for job in jobs:
-        _, decl, row, parent, _ = job
-        if parent is not None or row.get("id") is not None or decl.id_field.type is not int:
-            rest.append(job)
-            continue
-        row.pop("id", None)
-        groups.setdefault((id(decl), tuple(row)), []).append(job)
-    together = []
-    for group in groups.values():
-        if len(group) > 1:
-            together.append(group)
-        else:
-            rest.extend(group)
-    return together, rest
-
-
-def _assign_id(db: sqlite3.Connection, name: str, table: str) -> int:
-    """Take the next id from the table's counter (inside the insert's transaction).
-
-    The counter only moves forward: a deleted row's id is never given out again. An
-    id a client chose (which does not move the counter) is skipped: the first free
-    id after it is taken instead.
-    """
-    candidate = _next_id(db, name)
-    if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (candidate,)).fetchone() is not None:
-        candidate = db.execute(
-            f"SELECT t.id + 1 FROM {table} t WHERE t.id >= ?"
-            f" AND NOT EXISTS (SELECT 1 FROM {table} u WHERE u.id = t.id + 1) ORDER BY t.id LIMIT 1",
-            (candidate,),
-        ).fetchone()[0]
-    _move_next_id(db, name, candidate + 1)
-    return candidate
-
-
-def _next_id(db: sqlite3.Connection, name: str) -> int:
-    """Return the id the counter would give next (it may be taken by a chosen id)."""
-    found = db.execute("SELECT next_id FROM id_counter WHERE name = ?", (name,)).fetchone()
-    return found[0] if found is not None else 1
-
-
-def _move_next_id(db: sqlite3.Connection, name: str, next_id: int) -> None:
-    """Move the counter forward to `next_id` (never back: a deleted row's id is not given out again)."""
-    db.execute(
-        "INSERT INTO id_counter (name, next_id) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET next_id = MAX(next_id, excluded.next_id)",
-        (name, next_id),
-    )
-
-
-_TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row_total (migration 4)
-# Columns whose rows per value triggers keep in value_total, named `table.column` (migration 5).
-_VALUE_TOTALS = {"ticket": frozenset({"state", "priority"})}
-_DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
 _TEXT_CHUNK = 10_000  # rows per statement staging an import's search text (bound variables permitting)
 # An import's search build sets two FTS5 options of its own, not kept in the moved
 # index (_SearchBuild._run). hashsize: FTS5 flushes its in-memory terms to a new
@@ -804,65 +621,12 @@ _SEARCH_BUILD_OPTIONS = {"hashsize": 128 << 20, "crisismerge": 1000}
 _SEARCH_BACKLOG = 16  # batches queued for an import's search build (bounds its memory)
 
 
-_GET_SQL: dict[tuple[int, bool, bool], tuple[Any, tuple[str, ...], str]] = {}
-
-
-def _get_sql(decl: Any, nested: bool, ranged: bool = False) -> tuple[tuple[str, ...], str]:
-    """Return (column names, SQL) reading one row by id (and parent), built once per declaration.
-
-    `ranged`: the rows of ids from one to another, in id order, instead.
-    """
-    found = _GET_SQL.get((id(decl), nested, ranged))
-    if found is None or found[0] is not decl:
-        names = tuple(f.name for f in decl.fields)
-        sql = f"SELECT {', '.join(_name(n) for n in names)} FROM {_name(decl.name)}"
-        sql += " WHERE id BETWEEN ? AND ?" if ranged else " WHERE id = ?"
-        if nested:
-            sql += f" AND {_name(decl.parent_field)} = ?"
-        if ranged:
-            sql += " ORDER BY id"
-        if len(_GET_SQL) > 1024:
-            _GET_SQL.clear()
-        found = _GET_SQL[(id(decl), nested, ranged)] = (decl, names, sql)
-    return found[1], found[2]
-
-
-def _fold(text: str | None) -> str | None:
-    return None if text is None else text.lower()
-
-
 def _tuples(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     """Return each row's values in `columns` order (two or more columns)."""
     return list(map(itemgetter(*columns), rows))
 
 
 _first, _id = itemgetter(0), itemgetter("id")
-
-
-def _insert_values(
-    db: sqlite3.Connection, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]], most: int = 5000
-) -> None:
-    """Insert rows with multi-row INSERT statements (up to `most` rows each, bound variables permitting).
-
-    Not executemany: FTS5 flushes its pending terms at every statement's end, so one
-    statement per row makes one tiny index segment per row (5x slower imports); and
-    the values of a statement are bound in one call, not row by row, so an import's
-    worker thread takes the GIL from the parsing thread once per statement (and
-    waits for it each time: few, large statements).
-    """
-    names = ", ".join(_name(c) for c in columns)
-    one = "(" + ", ".join("?" for _ in columns) + ")"
-    per = max(1, min(most, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns)))
-    full_sql = ""
-    for start in range(0, len(values), per):
-        chunk = values[start : start + per]
-        if len(chunk) == per and full_sql:
-            sql = full_sql
-        else:
-            sql = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * len(chunk))
-            if len(chunk) == per:
-                full_sql = sql
-        db.execute(sql, list(chain.from_iterable(chunk)))  # in C: this thread holds the GIL meanwhile
 
 
 def _export_kids(
@@ -1499,66 +1263,3 @@ def _seen(db: sqlite3.Connection, resource: str, ids: Sequence[Any]) -> set[Any]
         sql = f"SELECT id FROM temp.medusa_import_seen_ids WHERE resource = ? AND id IN ({marks})"
         found.update(r[0] for r in db.execute(sql, [resource, *chunk]))
     return found
-
-
-def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]]:
-    """Return ` WHERE ...` and its parameters for a list's parent, filters and q."""
-    terms: list[str] = []
-    params: list[Any] = []
-    if parent is not None:
-        terms.append(f"{_name(decl.parent_field)} = ?")
-        params.append(parent[1])
-    for name, allowed in query.filters.items():
-        terms.append(f"{_name(name)} IN ({', '.join('?' for _ in allowed)})")
-        params.extend(allowed)
-    if query.q:
-        search = _name(decl.name + "_search")
-        if len(query.q) >= 3 and parent is None:
-            # A double-quoted FTS5 string is one phrase: operators and quotes in q are literal.
-            # The index keys rows by id, or by the implicit rowid of a table with string ids.
-            key = "id" if decl.id_field.type is int else "rowid"
-            terms.append(f"{key} IN (SELECT rowid FROM {search} WHERE {search} MATCH ?)")
-            params.append('"' + query.q.replace('"', '""') + '"')
-        else:
-            # Trigrams cannot find 1-2 characters; and under one parent, its few rows
-            # (found by the parent index) are cheaper to check than every match in the
-            # whole table. Compare folded text; instr: % and _ are literal.
-            fields = [f.name for f in decl.search_fields]
-            terms.append("(" + " OR ".join(f"instr(medusa_fold({_name(f)}), ?) > 0" for f in fields) + ")")
-            params.extend([_fold(query.q)] * len(fields))
-    return (" WHERE " + " AND ".join(terms) if terms else ""), params
-
-
-def _row_key(decl: Any, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
-    """Return ` WHERE ...` and its parameters addressing one row (a string id is unique under its parent only)."""
-    if schema.unique_id(decl) or parent is None:
-        return " WHERE id = ?", (id,)
-    return f" WHERE id = ? AND {_name(decl.parent_field)} = ?", (id, parent[1])
-
-
-def _counted_filter(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]] | None:
-    """Return the query of a list's count from value_total, when its only filter is on a counted column."""
-    if parent is not None or query.q or len(query.filters) != 1:
-        return None
-    ((name, allowed),) = query.filters.items()
-    if name not in _VALUE_TOTALS.get(decl.name, ()):
-        return None
-    marks = ", ".join("?" for _ in allowed)
-    # IN: a value given twice counts once, as in the list's own WHERE.
-    sql = f"SELECT COALESCE(SUM(total), 0) FROM value_total WHERE name = ? AND value IN ({marks})"
-    return sql, [f"{decl.name}.{name}", *allowed]
-
-
-def _order_by(sort: Sequence[tuple[str, bool]]) -> str:
-    """Return the ORDER BY list: the requested keys, then id in the last key's direction.
-
-    The id makes the order total (pages never overlap or skip, NULLs included); in the
-    last key's direction, an index on (key, id) serves it in one scan.
-    """
-    terms: list[str] = []
-    for name, desc in sort:
-        terms.append(f"{_name(name)} {'DESC' if desc else 'ASC'}")
-        if name == "id":
-            return ", ".join(terms)  # unique: later keys could not change the order
-    terms.append("id DESC" if sort and sort[-1][1] else "id ASC")
-    return ", ".join(terms)
