@@ -335,7 +335,7 @@ def _ms(value: str, unit: str) -> float:
 CATEGORIES = [
     ("access log", ("log_request (medusa_v2/app.py", "medusa_v2/accesslog.py")),
     ("authentication", ("medusa_v2/auth.py",)),
-    ("store (SQLite)", ("medusa_v2/store/sqlite.py",)),
+    ("store (SQLite)", ("medusa_v2/store/sqlite/",)),
     ("store (PostgreSQL: ours + psycopg + pool)", ("medusa_v2/store/postgres.py", "psycopg/", "psycopg_pool/")),
     ("JSON encode + ETag", ("encode_json (medusa_v2/handler.py", "etag_of (medusa_v2/handler.py")),
     ("list query parsing + Link", ("medusa_v2/listing.py",)),

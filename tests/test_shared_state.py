@@ -293,7 +293,7 @@ def test_sqlite_busy_anywhere_in_a_transaction_is_unavailable(tmp_path, io_loop)
 
     from medusa_v2.resources.ticket import TICKET
     from medusa_v2.store import StoreUnavailable
-    from medusa_v2.store import sqlite as sqlite_store
+    from medusa_v2.store.sqlite.connection import _busy
 
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     store = store_from_url(url)
@@ -313,7 +313,7 @@ def test_sqlite_busy_anywhere_in_a_transaction_is_unavailable(tmp_path, io_loop)
         with pytest.raises(StoreUnavailable), store.transaction():
             raise Busy("database is locked")
         assert not store.db.in_transaction
-        assert sqlite_store._busy(sqlite3.OperationalError("database is locked"))
+        assert _busy(sqlite3.OperationalError("database is locked"))
     finally:
         if blocker.in_transaction:
             blocker.execute("ROLLBACK")

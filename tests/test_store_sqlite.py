@@ -317,7 +317,7 @@ def test_the_kept_total_follows_inserts_deletes_and_cascades(io_loop, store):
 
 
 def test_a_deep_page_is_the_same_rows_as_a_plain_offset(io_loop, store):
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.queries as queries
 
     store.db.executemany(
         "INSERT INTO ticket (id, title, priority, updated_at, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -329,12 +329,12 @@ def test_a_deep_page_is_the_same_rows_as_a_plain_offset(io_loop, store):
         ListQuery(page=6, limit=200, filters={"priority": (1, 2, 3, 4, 5)}, sort=(("title", True),)),
     ):
         deep = run(io_loop, store.list_rows(TICKET, query))
-        old = sqlite_store._DEEP_OFFSET
-        sqlite_store._DEEP_OFFSET = 10**12
+        old = queries._DEEP_OFFSET
+        queries._DEEP_OFFSET = 10**12
         try:
             plain = run(io_loop, store.list_rows(TICKET, query))
         finally:
-            sqlite_store._DEEP_OFFSET = old
+            queries._DEEP_OFFSET = old
         assert deep == plain and deep.rows, query
 
 

@@ -416,11 +416,11 @@ async def q_ids(client, path, q):
 
 def small_batches(monkeypatch):
     """Batches of 3 tickets, search statements of 4 rows: several segments for the build to merge."""
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.search_build as search_build
     import medusa_v2.transfer as transfer
 
     monkeypatch.setattr(transfer, "IMPORT_BATCH", 3)
-    monkeypatch.setattr(sqlite_store, "_TEXT_CHUNK", 4)
+    monkeypatch.setattr(search_build, "_TEXT_CHUNK", 4)
 
 
 @pytest.mark.gen_test
@@ -483,7 +483,7 @@ async def test_a_fresh_import_into_a_memory_store_keeps_its_search_exact(io_loop
 async def test_a_failing_search_build_fails_the_import_and_leaves_nothing(io_loop, store, client, monkeypatch):
     import sqlite3
 
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.search_build as search_build
     from medusa_v2.store.base import StoreUnavailable
 
     small_batches(monkeypatch)
@@ -493,7 +493,7 @@ async def test_a_failing_search_build_fails_the_import_and_leaves_nothing(io_loo
         calls.append(resource)
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(sqlite_store._SearchBuild, "_index", full)
+    monkeypatch.setattr(search_build._SearchBuild, "_index", full)
     with pytest.raises(StoreUnavailable, match="database or disk is full"):
         await import_jsonl(store, lines_of(jsonl(*varied_tickets(30))))
     assert calls  # the build did fail (the import did not pass by it)
@@ -512,19 +512,19 @@ async def test_a_failing_search_build_fails_the_import_and_leaves_nothing(io_loo
 async def test_a_failure_after_the_search_tables_are_replaced_rolls_them_back(io_loop, store, client, monkeypatch):
     import sqlite3
 
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.search_build as search_build
     from medusa_v2.store.base import StoreUnavailable
 
     await client.post("/ticket", json_body={"title": "lone printer"})
     await client.delete("/ticket/1")  # empty again: the next import is a fresh one
     schema = store.db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
-    move_into = sqlite_store._SearchBuild.move_into
+    move_into = search_build._SearchBuild.move_into
 
     def move_then_fail(self, db):
         move_into(self, db)
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(sqlite_store._SearchBuild, "move_into", move_then_fail)
+    monkeypatch.setattr(search_build._SearchBuild, "move_into", move_then_fail)
     with pytest.raises(StoreUnavailable, match="disk I/O error"):
         await import_jsonl(store, lines_of(jsonl(*varied_tickets(12))))
     assert count(store, "ticket") == 0
@@ -551,10 +551,10 @@ async def test_a_scratch_file_left_by_a_killed_import_is_deleted_by_the_next(io_
 
 def search_segments(store, search="ticket_search"):
     """(level, segment id, first page, last page) of each segment of a search index."""
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.search_build as search_build
 
     record = store.db.execute(f"SELECT block FROM {search}_data WHERE id = 10").fetchone()[0]
-    read = sqlite_store._structure_segments(record)
+    read = search_build._structure_segments(record)
     assert read is not None
     return read[1]
 
@@ -564,11 +564,11 @@ def search_segments(store, search="ticket_search"):
 async def test_writes_after_a_fresh_import_do_not_soon_merge_the_whole_search_index(
     io_loop, store, monkeypatch, hashsize
 ):
-    import medusa_v2.store.sqlite as sqlite_store
+    import medusa_v2.store.sqlite.search_build as search_build
     from medusa_v2.resources.ticket import TICKET
 
     if hashsize is not None:  # FTS5 flushes a segment per 128 KB of terms: a build of several segments
-        monkeypatch.setitem(sqlite_store._SEARCH_BUILD_OPTIONS, "hashsize", hashsize)
+        monkeypatch.setitem(search_build._SEARCH_BUILD_OPTIONS, "hashsize", hashsize)
     docs = [ticket(i, f"printer {i}", description=f"kumquat {i % 97} jam") for i in range(1, 5001)]
     await import_jsonl(store, lines_of(jsonl(*docs)))
     bulk = search_segments(store)
@@ -600,7 +600,7 @@ async def test_writes_after_a_fresh_import_do_not_soon_merge_the_whole_search_in
 
 def structure_record(levels, writes=7):
     """An FTS5 structure record (format 1): `levels` lists each level's (segment id, first, last page)s."""
-    from medusa_v2.store.sqlite import _put_varint
+    from medusa_v2.store.sqlite.search_build import _put_varint
 
     total = sum(len(level) for level in levels)
     body = [_put_varint(len(levels)), _put_varint(total), _put_varint(writes)]
@@ -610,7 +610,7 @@ def structure_record(levels, writes=7):
 
 
 def test_a_built_index_segments_go_on_levels_of_their_own_or_are_refused():
-    from medusa_v2.store.sqlite import _structure_on_levels, _structure_segments
+    from medusa_v2.store.sqlite.search_build import _structure_on_levels, _structure_segments
 
     three = [(1, 1, 11), (2, 1, 12), (3, 1, 300)]
     moved = _structure_on_levels(structure_record([three]), 5)

@@ -4,7 +4,7 @@ Dialect-neutral: `derive` turns a `Declaration` into a spec (plain JSON data: th
 columns with their bounds, the key, the parent, the indexes and the search fields),
 which the stores record beside a version number in `resource_schema`; `plan`
 compares a recorded spec with the one derived now and says what must change.
-Each store renders a plan in its own SQL (`ddl_sqlite`, `ddl_postgres`).
+Each store renders a plan in its own SQL (`sqlite/ddl.py`, `ddl_postgres`).
 
 What is derived:
 

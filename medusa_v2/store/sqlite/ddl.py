@@ -13,8 +13,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from .schema import Plan, SchemaError, Spec
-from .sql import check_expression, literal, quote_name
+from ..schema import Plan, SchemaError, Spec
+from ..sql import check_expression, literal, quote_name
 
 
 def search_key(spec: Spec) -> str:

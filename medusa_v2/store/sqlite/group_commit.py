@@ -1,0 +1,167 @@
+"""Group commit: the inserts of one event-loop iteration share one transaction.
+
+A commit per row costs far more than the row (see SQLiteStore.insert_row); the store
+owns one GroupCommit and gives it its transaction and its one-row insert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from ...declaration import INT64_MAX
+from ..base import Check, Parent, StoreUnavailable
+from ..sql import quote_name as _name
+from .connection import _busy
+from .id_counter import _move_next_id, _next_id
+from .inserts import _insert_values
+from .queries import _get_sql
+
+Job = tuple[asyncio.Future[dict[str, Any]], Any, dict[str, Any], Parent | None, Check | None]
+
+
+class GroupCommit:
+    """The inserts asked for in one event-loop iteration, run in one transaction by `flush`."""
+
+    def __init__(
+        self,
+        transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
+        insert: Callable[[sqlite3.Connection, Any, dict[str, Any], Parent | None, Check | None], dict[str, Any]],
+    ) -> None:
+        self._transaction = transaction  # the store's write transaction
+        self._insert = insert  # the store's insert of one row (its parent checked, its id chosen or assigned)
+        # Inserts waiting for this loop iteration's group commit (flush).
+        self.jobs: list[Job] = []
+        self._scheduled = False
+
+    def add(
+        self, decl: Any, row: dict[str, Any], parent: Parent | None, check_parent: Check | None
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Queue one insert for this loop iteration's commit; return the future of its stored row."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.jobs.append((future, decl, row, parent, check_parent))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+        return future
+
+    def flush(self) -> None:
+        """Run the queued inserts in one transaction, then answer each one."""
+        self._scheduled = False
+        jobs = [job for job in self.jobs if not job[0].done()]  # a cancelled caller: nothing to do
+        self.jobs = []
+        if not jobs:
+            return
+        outcomes: list[tuple[asyncio.Future[dict[str, Any]], BaseException | None, Any]] = []
+        try:
+            with self._transaction() as db:
+                if len(jobs) == 1:
+                    future, decl, row, parent, check_parent = jobs[0]
+                    try:
+                        outcomes.append((future, None, self._insert(db, decl, row, parent, check_parent)))
+                    except Exception as exc:  # rolled back by transaction(); the caller gets it
+                        outcomes.append((future, exc, None))
+                        raise
+                else:
+                    together, one_by_one = _together(jobs)
+                    for group in together:
+                        made = _insert_together(db, group[0][1], [job[2] for job in group])
+                        if made is None:
+                            one_by_one.extend(group)
+                        else:
+                            outcomes.extend((job[0], None, result) for job, result in zip(group, made, strict=True))
+                    for future, decl, row, parent, check_parent in one_by_one:
+                        db.execute("SAVEPOINT medusa_insert")
+                        try:
+                            result = self._insert(db, decl, row, parent, check_parent)
+                        except Exception as exc:
+                            # Undo this row only; if SQLite cannot (the transaction is
+                            # gone), every row of the batch fails below.
+                            db.execute("ROLLBACK TO medusa_insert")
+                            db.execute("RELEASE medusa_insert")
+                            outcomes.append((future, exc, None))
+                            continue
+                        db.execute("RELEASE medusa_insert")
+                        outcomes.append((future, None, result))
+        except BaseException as exc:
+            failed = {id(f): e for f, e, _ in outcomes if e is not None}
+            for future, *_ in jobs:
+                if not future.done():
+                    failure: BaseException = failed.get(id(future)) or exc
+                    if isinstance(failure, sqlite3.OperationalError) and _busy(failure):
+                        failure = StoreUnavailable(f"the database is busy: {failure}")
+                    future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for future, error, result in outcomes:
+            if future.done():
+                continue
+            if error is not None:
+                if isinstance(error, sqlite3.OperationalError) and _busy(error):
+                    error = StoreUnavailable(f"the database is busy: {error}")
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+
+def _insert_together(db: sqlite3.Connection, decl: Any, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Insert rows taking the next assigned ids in one statement; return them as stored.
+
+    Returns None, having changed nothing, when the next ids are not all free (a
+    client chose one) or the statement fails (a row the store refuses): the
+    caller then inserts the rows one by one, each with its own outcome. One
+    statement instead of one per row: FTS5 writes one index segment per
+    statement, and each row's savepoint journalled every page it touched.
+    """
+    table = _name(decl.name)
+    first = _next_id(db, decl.name)
+    last = first + len(rows) - 1
+    if last > INT64_MAX:
+        return None
+    if db.execute(f"SELECT 1 FROM {table} WHERE id BETWEEN ? AND ? LIMIT 1", (first, last)).fetchone():
+        return None
+    columns = tuple(rows[0])
+    db.execute("SAVEPOINT medusa_together")
+    try:
+        _insert_values(db, table, ("id", *columns), [(first + i, *row.values()) for i, row in enumerate(rows)])
+        _move_next_id(db, decl.name, last + 1)
+    except sqlite3.DatabaseError:
+        if not db.in_transaction:
+            raise  # SQLite rolled the whole transaction back (e.g. disk full): every row fails
+        db.execute("ROLLBACK TO medusa_together")
+        db.execute("RELEASE medusa_together")
+        return None
+    db.execute("RELEASE medusa_together")
+    names, sql = _get_sql(decl, False, ranged=True)
+    stored = db.execute(sql, (first, last))
+    return [dict(zip(names, values, strict=True)) for values in stored]
+
+
+def _together(jobs: Sequence[Any]) -> tuple[list[list[Any]], list[Any]]:
+    """Split queued inserts into groups insertable in one statement, and the rest.
+
+    A group: two or more rows of one resource with the same columns, no parent and
+    no chosen id (each takes the next assigned int id). The rest go one by one (a
+    parent to check, a chosen id to refuse when taken, a row alone).
+    """
+    groups: dict[tuple[int, tuple[str, ...]], list[Any]] = {}
+    rest: list[Any] = []
+    for job in jobs:
+        _, decl, row, parent, _ = job
+        if parent is not None or row.get("id") is not None or decl.id_field.type is not int:
+            rest.append(job)
+            continue
+        row.pop("id", None)
+        groups.setdefault((id(decl), tuple(row)), []).append(job)
+    together = []
+    for group in groups.values():
+        if len(group) > 1:
+            together.append(group)
+        else:
+            rest.extend(group)
+    return together, rest

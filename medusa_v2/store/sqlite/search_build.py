@@ -1,0 +1,352 @@
+"""The staged FTS5 search build of an import into empty tables, and FTS5 structure records."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import queue
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from typing import Any
+
+from ..base import StoreUnavailable
+from ..sql import quote_name as _name
+from .inserts import _insert_values
+from .migrations import SEARCH_AUTOMERGE
+
+_TEXT_CHUNK = 10_000  # rows per statement staging an import's search text (bound variables permitting)
+# An import's search build sets two FTS5 options of its own, not kept in the moved
+# index (_SearchBuild._run). hashsize: FTS5 flushes its in-memory terms to a new
+# segment past this many bytes (default 1 MB); at 128 MB, 1M tickets make ~5
+# segments (64 MB: 9, the same CPU; 1 GB: 1, 20% more CPU). crisismerge: FTS5 merges
+# a level's segments once it has this many, even with automerge off (default 16).
+_SEARCH_BUILD_OPTIONS = {"hashsize": 128 << 20, "crisismerge": 1000}
+_SEARCH_BACKLOG = 16  # batches queued for an import's search build (bounds its memory)
+
+
+class _SearchBuild:
+    """The search indexes of an import into empty tables, built beside it, then moved in.
+
+    Indexing trigram text is the biggest part of a large import (a third of its
+    CPU at 1M tickets), and SQLite does it on the one connection that writes. So
+    the build runs on a connection and thread of its own, in a scratch database
+    file: it gets each batch's values (`_tuples`) as inserted and stages them in a
+    plain table there. Once every batch is in (`end`), while the import's
+    connection sorts its indexes, each search index is built from its staged rows
+    in one statement: in id order, FTS5 flushes a segment only when its terms
+    outgrow `hashsize` (a statement per batch flushed one segment per statement,
+    which 'optimize' then merged: 13 s of CPU at 1M tickets). Its few segments are
+    put on levels of their own (`_settle`), and the build commits.
+    `move_into` then recreates each search table in the import's transaction and
+    copies its shadow tables in, row for row. The copy is FTS5's own on-disk
+    format written by the same SQLite library from the same statements, so it is
+    the index an in-place build makes; FTS5's 'integrity-check' verifies it
+    against the rows in the tests. The table is dropped and created first so
+    that no FTS5 state of the old table (a cached segment structure) survives.
+    """
+
+    _ATTACHED = "medusa_import_search"
+
+    def __init__(self, db: sqlite3.Connection, indexed: Sequence[tuple[Any, Sequence[str]]], database: str | None):
+        # resource -> (search table, its columns, which of a row's values they take)
+        self.tables: dict[str, tuple[str, list[str], Callable[[Sequence[Any]], Any]]] = {}  # id first
+        self.create: dict[str, str] = {}  # search table -> its CREATE VIRTUAL TABLE statement
+        for decl, columns in indexed:
+            search = decl.name + "_search"
+            found = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (search,)).fetchone()
+            if found is None:
+                raise StoreUnavailable(f"the database has no search table {search}")
+            self.create[search] = found[0]
+            fields = ["id", *(f.name for f in decl.search_fields)]
+            self.tables[decl.name] = (search, fields, itemgetter(*map(columns.index, fields)))
+        # Beside the database, named after it: `.NAME.import-search-*.db`. One left by an
+        # import that was killed is deleted here: the caller holds the write lock, so no
+        # other import of this database is running. (In memory: the temp directory.)
+        directory, prefix = None, ".medusa-v2.import-search-"
+        if database is not None:
+            directory = os.path.dirname(os.path.abspath(database))
+            prefix = f".{os.path.basename(database)}.import-search-"
+            for leftover in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*.db")):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+        fd, self.path = tempfile.mkstemp(prefix=prefix, suffix=".db", dir=directory)
+        os.close(fd)
+        self.attached = False
+        self.error: BaseException | None = None
+        self.closing = False
+        self.ended = False
+        self.side: sqlite3.Connection | None = None
+        try:
+            side = self.side = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # A scratch file: nothing to recover after a crash, so no journal and no fsync.
+            side.execute("PRAGMA journal_mode = OFF")
+            side.execute("PRAGMA synchronous = OFF")
+            side.execute("PRAGMA cache_size = -65536")
+            side.execute("BEGIN")
+            for search, sql in self.create.items():
+                side.execute(sql)
+                # No merging while loading: `_settle` places the segments.
+                side.execute(f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', 0)")
+                for option, value in _SEARCH_BUILD_OPTIONS.items():
+                    side.execute(f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES (?, ?)", (option, value))
+            for resource, (_, fields, _) in self.tables.items():
+                # The staged rows, by id: the order FTS5 indexes them in without extra flushes.
+                columns_sql = ", ".join(_name(f) for f in fields[1:])
+                side.execute(f"CREATE TABLE {self._staged(resource)} (id INTEGER PRIMARY KEY, {columns_sql})")
+        except BaseException:
+            self._discard()
+            raise
+        self.inbox: queue.Queue[tuple[str, list[tuple[Any, ...]]] | None] = queue.Queue(_SEARCH_BACKLOG)
+        self.waiting: dict[str, list[tuple[Any, ...]]] = {name: [] for name in self.tables}
+        self.indexed = dict.fromkeys(self.tables, 0)  # rows staged, per resource
+        self.thread = threading.Thread(target=self._run, name="medusa-import-search", daemon=True)
+        self.thread.start()
+
+    def add(self, resource: str, values: list[tuple[Any, ...]]) -> None:
+        """Queue one batch (its rows' values, as inserted) for the index of `resource`."""
+        if self.error is not None:
+            raise self.error
+        self.inbox.put((resource, values))
+
+    def end(self) -> None:
+        """Say that every batch is queued: the build indexes the last ones and merges its segments."""
+        if not self.ended:
+            self.ended = True
+            self.inbox.put(None)
+
+    def finish(self) -> None:
+        """Wait for the build to end (see `end`) and its file to be committed; raise the build's error."""
+        self.end()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def move_into(self, db: sqlite3.Connection) -> None:
+        """Replace each search table of `db` (in its open transaction) by the one built here."""
+        db.execute(f"ATTACH DATABASE ? AS {self._ATTACHED}", (self.path,))
+        self.attached = True
+        for search, sql in self.create.items():
+            db.execute(f"DROP TABLE main.{_name(search)}")
+            db.execute(sql)
+            shadows = db.execute(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name IN (?, ?, ?, ?, ?)",
+                [f"{search}_{part}" for part in ("data", "idx", "content", "docsize", "config")],
+            ).fetchall()
+            for (shadow,) in shadows:
+                db.execute(f"DELETE FROM main.{_name(shadow)}")
+                db.execute(f"INSERT INTO main.{_name(shadow)} SELECT * FROM {self._ATTACHED}.{_name(shadow)}")
+
+    def close(self, db: sqlite3.Connection) -> None:
+        """Stop the build if it runs, detach and delete the scratch file (after the import's end)."""
+        if self.thread.is_alive():
+            self.closing = True
+            side = self.side
+            if side is not None:
+                with contextlib.suppress(sqlite3.Error):  # closed meanwhile: the build has ended
+                    side.interrupt()  # the statement running now stops; queued batches are skipped
+            self.end()
+            self.thread.join()
+        if self.attached:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute(f"DETACH DATABASE {self._ATTACHED}")
+            self.attached = False
+        self._discard()
+
+    def _run(self) -> None:
+        ended = False
+        try:
+            while (item := self.inbox.get()) is not None:
+                if self.closing:
+                    continue
+                resource, values = item
+                self.waiting[resource] += values
+                if len(self.waiting[resource]) >= _TEXT_CHUNK:
+                    self._stage(resource)
+            ended = True
+            # The smaller index first: the larger one ends last, beside the import's sorts.
+            for resource, (search, _, _) in sorted(self.tables.items(), key=lambda item: self.indexed[item[0]]):
+                if self.closing:
+                    return
+                self._stage(resource)
+                self._index(resource)
+                self._settle(search, self.indexed[resource])
+                self._side().execute(
+                    f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,)
+                )
+                # Back to FTS5's defaults for the store's own writes: a config row is read by
+                # every connection, and a default is no row.
+                marks = ", ".join("?" for _ in _SEARCH_BUILD_OPTIONS)
+                self._side().execute(
+                    f"DELETE FROM {_name(search + '_config')} WHERE k IN ({marks})", list(_SEARCH_BUILD_OPTIONS)
+                )
+            self._side().execute("COMMIT")
+            self._side().close()
+            self.side = None
+        except BaseException as exc:
+            self.error = exc
+            while not ended and self.inbox.get() is not None:  # the import never waits on a dead build
+                pass
+
+    def _side(self) -> sqlite3.Connection:
+        assert self.side is not None
+        return self.side
+
+    @staticmethod
+    def _staged(resource: str) -> str:
+        return _name(f"medusa_staged_{resource}")
+
+    def _stage(self, resource: str) -> None:
+        """Stage the waiting rows of `resource` in one statement (one GIL hand-off from the parser)."""
+        waiting = self.waiting[resource]
+        if waiting:
+            _, fields, pick = self.tables[resource]
+            _insert_values(self._side(), self._staged(resource), fields, list(map(pick, waiting)), most=len(waiting))
+            self.indexed[resource] += len(waiting)
+            waiting.clear()
+
+    def _index(self, resource: str) -> None:
+        """Index every staged row of `resource` in one statement, by id."""
+        search, fields, _ = self.tables[resource]
+        columns = ", ".join(_name(f) for f in fields[1:])
+        self._side().execute(
+            f"INSERT INTO {_name(search)} (rowid, {columns}) SELECT id, {columns} FROM {self._staged(resource)}"
+        )
+        self._side().execute(f"DROP TABLE {self._staged(resource)}")
+
+    def _settle(self, search: str, rows: int) -> None:
+        """Put the build's segments on the levels FTS5's own merging would keep them on.
+
+        The build leaves its segments on level 0, where a later POST's automerge
+        would rewrite them all (measured p99 0.8 s); merged into one by 'optimize',
+        the segment sat on level 1, where the 16th segment that later writes merge
+        into it (after ~600 writes, measured) made FTS5 merge the whole index in that
+        write: 2.4 s for 100k tickets, far more at 1M. An index grown by N writes
+        holds its oldest rows on level ~log16(N), where they are merged again only
+        after about N more writes. So each segment of R rows goes to a level of its
+        own from the lowest L with 16 ** (L + 1) >= R up, the oldest highest, in the
+        structure record (FTS5's format 1, `_structure_on_levels`). A record that
+        cannot be rewritten so (another format, too many segments) is merged by
+        'optimize' first; any other record is left as it is.
+        """
+        table = _name(search + "_data")
+        side = self._side()
+
+        def structure() -> bytes | None:
+            found = side.execute(f"SELECT block FROM {table} WHERE id = {_FTS5_STRUCTURE_ROWID}").fetchone()
+            return found[0] if found is not None else None
+
+        record = structure()
+        read = _structure_segments(record) if record is not None else None
+        if record is None or read is None or not read[1]:
+            return
+        moved = _structure_on_levels(record, _level_for(rows // len(read[1])))
+        if moved is None:
+            side.execute(f"INSERT INTO {_name(search)} ({_name(search)}) VALUES ('optimize')")
+            record = structure()
+            moved = _structure_on_levels(record, _level_for(rows)) if record is not None else None
+        if moved is not None:
+            side.execute(f"UPDATE {table} SET block = ? WHERE id = {_FTS5_STRUCTURE_ROWID}", (moved,))
+
+    def _discard(self) -> None:
+        side, self.side = self.side, None
+        if side is not None:
+            with contextlib.suppress(sqlite3.Error):
+                side.close()
+        for leftover in (self.path, self.path + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+
+_FTS5_STRUCTURE_ROWID = 10  # the %_data row of an FTS5 index's structure record
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """Read an SQLite varint (as FTS5 writes them) at `at`; return it and the offset past it."""
+    value = 0
+    for n in range(8):
+        byte = data[at + n]
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, at + n + 1
+    return (value << 8) | data[at + 8], at + 9
+
+
+def _put_varint(value: int) -> bytes:
+    """Write a small (< 2**56) non-negative SQLite varint."""
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def _structure_segments(record: bytes) -> tuple[int, list[tuple[int, int, int, int]]] | None:
+    """Read an FTS5 structure record: its write counter and (level, segment id, first, last leaf page)s.
+
+    Format 1 (fts5_index.c): a 4-byte cookie, then varints: the number of levels,
+    of segments and the write counter, and for each level the segments in an
+    ongoing merge, its number of segments and each one's id, first and last leaf
+    page. None for anything else (a newer format, a merge under way, bytes left).
+    """
+    if record[4:8] == b"\xff\x00\x00\x01":  # format 2 (contentless-delete tables)
+        return None
+    found: list[tuple[int, int, int, int]] = []
+    try:
+        levels, at = _varint(record, 4)
+        segments, at = _varint(record, at)
+        writes, at = _varint(record, at)
+        for level in range(levels):
+            merging, at = _varint(record, at)
+            count, at = _varint(record, at)
+            if merging:
+                return None
+            for _ in range(count):
+                segid, at = _varint(record, at)
+                first, at = _varint(record, at)
+                last, at = _varint(record, at)
+                found.append((level, segid, first, last))
+    except IndexError:
+        return None
+    return (writes, found) if at == len(record) and segments == len(found) else None
+
+
+_FTS5_LEVELS = 64  # FTS5_MAX_LEVEL
+_FTS5_MERGE_AT = SEARCH_AUTOMERGE  # a level with this many segments is merged (automerge; crisismerge's default too)
+
+
+def _level_for(rows: int) -> int:
+    """Return the lowest level L with 16 ** (L + 1) >= rows: where an index grown by `rows` writes keeps them."""
+    level = 0
+    while _FTS5_MERGE_AT ** (level + 1) < rows:
+        level += 1
+    return level
+
+
+def _structure_on_levels(record: bytes, lowest: int) -> bytes | None:
+    """Return an FTS5 structure record with its segments moved up to levels `lowest` and over, or None.
+
+    One segment per level while the levels last (FTS5 has 64), the oldest (first
+    listed) highest; else evenly, fewer than _FTS5_MERGE_AT per level. None unless
+    the record is format 1 (`_structure_segments`) with every segment on level 0,
+    `lowest` is above it, and they fit.
+    """
+    read = _structure_segments(record)
+    if read is None or not read[1] or any(level for level, *_ in read[1]) or not 0 < lowest < _FTS5_LEVELS:
+        return None
+    writes, found = read
+    per_level = -(-len(found) // (_FTS5_LEVELS - lowest))
+    if per_level >= _FTS5_MERGE_AT:
+        return None
+    groups = [found[at : at + per_level] for at in range(0, len(found), per_level)]
+    groups.reverse()  # the oldest segments on the highest level
+    out = [record[:4], _put_varint(lowest + len(groups)), _put_varint(len(found)), _put_varint(writes)]
+    out.append(b"\x00\x00" * lowest)
+    for group in groups:
+        out.append(b"\x00" + _put_varint(len(group)))
+        out.extend(_put_varint(value) for _, *segment in group for value in segment)
+    return b"".join(out)
