@@ -504,3 +504,36 @@ def test_a_closed_store_is_unavailable(io_loop, store):
         run(io_loop, store.get_row(TICKET, 1))
     with pytest.raises(StoreUnavailable):
         run(io_loop, store.ping())
+
+
+def test_an_insert_records_its_idempotent_response_in_its_own_transaction(io_loop, store):
+    """A crash after the create's commit cannot lose the response: both commit together, or neither."""
+    from medusa_v2.store.base import COMPLETION, Completion
+
+    claim = dict(expire_before=0, stale_before=0)
+    assert run(io_loop, store.claim_idempotency_key("s", "k", "f", NOW, **claim)) is None
+    completion = Completion("s", "k", lambda row: IdempotentResponse(201, {"Location": str(row["id"])}, b"made"))
+
+    async def create(values):
+        token = COMPLETION.set(completion)
+        try:
+            return await store.insert_row(TICKET, values, NOW)
+        finally:
+            COMPLETION.reset(token)
+
+    row = run(io_loop, create({"title": "t"}))
+    assert completion.response == IdempotentResponse(201, {"Location": str(row["id"])}, b"made")
+    # Recorded already: a retry replays it, with nothing more from the caller.
+    assert run(io_loop, store.claim_idempotency_key("s", "k", "f", NOW, **claim)) == completion.response
+    # A refused insert records nothing: the key stays in flight, the row absent.
+    assert run(io_loop, store.claim_idempotency_key("s", "k2", "f", NOW, **claim)) is None
+    refused = Completion("s", "k2", lambda row: IdempotentResponse(201, {}, b"never"))
+    token = COMPLETION.set(refused)
+    try:
+        with pytest.raises(AlreadyExists):
+            run(io_loop, store.insert_row(TICKET, {"id": row["id"], "title": "again"}, NOW))
+    finally:
+        COMPLETION.reset(token)
+    assert refused.response is None
+    with pytest.raises(KeyInFlight):
+        run(io_loop, store.claim_idempotency_key("s", "k2", "f", NOW, **claim))

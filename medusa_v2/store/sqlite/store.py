@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import schema
 from ..base import (
+    COMPLETION,
     IMPORT_LOOKAHEAD,
     AlreadyExists,
     Check,
@@ -293,6 +294,20 @@ class SQLiteStore(Store):
         """
         row = dict(values)
         row["created_at"] = row["updated_at"] = timestamp(now)
+        completion = COMPLETION.get()
+        if completion is not None:
+            # The Idempotency-Key's answer commits with the row: a transaction of their own.
+            try:
+                with self.transaction() as db:
+                    created = self._insert(db, decl, row, parent, check_parent)
+                    response = completion.respond(created)
+                    self._complete(db, completion.scope, completion.key, response)
+            except sqlite3.OperationalError as exc:
+                if _busy(exc):
+                    raise StoreUnavailable(f"the database is busy: {exc}") from exc
+                raise
+            completion.response = response
+            return created
         return await self._group_commit.add(decl, row, parent, check_parent)
 
     def _insert(
@@ -543,10 +558,14 @@ class SQLiteStore(Store):
     async def complete_idempotency_key(self, scope: str, key: str, response: IdempotentResponse) -> None:
         """Store the response to replay."""
         with self.transaction() as db:
-            db.execute(
-                "UPDATE idempotency_key SET status = ?, headers = ?, body = ? WHERE scope = ? AND key = ?",
-                (response.status, json.dumps(dict(response.headers)), response.body, scope, key),
-            )
+            self._complete(db, scope, key, response)
+
+    @staticmethod
+    def _complete(db: sqlite3.Connection, scope: str, key: str, response: IdempotentResponse) -> None:
+        db.execute(
+            "UPDATE idempotency_key SET status = ?, headers = ?, body = ? WHERE scope = ? AND key = ?",
+            (response.status, json.dumps(dict(response.headers)), response.body, scope, key),
+        )
 
     async def release_idempotency_key(self, scope: str, key: str) -> None:
         """Delete the in-flight key (a finished one is kept)."""
