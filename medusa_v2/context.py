@@ -100,7 +100,6 @@ class ApiContext:
             ("X-Medusa-Server", version),
             ("Access-Control-Allow-Headers", ALLOW_HEADERS),
             ("Access-Control-Expose-Headers", EXPOSE_HEADERS),
-            ("Access-Control-Max-Age", "600"),
             # Answers depend on who asks: no shared cache keeps them, and a private one
             # revalidates (ETag, 304) before reusing one.
             ("Cache-Control", "private, no-cache"),

@@ -30,6 +30,7 @@ from .errors import ApiError
 from .store import StoreUnavailable
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
 # One client must not make the API parse or log unbounded request heads. (A daemon's
 # HTTP server also closes connections whose head passes 64 KiB before any handler runs.)
 MAX_URI_LENGTH = 8192
@@ -361,8 +362,12 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         )
 
     async def options(self, **_: str) -> None:
-        """Answer a preflight or an OPTIONS call: 204 with Allow, no credentials needed."""
+        """Answer a preflight or an OPTIONS call: 204 with Allow, no credentials needed.
+
+        Access-Control-Max-Age only means something on a preflight's answer: it is sent here only.
+        """
         self.set_header("Allow", self.allow)
+        self.set_header("Access-Control-Max-Age", PREFLIGHT_MAX_AGE)
         self.set_status(204)
         self.clear_header("Content-Type")
         await self.finish()

@@ -290,6 +290,7 @@ async def test_preflight_with_configured_origin(client):
     )
     assert r.code == 204
     assert r.headers["Access-Control-Allow-Origin"] == "https://ui.example"
+    assert r.headers["Access-Control-Max-Age"] == "600"  # a preflight's answer may be reused 10 minutes
     assert "Origin" in split(r.headers["Vary"])
     assert set(split(r.headers["Access-Control-Allow-Methods"])) == {"GET", "HEAD", "POST", "OPTIONS"}
 
