@@ -6,11 +6,12 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import contextlib
 import hashlib
 import hmac
 import math
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ _TOKEN_CACHE_SIZE = 10_000
 # Password hashes checked at once (each holds a core and, for scrypt, its memory); more
 # wait their turn. hashlib's scrypt and pbkdf2 release the GIL while they work.
 HASHING_THREADS = 2
+MAX_PENDING_CHECKS = 64  # password checks waiting or running at once per app; more get a 503
 
 NO_TOKEN = "No authorization token."
 EXPIRED = "Token has expired."
@@ -101,9 +103,17 @@ class Authenticator:
     """Check credentials against one app's settings; shared state lives in the store."""
 
     def __init__(
-        self, settings: Settings, store: Store, clock: Callable[[], float], version: str, *, issuer: str | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        clock: Callable[[], float],
+        version: str,
+        *,
+        issuer: str | None = None,
+        require_stamp: bool = True,
     ) -> None:
         self.settings = settings
+        self.require_stamp = require_stamp  # False: a host's own tokens (no `pwd` claim) are accepted
         self.store = store
         self.clock = clock
         self.issuer = issuer or f"Medusa {version}"
@@ -115,6 +125,9 @@ class Authenticator:
         self._basic_salt = secrets.token_bytes(16)
         self._basic_ok: set[bytes] = set()
         self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # Password checks in progress, per client and in all (`_attempt`).
+        self._pending: dict[str, int] = {}
+        self._pending_total = 0
 
     def credentials_stamp(self) -> str:
         """Return a digest of the username and stored password: the `pwd` claim of our tokens.
@@ -173,17 +186,40 @@ class Authenticator:
         username, sep, password = decoded.partition(":")  # RFC 7617: the user-id has no ':'
         if not sep or not self.settings.auth_required:
             raise unauthorized(INVALID_USER_PASS)
-        await self.check_throttle(client)
-        digest = hmac.new(self._basic_salt, decoded.encode("utf-8"), hashlib.sha256).digest()
-        if digest in self._basic_ok:
-            return Identity("basic", username)
-        if not await self.check_password(username, password):
-            await self.record_failure(client)
-            raise unauthorized(INVALID_USER_PASS)
+        with self._attempt(client) as others:
+            await self.check_throttle(client, others)
+            digest = hmac.new(self._basic_salt, decoded.encode("utf-8"), hashlib.sha256).digest()
+            if digest in self._basic_ok:
+                return Identity("basic", username)
+            if not await self.check_password(username, password):
+                await self.record_failure(client)
+                raise unauthorized(INVALID_USER_PASS)
         if len(self._basic_ok) >= 64:
             self._basic_ok.clear()
         self._basic_ok.add(digest)
         return Identity("basic", username)
+
+    @contextlib.contextmanager
+    def _attempt(self, client: str) -> Iterator[int]:
+        """Hold a place among the password checks in progress; yield how many others `client` has.
+
+        Checks wait for the hashing threads: counted from before the throttle is read
+        until the outcome is recorded, concurrent attempts cannot all pass the
+        throttle at once. Past MAX_PENDING_CHECKS in all, more are refused (503).
+        """
+        if self._pending_total >= MAX_PENDING_CHECKS:
+            raise ApiError(503, "Too many logins being checked; retry shortly", headers={"Retry-After": "1"})
+        others = self._pending.get(client, 0)
+        self._pending[client] = others + 1
+        self._pending_total += 1
+        try:
+            yield others
+        finally:
+            self._pending_total -= 1
+            if self._pending[client] == 1:
+                del self._pending[client]
+            else:
+                self._pending[client] -= 1
 
     async def check_password(self, username: str, password: str) -> bool:
         """Compare both in constant time; both are always checked.
@@ -256,8 +292,13 @@ class Authenticator:
         # pyjwt checks exp against the wall clock; ours may be injected (tests, replays).
         if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("jti"), str):
             raise unauthorized(INVALID_TOKEN, INVALID_TOKEN)
-        # Our tokens carry the credentials' stamp; a host's (Medusa's) do not, and are its own concern.
-        if "pwd" in claims and not _same(str(claims["pwd"]), self.credentials_stamp()):
+        # Our tokens carry the credentials' stamp. A host that owns the settings (Medusa)
+        # mints tokens without one, which are its concern; anywhere else a token without
+        # it was issued before stamps existed, so before any later password change.
+        stamp = claims.get("pwd")
+        if (stamp is None and self.require_stamp) or (
+            stamp is not None and not _same(str(stamp), self.credentials_stamp())
+        ):
             raise unauthorized(INVALID_TOKEN, "The token was issued before the credentials changed.")
         if claims["exp"] <= now:
             raise unauthorized(EXPIRED, EXPIRED)
@@ -285,23 +326,28 @@ class Authenticator:
             raise ApiError(400, "Invalid request body: 'username' and 'password' must be strings")
         if not self.settings.auth_required:
             return self.issue_token(username, seconds)
-        await self.check_throttle(client)
-        if not await self.check_password(username, password):
-            await self.record_failure(client)
-            raise unauthorized(INVALID_CREDENTIALS)
+        with self._attempt(client) as others:
+            await self.check_throttle(client, others)
+            if not await self.check_password(username, password):
+                await self.record_failure(client)
+                raise unauthorized(INVALID_CREDENTIALS)
         await self.store.clear_login_failures(client)
         return self.issue_token(username, seconds)
 
-    async def check_throttle(self, client: str) -> None:
-        """Raise 429 with Retry-After while `client` has too many recent failures."""
+    async def check_throttle(self, client: str, pending: int = 0) -> None:
+        """Raise 429 with Retry-After while `client` has too many recent failures.
+
+        `pending`: the client's other attempts still being checked, counted as failures.
+        """
         now = self.clock()
         window = self.settings.login_window
         # The window is half-open, (now - window, now]: a failure exactly `window`
         # seconds old no longer counts, so Retry-After seconds later a login is allowed.
         failures = await self.store.login_failures(client, math.nextafter(now - window, math.inf))
-        if len(failures) >= self.settings.login_max_failures:
+        if len(failures) + pending >= self.settings.login_max_failures:
             # The window slides: the oldest counted failure leaving it frees one attempt.
-            oldest = failures[len(failures) - self.settings.login_max_failures]
+            over = len(failures) - self.settings.login_max_failures + pending
+            oldest = failures[over] if 0 <= over < len(failures) else now
             retry = max(1, math.ceil(oldest + window - now))
             raise ApiError(
                 429,

@@ -146,6 +146,7 @@ def _running_daemon_took(path: str, wait: float = 3.0) -> str:
     Asks it with a short-lived token bound to the new credentials: a daemon accepts
     one only once it runs with them. Nothing else is sent, and no login is counted.
     """
+    import contextlib
     import ssl
     import time
     import urllib.error
@@ -155,9 +156,11 @@ def _running_daemon_took(path: str, wait: float = 3.0) -> str:
     from .config import ConfigError, load_config
 
     try:
-        settings = load_config(path, write_back=False)
+        settings = load_config(path, write_back=False, generate=False)
     except ConfigError as exc:
         return f"cannot tell whether a running daemon took the change: {exc}"
+    if not settings.encryption_secret:
+        return "the file has no encryption_secret yet: a running daemon re-reads the credentials within a second"
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.web_host, settings.web_host)
     if ":" in host:
         host = f"[{host}]"
@@ -170,7 +173,12 @@ def _running_daemon_took(path: str, wait: float = 3.0) -> str:
     while True:
         try:
             with urllib.request.urlopen(request, timeout=1, context=context):
-                return f"the daemon at {url.rsplit('/api/v2', 1)[0]} now uses the new password"
+                pass
+            revoke = urllib.request.Request(url[: -len("/config")] + "/authenticate", method="DELETE")
+            revoke.add_header("x-auth", f"Bearer {token}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(revoke, timeout=1, context=context):
+                pass  # the probe's token is of no further use
+            return f"the daemon at {url.rsplit('/api/v2', 1)[0]} now uses the new password"
         except urllib.error.HTTPError as exc:
             if exc.code != 401:
                 return f"the daemon at {url} answered {exc.code}; check that it took the change"

@@ -92,7 +92,8 @@ class ApiContext:
         self._opening: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop `open` ran on (its store lives there)
         self.log = log or logging.getLogger("medusa_v2")
-        self.auth = Authenticator(settings, store, clock, version, issuer=issuer)
+        # A host that owns the settings (Medusa) mints tokens of its own, without our stamp.
+        self.auth = Authenticator(settings, store, clock, version, issuer=issuer, require_stamp=provider is None)
         self._set_origins(settings)
         # Headers every response carries, computed once (the request path is hot).
         self.base_headers: tuple[tuple[str, str], ...] = (

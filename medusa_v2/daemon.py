@@ -17,6 +17,7 @@ from typing import Any
 import tornado.httpserver
 import tornado.httputil
 import tornado.ioloop
+import tornado.iostream
 import tornado.netutil
 import tornado.web
 
@@ -192,7 +193,14 @@ class _Server(tornado.httpserver.HTTPServer):
 
     def handle_stream(self, stream: Any, address: Any) -> None:
         if self.open_connections >= self.max_connections:
-            stream.write(self.shed).add_done_callback(lambda _: stream.close())
+            if isinstance(stream, tornado.iostream.SSLIOStream):
+                stream.close()  # no handshake for a connection refused anyway (it could hang on one)
+                return
+            try:
+                stream.write(self.shed).add_done_callback(lambda _: stream.close())
+            except tornado.iostream.StreamClosedError:
+                return
+            tornado.ioloop.IOLoop.current().call_later(5, stream.close)  # a reader that never reads
             return
         self.open_connections += 1
         super().handle_stream(stream, address)

@@ -639,7 +639,8 @@ def _handler_operation(cls: type, described: Mapping[str, Any], verb: str, verbs
 def head_of(get: Mapping[str, Any]) -> dict[str, Any]:
     """Return the HEAD operation of a GET one: the same statuses and headers, no bodies."""
     op = copy.deepcopy(dict(get))
-    op["operationId"] = "head" + op["operationId"][:1].upper() + op["operationId"][1:]
+    if "operationId" in op:  # else the handler's own default (verb and path) is given later
+        op["operationId"] = "head" + op["operationId"][:1].upper() + op["operationId"][1:]
     if "summary" in op:
         op["summary"] = "Headers only: " + op["summary"][:1].lower() + op["summary"][1:]
     for response in op.get("responses", {}).values():

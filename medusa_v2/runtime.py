@@ -108,13 +108,14 @@ CREDENTIALS = ("web_username", "web_password", "api_key", "encryption_secret")
 def apply_runtime(api: Any, source: Settings) -> Settings:
     """Apply the runtime keys and credentials of `source` to the running app; return the new settings.
 
-    A secret left empty in the file (the next start generates one) keeps the running value.
+    An emptied api_key applies at once (no key is accepted until the next start
+    generates one); an emptied encryption_secret keeps the running one, since every
+    process must sign with the same.
     """
     changes = {spec[0]: getattr(source, spec[0]) for spec in RUNTIME.values()}
     changes.update({name: getattr(source, name) for name in CREDENTIALS})
-    for name in ("api_key", "encryption_secret"):
-        if not changes[name]:
-            del changes[name]
+    if not changes["encryption_secret"]:
+        del changes["encryption_secret"]
     new = api.settings.replace(**changes)
     if new != api.settings:
         api.apply_settings(new)
@@ -189,13 +190,17 @@ def _openapi() -> dict[str, Any]:
 class ConfigHandler(ApiHandler):
     """GET /config: the non-secret settings; PATCH /config: change the runtime ones."""
 
-    routes: ClassVar = {"single": ("GET", "PATCH")}
+    routes: ClassVar = {"single": ("GET", "HEAD", "PATCH")}
     openapi: ClassVar = _openapi()
 
     async def get(self) -> None:
         """Answer the settings view with an ETag (304 on a match)."""
         body = encode_json(describe(self.api.settings, self.api.version))
         await self.send_cacheable(body, {"ETag": etag_of(body)})
+
+    async def head(self) -> None:
+        """Answer as GET does, without the body."""
+        await self.get()
 
     async def patch(self) -> None:
         """Validate, persist atomically, apply; answer exactly the accepted fields."""

@@ -631,3 +631,33 @@ async def test_authenticate_reads_at_most_16_kib(client):
     assert (
         await client.post("/authenticate", body=padded, headers={"Content-Type": "application/json"}, auth=None)
     ).code == 200
+
+
+@pytest.mark.parametrize("overrides", [{"web_password": hash_password(PASSWORD), "login_max_failures": 3}])
+@pytest.mark.gen_test
+async def test_concurrent_wrong_logins_cannot_pass_the_throttle_together(client):
+    """Attempts waiting for the hashing threads count: 12 at once from one client, only 3 are checked."""
+    import asyncio
+
+    answers = await asyncio.gather(
+        *(
+            client.post("/authenticate", json_body={"username": USERNAME, "password": f"wrong {i}"}, auth=None)
+            for i in range(12)
+        )
+    )
+    codes = sorted(r.code for r in answers)
+    assert codes == [401] * 3 + [429] * 9, codes
+    r = await client.post("/authenticate", json_body={"username": USERNAME, "password": PASSWORD}, auth=None)
+    assert r.code == 429  # the window is full: even the right password waits
+
+
+@pytest.mark.gen_test
+async def test_a_token_without_the_credentials_stamp_is_refused(client, clock):
+    """Tokens issued before stamps existed predate any later password change: the daemon refuses them."""
+    now = int(clock())
+    old = jwt.encode(
+        {"iss": "Medusa 0.1.0", "iat": now, "exp": now + 600, "jti": "j-old", "username": USERNAME}, SECRET
+    )
+    assert_401(await client.get("/thing/1", headers={"x-auth": f"Bearer {old}"}, auth=None), INVALID_TOKEN)
+    fresh = await token_for(client)
+    assert (await client.get("/thing/1", headers={"x-auth": f"Bearer {fresh}"}, auth=None)).code == 200

@@ -220,3 +220,20 @@ def test_a_patch_reaches_every_worker(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+@pytest.mark.gen_test
+async def test_head_config_is_get_without_the_body(client):
+    got = await client.get("/config")
+    head = await client.head("/config")
+    assert head.code == 200 and head.body == b"" and head.headers["ETag"] == got.headers["ETag"]
+
+
+def test_an_emptied_api_key_applies_at_once_and_an_emptied_secret_does_not(settings, store):
+    from medusa_v2.context import ApiContext
+    from medusa_v2.runtime import apply_runtime
+
+    api = ApiContext(settings, store)
+    apply_runtime(api, settings.replace(api_key="", encryption_secret=""))
+    assert api.settings.api_key == ""  # the leaked key is refused from now on
+    assert api.settings.encryption_secret == settings.encryption_secret
