@@ -398,3 +398,33 @@ def next_timestamp(seconds: float, previous: str) -> str:
     now = round(seconds * 1_000_000)
     before = (datetime.strptime(previous, _FORMAT).replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
     return (_EPOCH + timedelta(microseconds=max(now, before + 1))).strftime(_FORMAT)
+
+
+def export_items(
+    keys: Sequence[str], at: int, tuples: Sequence[Sequence[Any]], kids: Sequence[Mapping[Any, list[Item]]]
+) -> list[Item]:
+    """Pair each row's values with `keys`, and with its kids (found by its id at `at`): an export's items.
+
+    Each row has exactly len(keys) values (its table's columns): zip needs no length check.
+    """
+    if not kids:
+        return [(dict(zip(keys, values, strict=False)), ()) for values in tuples]
+    if len(kids) == 1:
+        get = kids[0].get
+        return [(dict(zip(keys, values, strict=False)), (get(values[at], ()),)) for values in tuples]
+    return [
+        (dict(zip(keys, values, strict=False)), tuple(found.get(values[at], ()) for found in kids)) for values in tuples
+    ]
+
+
+def by_parent(
+    decl: Any, tuples: Sequence[Sequence[Any]], grandkids: Sequence[Mapping[Any, list[Item]]], as_json: bool
+) -> dict[Any, list[Item]]:
+    """Return a child table's exported items (its rows in `decl.column_order`) grouped by their parent's id."""
+    at = decl.column_order.index("id")
+    parent_at = decl.column_order.index(decl.parent_field)
+    keys = decl.json_names if as_json else decl.column_order
+    grouped: dict[Any, list[Item]] = {}
+    for values, item in zip(tuples, export_items(keys, at, tuples, grandkids), strict=True):
+        grouped.setdefault(values[parent_at], []).append(item)
+    return grouped

@@ -61,6 +61,8 @@ from .base import (
     StoreUnavailable,
     Tree,
     already_exists,
+    by_parent,
+    export_items,
     next_timestamp,
     refuse_repeats,
     row_keys,
@@ -841,7 +843,7 @@ class PostgresStore(Store):
                                 if not tuples:
                                     break
                                 kids = await _export_kids(cur, tree, [values[at] for values in tuples], True, as_json)
-                                yield tree, _export_items(keys, at, tuples, kids)
+                                yield tree, export_items(keys, at, tuples, kids)
                                 after = tuples[-1][at]
         except _UNAVAILABLE as exc:
             self._recover()
@@ -1118,25 +1120,9 @@ async def _export_kids(
             await cur.execute(f"{select} = ANY(%s) ORDER BY {parent_field}, id", (list(parent_ids),))
         tuples = await cur.fetchall()
         at = decl.column_order.index("id")
-        parent_at = decl.column_order.index(decl.parent_field)
-        keys = decl.json_names if as_json else decl.column_order
         grandkids = await _export_kids(cur, child, [values[at] for values in tuples], False, as_json) if tuples else []
-        by_parent: dict[Any, list[Item]] = {}
-        for values, item in zip(tuples, _export_items(keys, at, tuples, grandkids), strict=True):
-            by_parent.setdefault(values[parent_at], []).append(item)
-        found.append(by_parent)
+        found.append(by_parent(decl, tuples, grandkids, as_json))
     return found
-
-
-def _export_items(
-    keys: Sequence[str], at: int, tuples: Sequence[Sequence[Any]], kids: Sequence[Mapping[Any, list[Item]]]
-) -> list[Item]:
-    """Pair each row's values with `keys`, and with its kids (found by its id at `at`)."""
-    if not kids:
-        return [(dict(zip(keys, values, strict=True)), ()) for values in tuples]
-    return [
-        (dict(zip(keys, values, strict=True)), tuple(found.get(values[at], ()) for found in kids)) for values in tuples
-    ]
 
 
 async def _taken(cur: psycopg.AsyncCursor[Any], decl: Any, keys: Sequence[Any]) -> set[Any]:

@@ -18,6 +18,8 @@ from ..base import (
     StoreUnavailable,
     Tree,
     already_exists,
+    by_parent,
+    export_items,
     refuse_repeats,
     row_keys,
     scoped_ids,
@@ -64,28 +66,9 @@ def _export_kids(
                 sql = f"{select} IN ({', '.join('?' for _ in chunk)}) ORDER BY {parent_field}, id"
                 tuples += db.execute(sql, chunk).fetchall()
         at = decl.column_order.index("id")
-        parent_at = decl.column_order.index(decl.parent_field)
-        keys = decl.json_names if as_json else decl.column_order
         grandkids = _export_kids(db, child, [values[at] for values in tuples], False, as_json) if tuples else []
-        by_parent: dict[Any, list[Item]] = {}
-        for values, item in zip(tuples, _export_items(keys, at, tuples, grandkids), strict=True):
-            by_parent.setdefault(values[parent_at], []).append(item)
-        found.append(by_parent)
+        found.append(by_parent(decl, tuples, grandkids, as_json))
     return found
-
-
-def _export_items(
-    keys: Sequence[str], at: int, tuples: Sequence[Sequence[Any]], kids: Sequence[Mapping[Any, list[Item]]]
-) -> list[Item]:
-    """Pair each row's values with `keys`, and with its kids (found by its id at `at`)."""
-    if not kids:
-        return [(dict(zip(keys, values, strict=False)), ()) for values in tuples]  # same length
-    if len(kids) == 1:
-        get = kids[0].get
-        return [(dict(zip(keys, values, strict=False)), (get(values[at], ()),)) for values in tuples]
-    return [
-        (dict(zip(keys, values, strict=False)), tuple(found.get(values[at], ()) for found in kids)) for values in tuples
-    ]
 
 
 def export_pages(
@@ -112,7 +95,7 @@ def export_pages(
                 kids = _export_kids(db, tree, [values[at] for values in tuples], True, as_json)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(str(exc)) from exc
-            yield tree, _export_items(keys, at, tuples, kids)  # same length
+            yield tree, export_items(keys, at, tuples, kids)  # same length
             after = tuples[-1][at]
 
 
