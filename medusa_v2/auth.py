@@ -276,6 +276,15 @@ class Authenticator:
             raise unauthorized(INVALID_TOKEN, "Token has been revoked.")
         return claims
 
+    async def valid_claims(self, token: str) -> Mapping[str, Any] | None:
+        """Return the token's claims, or None when it is not a valid token of ours."""
+        try:
+            return await self.verify_token(token)
+        except ApiError as exc:
+            if exc.status != 401:
+                raise
+            return None
+
     def _decode(self, token: str, now: float) -> Mapping[str, Any]:
         try:
             claims = jwt.decode(

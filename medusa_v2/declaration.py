@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from .casing import to_camel
@@ -104,9 +105,10 @@ class Field:
     def parse_id(self, raw: str) -> Any:
         """Return a path identifier as this (id) field's value, else raise ValueError(reason)."""
         if self.type is int:
-            if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 0 < int(raw) <= INT64_MAX:
+            value = text_integer(raw, 1, INT64_MAX)
+            if value is None:
                 raise ValueError("must be a positive 64-bit integer")
-            return int(raw)
+            return value
         return self.check(raw)
 
     def parse_query_value(self, raw: str) -> Any:
@@ -130,6 +132,27 @@ def json_integer(value: Any) -> int | None:
     if type(value) is float and value.is_integer():
         return int(value)
     return None
+
+
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def text_integer(raw: str, low: int, high: int) -> int | None:
+    """Return a URL's number from `low` to `high` as an int, else None.
+
+    The OpenAPI document types path identifiers, `page` and `limit` as integers, and
+    JSON Schema counts 77.0 (or 7.7e1) as one, as `json_integer` does in bodies.
+    """
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19:
+        value = int(raw)
+        return value if low <= value <= high else None
+    if not raw.isascii() or len(raw) > 64 or _NUMBER.fullmatch(raw) is None:
+        return None
+    number = Decimal(raw)
+    # Range first: int() of a huge exponent would expand it digit by digit.
+    if not low <= number <= high or number != number.to_integral_value():
+        return None
+    return int(number)
 
 
 def check_text(value: str) -> None:

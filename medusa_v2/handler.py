@@ -75,6 +75,16 @@ def etag_of(body: bytes, suffix: bytes = b"") -> str:
     return '"' + digest.hexdigest() + '"'
 
 
+IF_MATCH_PARAMETER: dict[str, Any] = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "An ETag (or `*`): the write happens only if it is current, else 412 "
+    "(a value naming no current tag, an empty one included, is 412: RFC 9110 13.1.1).",
+}
+"""The If-Match header in the OpenAPI document, for every write that takes it."""
+
 GZIP_SUFFIX = '-gzip"'
 """Ends the ETag of an answer sent gzipped: another encoding, another tag (RFC 9110 8.8.3)."""
 

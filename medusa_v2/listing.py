@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from .declaration import Declaration, check_text
+from .declaration import Declaration, check_text, text_integer
 from .errors import ApiError
 
 DEFAULT_LIMIT = 20
@@ -54,9 +54,10 @@ def _positive(args: Mapping[str, list[str]], name: str, default: int, high: int)
     raw = _single(args, name)
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 12 or not 1 <= int(raw) <= high:
+    value = text_integer(raw, 1, high)
+    if value is None:
         raise ApiError(400, f"Invalid '{name}': must be an integer from 1 to {high}")
-    return int(raw)
+    return value
 
 
 def parse_list_query(decl: Declaration | None, args: Mapping[str, list[str]]) -> ListQuery:

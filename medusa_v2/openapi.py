@@ -22,6 +22,7 @@ from . import __version__, idempotency
 from .auth import DEFAULT_TOKEN_SECONDS, MAX_TOKEN_SECONDS
 from .declaration import INT64_MAX, INT64_MIN, MISSING, Declaration, Field
 from .endpoints import AuthenticateHandler, HealthHandler, OpenAPIHandler
+from .handler import IF_MATCH_PARAMETER
 from .listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE, MAX_Q_LENGTH
 from .resource import ROUTES, Resource
 from .settings import Settings
@@ -366,13 +367,6 @@ _IF_NONE_MATCH = {
     "schema": {"type": "string"},
     "description": "An ETag (or `*`): 304 without a body when it matches.",
 }
-_IF_MATCH = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "An ETag (or `*`): the write happens only if it is current, else 412.",
-}
 _IDEMPOTENCY_KEY = {
     "name": idempotency.HEADER,
     "in": "header",
@@ -514,7 +508,7 @@ class _Builder:
                 del op["responses"]["201"]["links"]
         elif method == "replace":
             op["summary"] = f"Replace a {label.lower()}"
-            op["parameters"] = [_IF_MATCH]
+            op["parameters"] = [IF_MATCH_PARAMETER]
             op["requestBody"] = {"required": True, "content": _json(_ref(comp + "Replace"))}
             op["responses"] = {
                 "204": {"description": "Replaced.", "headers": _headers("ETag")},
@@ -522,7 +516,7 @@ class _Builder:
             }
         elif method == "update":
             op["summary"] = f"Update some fields of a {label.lower()}"
-            op["parameters"] = [_IF_MATCH]
+            op["parameters"] = [IF_MATCH_PARAMETER]
             op["requestBody"] = {"required": True, "content": _json(_ref(comp + "Update"))}
             op["responses"] = {
                 "200": {
@@ -534,7 +528,7 @@ class _Builder:
             }
         elif method == "delete":
             op["summary"] = f"Delete a {label.lower()}"
-            op["parameters"] = [_IF_MATCH]
+            op["parameters"] = [IF_MATCH_PARAMETER]
             op["responses"] = {
                 "204": {"description": "Deleted.", "headers": _headers()},
                 **_errors(400, 401, 404, 412, 429, 503),
@@ -731,7 +725,11 @@ def _fixed_operations(max_token_seconds: int) -> dict[type, dict[str, dict[str, 
                 "summary": "Revoke the token this request presents",
                 "security": TOKEN_ONLY,
                 "responses": {
-                    "204": {"description": "Revoked, in every process.", "headers": _headers()},
+                    "204": {
+                        "description": "Revoked, in every process. A token that is not valid (expired, "
+                        "forged, already revoked) is 204 as well: it works nowhere (RFC 7009 2.2).",
+                        "headers": _headers(),
+                    },
                     **_errors(400, 401, 429, 503),
                 },
             },

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from .config import ConfigError, load_config, write_settings
 from .declaration import json_integer
 from .errors import ApiError
-from .handler import ApiHandler, encode_json, etag_matches, etag_of
+from .handler import IF_MATCH_PARAMETER, ApiHandler, encode_json, etag_matches, etag_of
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("medusa_v2.config")
@@ -172,6 +172,7 @@ def _openapi() -> dict[str, Any]:
         },
         "PATCH": {
             "summary": "Change runtime settings (written to config.ini, applied at once)",
+            "parameters": [IF_MATCH_PARAMETER],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": {"type": "object", "properties": writable}}},

@@ -73,6 +73,16 @@ async def test_defaults_and_headers(client, tickets):
 
 
 @pytest.mark.gen_test
+async def test_integral_page_and_limit(client, tickets):
+    """`page` and `limit` are integers in the OpenAPI document; 2.0 is one (JSON Schema)."""
+    plain = await client.get("/ticket?page=2&limit=5")
+    r = await client.get("/ticket?page=2.0&limit=5e0")
+    assert r.code == 200 and r.body == plain.body
+    assert r.headers["X-Pagination-Page"] == "2" and r.headers["X-Pagination-Limit"] == "5"
+    assert 'page=3>; rel="next"' in r.headers["Link"]
+
+
+@pytest.mark.gen_test
 async def test_empty_list(client):
     r = await client.get("/ticket")
     assert r.code == 200
@@ -258,6 +268,9 @@ async def test_filters(client, tickets):
         ("page=-1", "page"),
         ("page=x", "page"),
         ("page=1.5", "page"),
+        ("page=1e-1", "page"),
+        ("limit=1e4", "limit"),
+        ("limit=2.5", "limit"),
         ("page=99999999999999999999", "page"),
         ("limit=0", "limit"),
         ("limit=1001", "limit"),

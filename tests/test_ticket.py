@@ -127,6 +127,33 @@ async def test_invalid_id_is_400(client, bad, method):
     assert [t["title"] for t in await everything(client)] == ["A ticket"]
 
 
+@pytest.mark.gen_test
+async def test_an_integral_number_in_the_path_is_the_id(client):
+    """The OpenAPI document types ids as integers, and JSON Schema counts 7.0 as one."""
+    t = await make(client)
+    for same in (f"{t['id']}.0", f"{t['id']}.000", f"{t['id']}e0", f"{t['id'] * 10}e-1"):
+        r = await client.get(f"/ticket/{same}")
+        assert r.code == 200 and r.json == t, same
+    for bad in (
+        "1.5",
+        "1e-1",
+        "1e19",
+        "1e999999999",
+        "1.",
+        ".0",
+        "1e",
+        "1_0",
+        "%201",
+        "1.0.0",
+        "nan",
+        "inf",
+        "%EF%BC%91",
+    ):
+        r = await client.get(f"/ticket/{bad}")
+        assert r.code == 400 and "id" in r.json["error"], (bad, r.code, r.body)
+    assert (await client.patch(f"/ticket/{t['id']}.0", json_body={"priority": 4})).json == {"priority": 4}
+
+
 # -- PUT --
 
 
@@ -279,6 +306,31 @@ async def test_current_if_match_is_accepted(client, method, body, code):
     etag = (await client.get(f"/ticket/{t['id']}")).headers["ETag"]
     r = await client.request(method, f"/ticket/{t['id']}", json_body=body, headers={"If-Match": etag})
     assert r.code == code
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    ("method", "body"), [("PUT", {"title": "changed"}), ("PATCH", {"title": "changed"}), ("DELETE", None)]
+)
+@pytest.mark.parametrize("bad", ["", " ", "0", "stale", '"open', 'W/"a", junk', '"a" "b"', 'w/"a"'])
+async def test_malformed_if_match_is_412_and_changes_nothing(client, method, body, bad):
+    """A value naming no current tag, empty or malformed, is a false condition (RFC 9110 13.1.1)."""
+    t = await make(client)
+    r = await client.request(method, f"/ticket/{t['id']}", json_body=body, headers={"If-Match": bad})
+    assert r.code == 412 and "If-Match" in r.json["error"], (bad, r.code, r.body)
+    assert (await client.get(f"/ticket/{t['id']}")).json == t
+
+
+@pytest.mark.gen_test
+async def test_if_match_lists_and_weak_tags_are_read(client):
+    t = await make(client)
+    etag = (await client.get(f"/ticket/{t['id']}")).headers["ETag"]
+    r = await client.patch(
+        f"/ticket/{t['id']}", json_body={"priority": 2}, headers={"If-Match": f' "x" ,W/"y",{etag} '}
+    )
+    assert r.code == 200
+    r = await client.patch(f"/ticket/{t['id']}", json_body={"priority": 3}, headers={"If-Match": f"W/{etag}"})
+    assert r.code == 412  # a weak tag never matches for a write (RFC 9110 13.1.1)
 
 
 @pytest.mark.gen_test
