@@ -78,13 +78,22 @@ class MedusaSettings:
         key = self._key()
         if key == self._seen:
             return current
-        try:
-            new = current.replace(**self.values())
-        except ValueError as exc:  # a value Medusa accepted and we cannot use: keep the last good ones
-            log.error("medusa_v2: Medusa's settings changed to values it cannot use (%s); keeping the previous", exc)
-            self._seen = key
-            return current
         self._seen = key
+        values = self.values()
+        try:
+            return current.replace(**values)
+        except ValueError:
+            pass
+        # A value Medusa accepted and we cannot use keeps its last good one; every other
+        # change applies, credentials above all (a rotated key must not wait on a port).
+        new = current
+        for name, value in values.items():
+            try:
+                new = new.replace(**{name: value})
+            except ValueError as exc:
+                log.error(
+                    "medusa_v2: Medusa's %s changed to a value we cannot use (%s); keeping the previous", name, exc
+                )
         return new
 
     def _key(self) -> tuple[Any, ...]:

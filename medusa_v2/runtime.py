@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
+
+import tornado.ioloop
 
 from .config import ConfigError, load_config, write_settings
 from .declaration import json_integer
@@ -232,15 +235,27 @@ class ConfigHandler(ApiHandler):
         await self._send(200, encode_json(answer), {"ETag": etag_of(encode_json(shown))})
 
 
-class ConfigWatcher:
-    """Re-read config.ini when it changes; apply its runtime keys (other workers' PATCHes) and credentials."""
+SETTLE = 0.1
+"""Seconds an edit of config.ini is given to finish (an editor may write in place) before it is read."""
 
-    def __init__(self, api: Any, path: str) -> None:
+
+class ConfigWatcher:
+    """Re-read config.ini when it changes; apply its runtime keys (other workers' PATCHes) and credentials.
+
+    A file is applied only once it has been still for `settle` seconds and did not
+    change while it was read, so a half-written file is never taken for the new
+    settings. Removing every credential opens the API to anyone, so a running daemon
+    never does it from an edit: that takes a restart (which says so loudly).
+    """
+
+    def __init__(self, api: Any, path: str, *, settle: float = SETTLE) -> None:
         self.api = api
         self.path = path
+        self.settle = settle
         # Nothing seen yet: the first check reads the file, so a change made between
         # this process's start and its watcher's first look is not missed.
         self._seen: tuple[int, int, int] | None = None
+        self._again: object | None = None
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -251,13 +266,35 @@ class ConfigWatcher:
 
     def check(self) -> None:
         """Apply the file's runtime keys if it changed since the last look (cheap: one stat)."""
+        self._again = None
         stamp = self._stamp()
         if stamp is None or stamp == self._seen:
             return
-        self._seen = stamp
+        if 0 <= time.time() - stamp[0] / 1e9 < self.settle:  # (a future mtime is no edit under way)
+            self._look_again()
+            return
         try:
             fresh = load_config(self.path, write_back=False, generate=False)
         except ConfigError as exc:
-            log.warning("config.ini changed but is not valid; keeping the running settings: %s", exc)
+            if self._stamp() == stamp:
+                self._seen = stamp
+                log.warning("config.ini changed but is not valid; keeping the running settings: %s", exc)
+            else:
+                self._look_again()
             return
+        if self._stamp() != stamp:  # written while we read it
+            self._look_again()
+            return
+        self._seen = stamp
+        current = self.api.settings
+        if current.auth_required and not fresh.auth_required:
+            log.warning(
+                "config.ini no longer sets web_username or web_password; the running daemon keeps "
+                "requiring them (restart it to serve without credentials)"
+            )
+            fresh = fresh.replace(web_username=current.web_username, web_password=current.web_password)
         apply_runtime(self.api, fresh)
+
+    def _look_again(self) -> None:
+        if self._again is None:
+            self._again = tornado.ioloop.IOLoop.current().call_later(self.settle, self.check)

@@ -137,7 +137,7 @@ async def test_bad_json_is_400(client):
 
 def test_watcher_applies_another_writers_change(settings, app):
     api = app.settings["medusa_v2_api"]
-    watcher = ConfigWatcher(api, settings.config_path)
+    watcher = ConfigWatcher(api, settings.config_path, settle=0)
     watcher.check()
     assert api.settings.login_window == settings.login_window
     cfg = ConfigObj(settings.config_path)
@@ -154,6 +154,46 @@ def test_watcher_applies_another_writers_change(settings, app):
     Path(settings.config_path).write_text("[API]\nlogin_window = soon\n")
     watcher.check()
     assert api.settings.login_window == 77
+
+
+def test_watcher_never_applies_a_half_written_file(settings, app):
+    """An editor writing in place leaves a moment where the file lacks its later lines."""
+    api = app.settings["medusa_v2_api"]
+    watcher = ConfigWatcher(api, settings.config_path, settle=0.2)
+    path = Path(settings.config_path)
+    full = path.read_text()
+    assert api.settings.api_key and f"api_key = {api.settings.api_key}" in full
+    # The first half only: api_key's line (and what follows) not written yet.
+    path.write_text(full[: full.index("api_key")])
+    watcher.check()
+    assert api.settings.api_key == settings.api_key  # too fresh to be read
+    path.write_text(full.replace(settings.api_key, "k" * 32))
+    watcher.check()
+    assert api.settings.api_key == settings.api_key
+    time.sleep(0.25)
+    watcher.check()
+    assert api.settings.api_key == "k" * 32  # the finished file, once still
+
+
+def test_watcher_never_removes_every_credential(settings, app, caplog):
+    """Emptying both web_username and web_password would open the API: that takes a restart."""
+    api = app.settings["medusa_v2_api"]
+    assert api.settings.auth_required
+    watcher = ConfigWatcher(api, settings.config_path, settle=0)
+    cfg = ConfigObj(settings.config_path)
+    cfg["General"]["web_username"] = ""
+    cfg["General"]["web_password"] = ""
+    cfg["General"]["api_key"] = "n" * 32
+    cfg.write()
+    watcher.check()
+    assert api.settings.auth_required
+    assert (api.settings.web_username, api.settings.web_password) == (settings.web_username, settings.web_password)
+    assert api.settings.api_key == "n" * 32  # the rest of the edit applies
+    assert "restart" in caplog.text
+    cfg["General"]["web_username"] = "someone-else"
+    cfg.write()
+    watcher.check()
+    assert api.settings.web_username == "someone-else" and api.settings.auth_required
 
 
 def _start(config: Path) -> tuple[subprocess.Popen, int]:

@@ -178,6 +178,18 @@ async def test_key_rotation_through_medusas_config_applies_at_once(server, http_
 
 
 @pytest.mark.gen_test
+async def test_a_value_we_cannot_use_does_not_hold_back_a_key_rotation(server, http_client, base_url, monkeypatch):
+    """Medusa takes a web root with a space; we cannot serve under it, yet the new key applies."""
+    old_key = medusa_app.API_KEY
+    new_key = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    monkeypatch.setattr(medusa_app, "WEB_ROOT", "/my medusa")
+    monkeypatch.setattr(medusa_app, "API_KEY", new_key)
+    r = await Client(http_client, base_url, headers={"X-Api-Key": old_key}).get("/ticket")
+    assert r.code == 401
+    assert (await Client(http_client, base_url, headers={"X-Api-Key": new_key}).get("/ticket")).code == 200
+
+
+@pytest.mark.gen_test
 async def test_password_change_refuses_the_old_password_even_once_verified(server, http_client, base_url, key_client):
     def basic(password):
         text = f"{medusa_app.WEB_USERNAME}:{password}".encode()
