@@ -193,12 +193,13 @@ class Server:
         return cls(argv, log, r"serving http://127\.0\.0\.1:(\d+)")
 
     @classmethod
-    def ceiling(cls, log: Path) -> Server:
+    def bare(cls, script: str, log: Path) -> Server:
+        """Start `bench/{script}` (ceiling.py or floor.py), which prints its port."""
         server = cls.__new__(cls)
         server.log = log
         server.stream = open(log, "w")  # noqa: SIM115
         server.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "ceiling.py")],
+            [sys.executable, str(ROOT / "bench" / script)],
             stdout=subprocess.PIPE,
             stderr=server.stream,
             text=True,
@@ -207,7 +208,7 @@ class Server:
         line = server.proc.stdout.readline()
         m = re.match(r"listening on (\d+)", line)
         if not m:
-            raise SystemExit(f"bench: the ceiling server did not start: {line!r} {log.read_text()}")
+            raise SystemExit(f"bench: {script} did not start: {line!r} {log.read_text()}")
         server.port = int(m.group(1))
         return server
 
@@ -426,9 +427,11 @@ LOAD_TARGETS: dict[str, dict[str, float]] = {
         "GET one, If-None-Match (304)": 0.8,
         "list of 20": 0.5,
         "POST": 0.35,
+        "PATCH": 0.45,
     },
-    POSTGRESQL: {"GET one (JWT)": 0.5},
+    POSTGRESQL: {"GET one (JWT)": 0.5, "list of 20": 0.45, "list, q=kumquat": 0.25, "POST": 0.35, "PATCH": 0.3},
 }
+FLOOR_TARGETS = {"GET one (JWT)": 0.5, "list of 20": 0.3}  # × the floor (bench/floor.py), both stores
 MULTI_SCENARIOS = ("GET one (JWT)", "GET one (API key)", "list of 20")  # measured again with processes = N
 MULTI_TARGETS = {"GET one (JWT)": 1.3, "GET one (API key)": 1.3}  # × the single-process req/s
 
@@ -552,12 +555,13 @@ def seed(workdir: Path, data: Path, store: str, label: str, pg: PgServer | None)
     return config, {"store": store, "tickets": tickets, "import": import_rate, "export": export_rate, "identical": same}
 
 
-def measure_ceiling(workdir: Path, seconds: float) -> dict[str, Any]:
-    ceiling = Server.ceiling(workdir / "ceiling.log")
+def measure_bare(workdir: Path, seconds: float, script: str = "ceiling.py") -> dict[str, Any]:
+    """Measure a bare server: the ceiling (a RequestHandler) or the floor (an HTTPServer delegate)."""
+    bare = Server.bare(script, workdir / script.replace(".py", ".log"))
     try:
-        return wrk(ceiling.port, "/", seconds, workdir)
+        return wrk(bare.port, "/", seconds, workdir)
     finally:
-        ceiling.stop()
+        bare.stop()
 
 
 def load_tests(
@@ -614,14 +618,16 @@ def load_tests(
             if ceiling:
                 pairs = []
                 for _ in range(rounds):
-                    beside = measure_ceiling(workdir, seconds / rounds)
+                    beside = measure_bare(workdir, seconds / rounds)
+                    under = measure_bare(workdir, seconds / rounds, "floor.py")
                     run = wrk(daemon.port, path, seconds / rounds, workdir, method, headers, body)
-                    pairs.append((run["rps"] / beside["rps"], run, beside))
+                    pairs.append((run["rps"] / beside["rps"], run, beside, under))
                 pairs.sort(key=lambda pair: pair[0])
-                _, result, beside = pairs[len(pairs) // 2]
-                result = {**result, "ceiling": beside, "ratios": [ratio for ratio, _, _ in pairs]}
-                result["errors"] = sum(run["errors"] for _, run, _ in pairs)
+                _, result, beside, under = pairs[len(pairs) // 2]
+                result = {**result, "ceiling": beside, "floor": under, "ratios": [pair[0] for pair in pairs]}
+                result["errors"] = sum(pair[1]["errors"] for pair in pairs)
                 shown = f"  x{result['rps'] / beside['rps']:.2f} (ceiling {beside['rps']:.0f}"
+                shown += f", x{result['rps'] / under['rps']:.2f} of the floor {under['rps']:.0f}"
                 shown += f"; rounds x{pairs[0][0]:.2f}-x{pairs[-1][0]:.2f})" if rounds > 1 else ")"
             else:
                 result = wrk(daemon.port, path, seconds, workdir, method, headers, body)
@@ -642,7 +648,8 @@ def load_tests(
     finally:
         daemon.stop()
     return {
-        "ceiling": ceiling_summary(results) if ceiling else None,
+        "ceiling": bare_summary(results, "ceiling") if ceiling else None,
+        "floor": bare_summary(results, "floor") if ceiling else None,
         "results": results,
         "profiles": profiles,
         "rss": rss,
@@ -652,9 +659,9 @@ def load_tests(
 PROFILED = ("GET one (API key)", "list of 20", "POST")  # sampled with py-spy, after the measured runs
 
 
-def ceiling_summary(results: list[tuple[str, dict[str, Any], float | None]]) -> dict[str, Any] | None:
-    """Summarise the ceilings measured beside the scenarios: median req/s, p50 and p99, lowest and highest req/s."""
-    runs = [r["ceiling"] for _, r, _ in results if "ceiling" in r]
+def bare_summary(results: list[tuple[str, dict[str, Any], float | None]], kind: str) -> dict[str, Any] | None:
+    """Summarise the ceilings (or floors) measured beside the scenarios: median req/s, p50, p99, range."""
+    runs = [r[kind] for _, r, _ in results if kind in r]
     if not runs:
         return None
     return {
@@ -668,7 +675,41 @@ def ceiling_summary(results: list[tuple[str, dict[str, Any], float | None]]) -> 
     }
 
 
-def scaling(config: Path, workdir: Path, count: int, budget: float, most: int, store: str) -> dict[str, Any]:
+COMBOS = ((None, 40, 20.0), (RARE_TERM, 15, 20.0), (COMMON_TERM, 15, 100.0))
+"""The random list queries of the largest scaling pass: (q, how many, target p50 ms)."""
+
+
+def draw_combinations(client: Client, budget: float, most: int, store: str) -> list[dict[str, Any]]:
+    """Time random filter/sort/page combinations of the ticket declaration (bench/combos.py)."""
+    import combos
+
+    from medusa_v2.resources.ticket import TicketResource
+
+    rng = random.Random(20261204)
+    out = []
+    for q, n, limit in COMBOS:
+        rows = combos.run(
+            TicketResource.declaration,
+            lambda path: client.request("GET", path),
+            lambda path: client.time(path, budget, most)[0],
+            "/api/v2/ticket",
+            n,
+            rng,
+            q,
+        )
+        found = {"q": q, **combos.summary(rows, limit)}
+        print(
+            f"  {STORE_NAMES[store]:10} random combinations{f' + q={q}' if q else ''}: median {found['median']:.2f} ms,"
+            f" worst {found['worst']:.2f} ms ({rows[-1][1]}), {found['met']}/{n} within {limit:g} ms",
+            file=sys.stderr,
+        )
+        out.append(found)
+    return out
+
+
+def scaling(
+    config: Path, workdir: Path, count: int, budget: float, most: int, store: str, combinations: bool = False
+) -> dict[str, Any]:
     daemon = Server.daemon(config, workdir / f"daemon-{store}-{count}.log")
     try:
         client = Client(daemon.port)
@@ -694,6 +735,7 @@ def scaling(config: Path, workdir: Path, count: int, budget: float, most: int, s
                 f"  {STORE_NAMES[store]:10} {count:>8} {name:55} p50 {p50:8.2f} ms ({n} requests, {matched} matching)",
                 file=sys.stderr,
             )
+        drawn = draw_combinations(client, budget / 4, 5, store) if combinations else []
         # The first POST after the import: assigned past the imported ids, no walk for a free id.
         start = time.perf_counter()
         status, _, payload = client.request("POST", "/api/v2/ticket", {"title": "first after import"})
@@ -703,7 +745,7 @@ def scaling(config: Path, workdir: Path, count: int, budget: float, most: int, s
         rss = daemon.memory()
     finally:
         daemon.stop()
-    return {"queries": out, "rss": rss, "first_post": first_post}
+    return {"queries": out, "rss": rss, "first_post": first_post, "combinations": drawn}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -808,7 +850,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: {STORE_NAMES[store]}: scaling pass at {size} tickets", file=sys.stderr)
                 size_config, size_seed = seed(workdir, data, store, f"scale-{size}", pg)
                 transfers.append(size_seed)
-                scale_results[store].append((size, scaling(size_config, workdir, size, budget, most, store)))
+                scale_results[store].append(
+                    (size, scaling(size_config, workdir, size, budget, most, store, size == sizes[-1]))
+                )
             data.unlink()
         elapsed = time.monotonic() - started
         report = render(args, stores, load, multi, scale_results, transfers, pg, pg_note, elapsed)
@@ -895,10 +939,12 @@ def render(
             f"## Throughput, {name} ({args.tickets:,} tickets; wrk: 1 thread, 32 connections, {args.seconds:g} s each)",
             "",
             "The daemon runs as one process (`[API] processes = 1`), gzip off, access log on (stderr, one line",
-            "per request). The ceiling is `bench/ceiling.py`: a bare Tornado handler answering a small JSON object,",
-            f"measured in {args.rounds} pair(s) of runs with each scenario (the ceiling, then the scenario, "
+            "per request). The ceiling is `bench/ceiling.py`: a bare Tornado RequestHandler answering a small JSON",
+            "object; the floor is `bench/floor.py`: Tornado's HTTPServer with a bare delegate answering the same,",
+            "no Application (the least Tornado's HTTP layer costs). Each is measured in",
+            f"{args.rounds} round(s) of runs with each scenario (the ceiling, the floor, then the scenario,",
             f"{wrk_seconds(args.seconds / args.rounds)} s each);",
-            "a row is the pair with the median ratio (its req/s, latencies and ceiling; in brackets: the lowest",
+            "a row is the round with the median ratio (its req/s, latencies and ceiling; in brackets: the lowest",
             "and highest ratio of the pairs); its non-2xx/3xx count is every round's. The ceiling row: the median",
             "and range of the ceilings of the rows.",
         ]
@@ -909,23 +955,33 @@ def render(
             ]
         out += [
             "",
-            "| scenario | req/s | p50 ms | p99 ms | ceiling beside, req/s | × ceiling | target | met | non-2xx/3xx |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+            "| scenario | req/s | p50 ms | p99 ms | ceiling beside, req/s | × ceiling | target | met"
+            " | floor beside, req/s | × floor | target | met | non-2xx/3xx |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|",
         ]
-        ceiling = run["ceiling"]
+        ceiling, floor = run["ceiling"], run["floor"]
         out.append(
-            f"| **ceiling** (bare Tornado, median of {ceiling['runs']}) | {ceiling['rps']:,.0f}"
+            f"| **ceiling** (bare RequestHandler, median of {ceiling['runs']}) | {ceiling['rps']:,.0f}"
             f" | {ceiling['p50']:.2f} | {ceiling['p99']:.2f} | {ceiling['low']:,.0f}-{ceiling['high']:,.0f}"
-            f" | 1.00 | | | {ceiling['errors']} |"
+            f" | 1.00 | | | | {ceiling['rps'] / floor['rps']:.2f} | | | {ceiling['errors']} |"
+        )
+        out.append(
+            f"| **floor** (bare HTTPServer delegate, median of {floor['runs']}) | {floor['rps']:,.0f}"
+            f" | {floor['p50']:.2f} | {floor['p99']:.2f} | | | | | {floor['low']:,.0f}-{floor['high']:,.0f}"
+            f" | 1.00 | | | {floor['errors']} |"
         )
         for scenario, r, target in run["results"]:
             ratio = r["rps"] / r["ceiling"]["rps"]
             ok = None if target is None else ratio >= target
             ratios = r.get("ratios", [ratio])
             spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+            under = r["rps"] / r["floor"]["rps"]
+            low = FLOOR_TARGETS.get(scenario)
             out.append(
                 f"| {scenario} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['ceiling']['rps']:,.0f}"
-                f" | {ratio:.2f}{spread} | {f'≥ {target:.2f}' if target else ''} | {verdict(ok)} | {r['errors']} |"
+                f" | {ratio:.2f}{spread} | {f'≥ {target:.2f}' if target else ''} | {verdict(ok)}"
+                f" | {r['floor']['rps']:,.0f} | {under:.2f} | {f'≥ {low:.2f}' if low else ''}"
+                f" | {verdict(None if low is None else under >= low)} | {r['errors']} |"
             )
         durable = (
             "(SQLite WAL, `synchronous = NORMAL`: survives a crash of the process)"
@@ -1013,6 +1069,24 @@ def render(
             f"{b_res['first_post']:.1f} ms.",
             "",
         ]
+        if b_res.get("combinations"):
+            out += [
+                f"Random list queries at {big:,} tickets (`bench/combos.py`): filters, values, sort keys and",
+                "directions drawn from the ticket declaration, then page 1, a random page or the last one,",
+                "with the exact `X-Pagination-Count`; p50 of each over repeated requests.",
+                "",
+                "| drawn | queries | median p50 ms | worst p50 ms | within target | target | met | slowest |",
+                "|---|---:|---:|---:|---:|---|---|---|",
+            ]
+            for c in b_res["combinations"]:
+                slowest = "<br>".join(f"`{path.split('?', 1)[-1]}` {p50:.0f} ms" for p50, path, _ in c["slowest"][::-1])
+                drawn = "filters + sort + page" + (f" + q={c['q']}" if c["q"] else "")
+                out.append(
+                    f"| {drawn} | {c['n']} | {c['median']:.2f}"
+                    f" | {c['worst']:.2f} | {c['met']}/{c['n']} | ≤ {c['limit']:g} ms each"
+                    f" | {verdict(c['met'] == c['n'])} | {slowest} |"
+                )
+            out.append("")
     out += [
         "## Import and export (`medusa-v2 import` / `medusa-v2 export`, JSON Lines)",
         "",
