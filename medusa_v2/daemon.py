@@ -22,7 +22,8 @@ import tornado.netutil
 import tornado.web
 
 from . import __version__
-from .app import LOG_FORMAT, LoopBufferedHandler, make_app
+from .accesslog import LOG_FORMAT, LoopBufferedHandler
+from .app import make_app
 from .fastpath import ApiApplication
 from .routes import declarations_for
 from .runtime import ConfigWatcher

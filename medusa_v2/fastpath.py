@@ -27,6 +27,7 @@ import tornado
 import tornado.httputil
 import tornado.web
 
+from .accesslog import log_request
 from .auth import credential
 from .errors import ApiError
 from .handler import default_headers, not_modified
@@ -58,8 +59,6 @@ class ApiApplication(tornado.web.Application):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from .app import log_request
-
         # A log function of the app's own may read any RequestHandler attribute: with
         # one, every request takes the handlers. So does gzip (tornado's transforms).
         self.fast_path = not self.transforms and self.settings.get("log_function", log_request) is log_request

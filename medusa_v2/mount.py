@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 import tornado.web
 
-from .app import log_request
+from .accesslog import log_request
 from .context import ApiContext
 from .handler import RequestView
 from .resource import Resource

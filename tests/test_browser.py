@@ -30,7 +30,8 @@ import tornado.web
 from conftest import PASSWORD, USERNAME
 
 import medusa_v2
-from medusa_v2.app import log_request, make_app
+from medusa_v2.accesslog import log_request
+from medusa_v2.app import make_app
 
 PAGE = Path(__file__).resolve().parent / "browser" / "cors_page.html"
 CHROMIUM_FLAGS = (

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from medusa_v2 import app as app_module
-from medusa_v2.app import LOG_FORMAT, LoopBufferedHandler, _direct_sink
+from medusa_v2 import accesslog
+from medusa_v2.accesslog import LOG_FORMAT, LoopBufferedHandler, _direct_sink
 
 NOW = 1_800_000_123.4567
 
@@ -22,7 +22,7 @@ def handler_with(fmt: logging.Formatter) -> tuple[LoopBufferedHandler, io.String
 
 @pytest.mark.parametrize("level", [logging.INFO, logging.ERROR])
 def test_a_direct_line_is_the_line_logging_would_write(level, monkeypatch):
-    monkeypatch.setattr(app_module.time, "time", lambda: NOW)
+    monkeypatch.setattr(accesslog.time, "time", lambda: NOW)
     direct, direct_out = handler_with(logging.Formatter(LOG_FORMAT))
     assert direct.line(level, "medusa_v2.access", "GET /api/v2/ticket/1 200 0.4ms")
     direct.flush()
@@ -60,5 +60,5 @@ def test_the_direct_sink_is_only_the_daemons_own_set_up(monkeypatch):
     monkeypatch.setattr(package, "handlers", [logging.NullHandler()])
     assert _direct_sink() is None
     monkeypatch.setattr(package, "handlers", [])
-    monkeypatch.setattr(app_module.access_log, "propagate", False)
+    monkeypatch.setattr(accesslog.access_log, "propagate", False)
     assert _direct_sink() is None
