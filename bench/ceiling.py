@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
@@ -23,17 +24,21 @@ class Ceiling(tornado.web.RequestHandler):
         self.finish(BODY)
 
 
-async def main() -> None:
-    app = tornado.web.Application([(r"/.*", Ceiling)])  # defaults: what a bare app costs
+async def listen(callback: Any) -> None:
+    """Serve `callback` (an Application or a connection delegate) on a free port; print it; run forever."""
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app)
+    server = tornado.httpserver.HTTPServer(callback)
     server.add_sockets(sockets)
     print(f"listening on {sockets[0].getsockname()[1]}", flush=True)
     await asyncio.Event().wait()
 
 
-if __name__ == "__main__":
+def run(callback: Any) -> None:
     try:
-        asyncio.run(main())
+        asyncio.run(listen(callback))
     except KeyboardInterrupt:
         sys.exit(0)
+
+
+if __name__ == "__main__":
+    run(tornado.web.Application([(r"/.*", Ceiling)]))  # defaults: what a bare app costs

@@ -8,13 +8,10 @@ Prints `listening on PORT` on stdout once it serves.
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 import tornado.httpserver
 import tornado.httputil
 import tornado.netutil
-from ceiling import BODY
+from ceiling import BODY, run
 
 HEADERS = (("Content-Type", "application/json; charset=UTF-8"), ("Content-Length", str(len(BODY))))
 
@@ -38,16 +35,5 @@ class Floor(tornado.httputil.HTTPServerConnectionDelegate):
         return Answer(request_conn)
 
 
-async def main() -> None:
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(Floor())
-    server.add_sockets(sockets)
-    print(f"listening on {sockets[0].getsockname()[1]}", flush=True)
-    await asyncio.Event().wait()
-
-
 if __name__ == "__main__":
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        sys.exit(0)
+    run(Floor())
