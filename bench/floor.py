@@ -8,9 +8,7 @@ Prints `listening on PORT` on stdout once it serves.
 
 from __future__ import annotations
 
-import tornado.httpserver
 import tornado.httputil
-import tornado.netutil
 from ceiling import BODY, run
 
 HEADERS = (("Content-Type", "application/json; charset=UTF-8"), ("Content-Length", str(len(BODY))))
