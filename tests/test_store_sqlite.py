@@ -10,7 +10,7 @@ from medusa_v2.errors import ApiError
 from medusa_v2.listing import ListQuery
 from medusa_v2.resources.message import MESSAGE
 from medusa_v2.resources.ticket import TICKET
-from medusa_v2.store.base import AlreadyExists, NotFound, next_timestamp, timestamp
+from medusa_v2.store.base import AlreadyExists, NotFound, StoreUnavailable, next_timestamp, timestamp
 from medusa_v2.store.sqlite import MIGRATIONS, SQLiteStore
 
 NOW = 1_800_000_000.0
@@ -51,6 +51,20 @@ def test_migrating_from_version_1_keeps_auth_state(io_loop, tmp_path):
         assert row["id"] == 1
     finally:
         run(io_loop, store.close())
+
+
+def test_a_newer_schema_is_refused(io_loop, tmp_path):
+    """A database migrated by a later medusa_v2 is not opened (as on PostgreSQL: test_postgres)."""
+    path = str(tmp_path / "newer.db")
+    store = SQLiteStore(path)
+    run(io_loop, store.open())
+    run(io_loop, store.close())
+    db = sqlite3.connect(path)
+    db.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS) + 1,))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreUnavailable, match="newer than this medusa_v2"):
+        run(io_loop, SQLiteStore(path).open())
 
 
 def test_migrating_from_version_4_counts_the_rows_per_value(io_loop, tmp_path):

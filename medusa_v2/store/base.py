@@ -22,6 +22,14 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached now; the request may be retried."""
 
 
+def check_schema_version(version: int, known: int) -> None:
+    """Refuse a database whose built-in schema is newer than the `known` migrations of this medusa_v2."""
+    if version > known:
+        raise StoreUnavailable(
+            f"the database schema (version {version}) is newer than this medusa_v2 (version {known}); upgrade medusa_v2"
+        )
+
+
 class NotFound(StoreError):
     """The addressed row does not exist (or not under that parent).
 

@@ -62,6 +62,7 @@ from .base import (
     Tree,
     already_exists,
     by_parent,
+    check_schema_version,
     export_items,
     next_timestamp,
     refuse_repeats,
@@ -350,11 +351,7 @@ class PostgresStore(Store):
             version = row[0] if row else 0
             if row is None:
                 await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-            if version > len(MIGRATIONS):
-                raise StoreUnavailable(
-                    f"the database schema (version {version}) is newer than this medusa_v2 "
-                    f"(version {len(MIGRATIONS)}); upgrade medusa_v2"
-                )
+            check_schema_version(version, len(MIGRATIONS))
             for script in MIGRATIONS[version:]:
                 for statement in split_statements(script):
                     await conn.execute(statement)

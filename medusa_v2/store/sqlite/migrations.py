@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from .. import schema
-from ..base import StoreUnavailable
+from ..base import check_schema_version
 from . import ddl
 from .connection import _busy
 
@@ -213,11 +213,7 @@ def migrate(db: sqlite3.Connection, specs: Sequence[schema.Spec]) -> None:
     version = row[0] if row else 0
     if row is None:
         db.execute("INSERT INTO schema_version (version) VALUES (0)")
-    if version > len(MIGRATIONS):
-        raise StoreUnavailable(
-            f"the database schema (version {version}) is newer than this medusa_v2 "
-            f"(version {len(MIGRATIONS)}); upgrade medusa_v2"
-        )
+    check_schema_version(version, len(MIGRATIONS))
     for script in MIGRATIONS[version:]:
         for statement in split_statements(script):
             db.execute(statement)
