@@ -25,7 +25,7 @@ from medusa_v2.resources.message import MESSAGE
 from medusa_v2.resources.ticket import TICKET
 from medusa_v2.store import open_store
 from medusa_v2.store.base import AlreadyExists, NotFound, timestamp
-from medusa_v2.store.schema import BUILTIN_V1, SchemaError, derive, plan
+from medusa_v2.store.schema import BUILTIN_V1, BUILTIN_V2, SchemaError, derive, plan
 from medusa_v2.store.sqlite import path_from_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
@@ -169,7 +169,9 @@ def test_the_spec_says_constraints_indexes_search_and_key():
 
 
 def test_the_released_builtin_specs_are_what_the_declarations_derive():
-    assert BUILTIN_V1 == {"ticket": derive(TICKET), "message": derive(MESSAGE)}
+    # Ticket's version 2: its totals per filter values, its indexes carrying the filter fields.
+    assert BUILTIN_V2 == {"ticket": derive(TICKET)}
+    assert BUILTIN_V1["message"] == derive(MESSAGE)
 
 
 def test_plans_refuse_what_would_lose_or_reinterpret_data():
@@ -580,12 +582,12 @@ def test_builtins_are_recorded_and_untouched_on_a_fresh_database(io_loop, fresh_
     store = opened(io_loop, fresh_url)
     run(io_loop, store.close())
     before = catalog(fresh_url)
-    assert recorded(fresh_url, "ticket") == (1, derive(TICKET))
+    assert recorded(fresh_url, "ticket") == (2, derive(TICKET))
     assert recorded(fresh_url, "message") == (1, derive(MESSAGE))
     store = opened(io_loop, fresh_url, [TICKET, MESSAGE])
     run(io_loop, store.close())
     assert catalog(fresh_url) == before  # no derived DDL
-    assert recorded(fresh_url, "ticket") == (1, derive(TICKET))
+    assert recorded(fresh_url, "ticket") == (2, derive(TICKET))
 
 
 def test_builtins_are_recorded_and_untouched_on_an_existing_database(io_loop, fresh_url, database_backend):
@@ -617,13 +619,32 @@ def test_builtins_are_recorded_and_untouched_on_an_existing_database(io_loop, fr
     try:
         assert run(io_loop, store.get_row(TICKET, 7))["title"] == "old"
         assert add_ticket(io_loop, store)["id"] >= 1
+        # the row from before the totals migration is counted by them, under filters too
+        assert run(io_loop, store.list_rows(TICKET, ListQuery())).count == 2
+        assert (
+            run(io_loop, store.list_rows(TICKET, ListQuery(filters={"state": ("open",), "priority": (3,)}))).count == 2
+        )
     finally:
         run(io_loop, store.close())
-    assert recorded(fresh_url, "ticket") == (1, derive(TICKET))
+    assert recorded(fresh_url, "ticket") == (2, derive(TICKET))
     assert recorded(fresh_url, "message") == (1, derive(MESSAGE))
     existing = catalog(fresh_url)
-    assert before <= existing
-    assert all("resource_schema" in str(item) for item in existing - before)  # only the new table: no derived DDL
+    # ticket's hand-written totals went (replaced by its totals per filter values), and its
+    # derived indexes now carry the filter fields
+    widened = set(BUILTIN_V2["ticket"]["indexes"])
+    assert {item[1] for item in before - existing} <= widened | {
+        "row_total",
+        "row_total_pkey",
+        "value_total",
+        *(f"ticket_{kind}total_{event}" for kind in ("", "value_") for event in ("insert", "delete")),
+        "ticket_value_total_state",
+        "ticket_value_total_priority",
+        "medusa_v2_row_total",
+    }, before - existing
+    # only the new tables (resource_schema, ticket's totals) and the widened indexes: no other derived DDL
+    ours = ("resource_schema", "ticket__totals", "ticket_total_")  # the tables, their indexes, ticket's triggers
+    new = {item for item in existing - before if not any(str(part).startswith(ours) for part in item)}
+    assert {item[1] for item in new} <= widened, new
 
     # the same schema as a database created fresh today
     other = fresh_url.replace("fresh.db", "today.db") if database_backend == "sqlite" else None
@@ -665,7 +686,7 @@ def test_a_field_added_to_ticket_is_an_add_column_migration(io_loop, fresh_url):
         lost = {item for item in lost if item[1] != "ticket"}  # the table's own CREATE grew a column
     assert lost == set()
     assert "ticket_estimate" in names(fresh_url, "index")
-    assert recorded(fresh_url, "ticket") == (2, derive(ticket_v2))
+    assert recorded(fresh_url, "ticket") == (3, derive(ticket_v2))
     if fresh_url.startswith("sqlite:"):
         # ALTER TABLE ADD COLUMN, not a rebuild: the hand-written CREATE is still there, with the column added
         ((create,),) = sql(fresh_url, "SELECT sql FROM sqlite_master WHERE name = 'ticket'")
@@ -690,9 +711,9 @@ def test_changed_ticket_bounds_keep_its_hand_tuned_indexes_search_and_totals(io_
     store = opened(io_loop, fresh_url, [message_v2])
     try:
         made = run(io_loop, store.insert_row(ticket_v2, {"title": "delta", "priority": 9}, NOW))
-        assert run(io_loop, store.list_rows(ticket_v2, ListQuery())).count == 4  # row_total, kept by its triggers
+        assert run(io_loop, store.list_rows(ticket_v2, ListQuery())).count == 4  # the totals, kept by their triggers
         page = run(io_loop, store.list_rows(ticket_v2, ListQuery(filters={"priority": (9, 5)})))
-        assert (ids(page), page.count) == ([1, 2, made["id"]], 3)  # value_total too
+        assert (ids(page), page.count) == ([1, 2, made["id"]], 3)
         assert ids(run(io_loop, store.list_rows(ticket_v2, ListQuery(q="amm")))) == [t["id"]]  # search
         with pytest.raises(integrity_errors()):
             run(io_loop, store.insert_row(ticket_v2, {"title": "x", "priority": 10}, NOW))
@@ -701,9 +722,9 @@ def test_changed_ticket_bounds_keep_its_hand_tuned_indexes_search_and_totals(io_
         run(io_loop, store.close())
     assert kept <= names(fresh_url, "index")
     assert sql(fresh_url, "SELECT COUNT(*) FROM message") == [(0,)]
-    assert recorded(fresh_url, "ticket")[0] == 2
+    assert recorded(fresh_url, "ticket")[0] == 3
     if fresh_url.startswith("sqlite:"):
-        assert sql(fresh_url, "SELECT total FROM row_total WHERE name = 'ticket'") == [(3,)]
+        assert sql(fresh_url, "SELECT SUM(_total) FROM ticket__totals") == [(3,)]
         sql(fresh_url, "INSERT INTO ticket_search (ticket_search) VALUES ('integrity-check')")
 
 

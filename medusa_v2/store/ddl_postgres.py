@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .schema import Plan, Spec
+from .schema import Plan, Spec, totals_table
 from .sql import check_expression, literal, quote_name
 
 
@@ -28,6 +28,7 @@ def create_statements(spec: Spec) -> list[str]:
         statements.append(f"CREATE SEQUENCE {quote_name(name + '_id_seq')} AS BIGINT OWNED BY {table}.id")
     statements.extend(_index_sql(spec, index) for index in spec["indexes"])
     statements.extend(_search_sql(name, field) for field in spec["search"])
+    statements.extend(totals_statements(spec))
     return statements
 
 
@@ -61,7 +62,13 @@ def migrate_statements(old: Spec, new: Spec, plan: Plan) -> list[str]:
             if field not in new["search"]
         )
         statements.extend(_search_sql(name, field) for field in new["search"] if field not in old["search"])
+    if plan.totals:
+        statements.extend(_drop_totals_statements(old))
+        statements.extend(totals_statements(new))
     return statements
+
+
+_TEXT = 'TEXT COLLATE "C"'
 
 
 def _int_id(spec: Spec) -> bool:
@@ -70,7 +77,7 @@ def _int_id(spec: Spec) -> bool:
 
 def _column_sql(spec: Spec, column: Mapping[str, Any]) -> str:
     name = column["name"]
-    parts = [quote_name(name), "BIGINT" if column["type"] == "int" else 'TEXT COLLATE "C"']
+    parts = [quote_name(name), "BIGINT" if column["type"] == "int" else _TEXT]
     if not column["null"] and name not in spec["key"]:
         parts.append("NOT NULL")  # the primary key implies it
     if column.get("default") is not None:
@@ -96,3 +103,109 @@ def _search_sql(table: str, field: str) -> str:
         f"CREATE INDEX IF NOT EXISTS {quote_name(f'{table}_{field}_trgm')} ON {quote_name(table)}"
         f' USING gin ({quote_name(field)} COLLATE "default" gin_trgm_ops)'
     )
+
+
+TOTAL_SHARDS = 16  # rows per combination of values, one per group of backends (see totals_statements)
+
+
+def totals_statements(spec: Spec) -> list[str]:
+    """Return the totals table of a spec (schema.py), the triggers keeping it, and its first count.
+
+    As SQLite's (sqlite/ddl.totals_sql), one total per combination of the filter
+    fields' values, and, so that concurrent writers do not queue on one row lock until
+    each other's commit, per shard: the writing backend's pid modulo TOTAL_SHARDS. A
+    count is the SUM over the shards, in the reader's snapshot. Inserts and deletes
+    add per statement (an import's COPY adds once per batch); an update that changes
+    a filter field moves one row's count; both lock rows in key order (no deadlock
+    between two writers on one shard).
+    """
+    table = totals_table(spec)
+    if table is None:
+        return []
+    fields = spec["totals"]
+    types = {c["name"]: c["type"] for c in spec["columns"]}
+    name = spec["name"]
+    totals, on = quote_name(table), quote_name(name)
+    columns = "".join(f"{quote_name(f)} {'BIGINT' if types[f] == 'int' else _TEXT}, " for f in fields)
+    names = "".join(f"{quote_name(f)}, " for f in fields)
+
+    def key(row: str) -> str:
+        return "concat_ws(','" + "".join(f", quote_nullable({row}.{quote_name(f)})" for f in fields) + ")"
+
+    def add_all(rows: str, sign: str) -> str:
+        values = "".join(f"r.{quote_name(f)}, " for f in fields)
+        group = f" GROUP BY {', '.join(f'r.{quote_name(f)}' for f in fields)}" if fields else ""
+        return (
+            f"INSERT INTO {totals} AS t (_key, _shard, {names}_total)"
+            f" SELECT {key('r')}, pg_backend_pid() % {TOTAL_SHARDS}, {values}{sign}COUNT(*) FROM {rows} AS r{group}"
+            f" ORDER BY 1 ON CONFLICT (_key, _shard) DO UPDATE SET _total = t._total + EXCLUDED._total;"
+        )
+
+    def add_one(row: str, delta: int) -> str:
+        values = "".join(f"{row}.{quote_name(f)}, " for f in fields)
+        return (
+            f"INSERT INTO {totals} AS t (_key, _shard, {names}_total)"
+            f" VALUES ({key(row)}, pg_backend_pid() % {TOTAL_SHARDS}, {values}{delta})"
+            f" ON CONFLICT (_key, _shard) DO UPDATE SET _total = t._total + EXCLUDED._total;"
+        )
+
+    count = quote_name(f"{table}_count")
+    move = quote_name(f"{table}_move")
+    statements = [
+        f"CREATE TABLE {totals} (_key {_TEXT} NOT NULL, _shard INTEGER NOT NULL, {columns}"
+        "_total BIGINT NOT NULL, PRIMARY KEY (_key, _shard))",
+        *(f"CREATE INDEX {quote_name(f'{table}_{f}')} ON {totals} ({quote_name(f)})" for f in fields),
+        f"""CREATE FUNCTION {count}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                {add_all("new_rows", "")}
+            ELSIF TG_OP = 'DELETE' THEN
+                {add_all("old_rows", "-")}
+            ELSE
+                DELETE FROM {totals};
+            END IF;
+            RETURN NULL;
+        END $$""",
+        f"CREATE TRIGGER {quote_name(name + '_total_insert')} AFTER INSERT ON {on}"
+        f" REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {count}()",
+        # Also fires for the rows ON DELETE CASCADE removes with their parent.
+        f"CREATE TRIGGER {quote_name(name + '_total_delete')} AFTER DELETE ON {on}"
+        f" REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {count}()",
+        f"CREATE TRIGGER {quote_name(name + '_total_truncate')} AFTER TRUNCATE ON {on}"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION {count}()",
+    ]
+    if fields:
+        changed = " OR ".join(f"OLD.{quote_name(f)} IS DISTINCT FROM NEW.{quote_name(f)}" for f in fields)
+        statements += [
+            f"""CREATE FUNCTION {move}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF {key("OLD")} < {key("NEW")} THEN
+                    {add_one("OLD", -1)}
+                    {add_one("NEW", 1)}
+                ELSE
+                    {add_one("NEW", 1)}
+                    {add_one("OLD", -1)}
+                END IF;
+                RETURN NULL;
+            END $$""",
+            f"CREATE TRIGGER {quote_name(name + '_total_update')} AFTER UPDATE ON {on}"
+            f" FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION {move}()",
+        ]
+    statements.append(
+        f"INSERT INTO {totals} (_key, _shard, {names}_total)"
+        f" SELECT {key('r')}, 0, {''.join(f'r.{quote_name(f)}, ' for f in fields)}COUNT(*) FROM {on} AS r"
+        + (f" GROUP BY {', '.join(f'r.{quote_name(f)}' for f in fields)}" if fields else "")
+    )
+    return statements
+
+
+def _drop_totals_statements(spec: Spec) -> list[str]:
+    table = totals_table(spec)
+    if table is None:
+        return []
+    # Its triggers go with the functions they execute.
+    return [
+        f"DROP TABLE IF EXISTS {quote_name(table)}",
+        f"DROP FUNCTION IF EXISTS {quote_name(f'{table}_count')}() CASCADE",
+        f"DROP FUNCTION IF EXISTS {quote_name(f'{table}_move')}() CASCADE",
+    ]

@@ -13,8 +13,9 @@ the same contract tests pass on both:
 - ids come from a sequence that never goes back; a chosen id does not move it, an
   import moves it past the highest imported id below 2^62 (so the first POST after
   restoring a million rows does not walk them looking for a free id);
-- the unfiltered count of a list comes from `row_total`, kept exact by statement
-  triggers in the writing transaction (COUNT(*) reads every row: ~100 ms at 1M);
+- a top-level list's count under any filters is a sum of the totals per filter
+  values, kept exact by triggers in the writing transaction (ddl_postgres), not a
+  COUNT(*) over the matching rows;
 - every write is one transaction, committed before the method returns; checks run on
   the row locked by SELECT ... FOR UPDATE inside that transaction;
 - a lost connection (server restart, failover, terminated backend) or a pool that
@@ -45,7 +46,7 @@ import psycopg.errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from . import ddl_postgres, schema
+from . import ddl_postgres, pages, schema
 from .base import (
     COMPLETION,
     AlreadyExists,
@@ -71,6 +72,7 @@ from .base import (
     timestamp,
 )
 from .sql import COUNTER_LIMIT as COUNTER_LIMIT  # re-exported: the import's sequence bound
+from .sql import filter_terms
 from .sql import highest_below_limit as _highest_below_limit
 from .sql import quote_name as _name
 
@@ -89,8 +91,6 @@ REVOKED_PRUNE_MIN = 1024  # revocations kept in memory before expired ones are d
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
 
-TOTAL_SHARDS = 16  # rows per table in row_total (migration 3 writes the number out)
-_TOTALS = frozenset({"ticket"})  # tables whose row total the triggers keep (migration 3)
 DEEP_OFFSET = 1000  # from this offset on, a page's ids are found first (page_sql)
 ANALYZE_AFTER = 10_000  # an import of at least this many rows refreshes the planner's statistics
 
@@ -232,8 +232,18 @@ MIGRATIONS: list[str] = [
         spec TEXT NOT NULL
     );
     """,
+    # 5 -> 6: every top-level resource's exact counts under any filters come from its
+    # totals per combination of filter values, derived from its declaration
+    # (schema.py, ddl_postgres.totals_statements): they replace ticket's row_total,
+    # created by migrating the built-ins to schema.BUILTIN_V2 in this migration's
+    # transaction (_migrate).
+    """
+    DROP TABLE row_total;
+    DROP FUNCTION medusa_v2_row_total() CASCADE;
+    """,
 ]
 RESOURCE_SCHEMA_MIGRATION = 5  # the migration creating resource_schema and recording the built-ins
+TOTALS_MIGRATION = 6  # the migration after which the built-ins are migrated to schema.BUILTIN_V2
 
 # Errors that mean "the database cannot serve this now; retry": a lost or refused
 # connection, a pool with no free connection in time (PoolTimeout is an
@@ -362,6 +372,9 @@ class PostgresStore(Store):
                     await conn.execute(
                         "INSERT INTO resource_schema (name, version, spec) VALUES (%s, 1, %s)", (name, json.dumps(spec))
                     )
+            if version < TOTALS_MIGRATION <= len(MIGRATIONS):
+                for spec in schema.BUILTIN_V2.values():
+                    await self._derive(conn, spec)
             for spec in specs:
                 await self._derive(conn, spec)
 
@@ -587,16 +600,25 @@ class PostgresStore(Store):
     # -- resource rows --
 
     async def list_rows(self, decl: Any, query: Any, parent: Parent | None = None) -> RowPage:
-        """Count the matching rows and read one page, in one statement (one snapshot)."""
+        """Count the matching rows and read one page, in one snapshot.
+
+        A top-level list without q is counted from its totals; unless it is a first
+        page with no sort key that is a filter field, it is planned from its counts
+        (pages.py): the counts first, then the page's parts, in one read-only
+        REPEATABLE READ transaction.
+        """
+        keys = [] if parent is not None or query.q else pages.split_keys(query.sort, _dims(decl))
+        if parent is None and not query.q and (keys or query.offset):
+            return await self._planned_page(decl, query, keys)
         table = _name(decl.name)
         where, params = _where(decl, query, parent)
         order = _order_by(decl, query.sort)
         deep_ok = schema.unique_id(decl)  # a deep page finds its rows by id alone
         # The count and the page come from one statement: one snapshot, one round trip.
         # An empty page (past the end) still yields the count, with NULL row columns.
-        if not where and decl.name in _TOTALS:
-            # Exact, from the trigger-kept total (migration 3), in this statement's snapshot.
-            count_sql, count_params = "SELECT SUM(total) FROM row_total WHERE name = %s", [decl.name]
+        if parent is None and not query.q:
+            # Exact, from the trigger-kept totals (ddl_postgres.totals_statements), in this statement's snapshot.
+            count_sql, count_params = _counted(decl, query.filters)
         else:
             count_sql, count_params = f"SELECT COUNT(*) FROM {table}{where}", params
         sql = (
@@ -617,6 +639,46 @@ class PostgresStore(Store):
             count = result[0][0] if result else 0
             tuples = [r[1:] for r in result if r[1] is not None]  # a NULL id: the empty page's row
             return RowPage(None, count, columns=columns, tuples=tuples)
+
+        return await self._run(work, read=True)
+
+    async def _planned_page(self, decl: Any, query: Any, keys: Sequence[str]) -> RowPage:
+        """Read a top-level list's page as planned from its counts (pages.py), in one snapshot."""
+        table = _name(decl.name)
+        totals = _name(decl.name + schema.TOTALS_SUFFIX)
+        deep_ok = schema.unique_id(decl)
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> RowPage:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                parts: list[pages.Part] | None = None
+                if keys:
+                    terms, params = filter_terms(query.filters, "%s")
+                    where = " WHERE " + " AND ".join(terms) if terms else ""
+                    names = ", ".join(_name(k) for k in keys)
+                    cur = await conn.execute(
+                        f"SELECT {names}, SUM(_total)::BIGINT FROM {totals}{where} GROUP BY {names}", params
+                    )
+                    groups = [(tuple(row[:-1]), row[-1]) for row in await cur.fetchall()]
+                    count = sum(n for _, n in groups)
+                    parts = pages.split(query.filters, query.sort, query.offset, query.limit, keys, groups)
+                else:
+                    cur = await conn.execute(*_counted(decl, query.filters))
+                    count = (await cur.fetchone() or (0,))[0]
+                if parts is None:
+                    parts = pages.whole(query.filters, query.sort, query.offset, query.limit, count)
+                columns: list[str] = []
+                tuples: list[Any] = []
+                for part in parts:
+                    terms, params = filter_terms(part.filters, "%s")
+                    where = " WHERE " + " AND ".join(terms) if terms else ""
+                    order = _order_by(decl, part.sort, part.reverse)
+                    sql = page_sql(table, where, order, False, part.offset >= DEEP_OFFSET and deep_ok)
+                    cur = await conn.execute(sql, [*params, part.limit, part.offset])
+                    columns = [c.name for c in cur.description or ()]
+                    found = await cur.fetchall()
+                    tuples.extend(reversed(found) if part.reverse else found)
+                return RowPage(None, count, columns=columns, tuples=tuples)
 
         return await self._run(work, read=True)
 
@@ -867,11 +929,9 @@ class PostgresStore(Store):
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> int:
             count = 0
-            delta = dict.fromkeys((tree.decl.name for tree in trees), 0)  # rows added, net of replaced ones
             seen: dict[str, set[Any]] = {tree.decl.name: set() for tree in trees}
             highest = {decl.name: 0 for decl in decls if decl.by_name["id"].type is int}
             async with conn.transaction(), conn.cursor() as cur:
-                await cur.execute("SELECT set_config('medusa_v2.bulk_import', 'on', true)")
                 async for tree, batch in batches:
                     decl = tree.decl
                     table = _name(decl.name)
@@ -888,7 +948,6 @@ class PostgresStore(Store):
                             raise AlreadyExists(decl.name, next(i for i in ids if i in existing))
                         # Their descendants go by ON DELETE CASCADE.
                         await cur.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", (sorted(existing),))
-                        delta[decl.name] -= len(existing)
                     for level, items in tree.levels(batch):
                         level_decl = level.decl
                         rows = [row for row, _ in items]
@@ -903,13 +962,7 @@ class PostgresStore(Store):
                         if level_decl.name in highest:
                             top = _highest_below_limit([row["id"] for row in rows])
                             highest[level_decl.name] = max(highest[level_decl.name], top)
-                    delta[decl.name] += len(batch)
                     count += len(batch)
-                for name, added in delta.items():
-                    if name in _TOTALS and added:
-                        await cur.execute(
-                            "UPDATE row_total SET total = total + %s WHERE name = %s AND shard = 0", (added, name)
-                        )
                 for name, top in highest.items():
                     if top:
                         await _advance_sequence(cur, _sequence(name), top)
@@ -1177,9 +1230,9 @@ def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]
     if parent is not None:
         terms.append(f"{_name(decl.parent_field)} = %s")
         params.append(parent[1])
-    for name, allowed in query.filters.items():
-        terms.append(f"{_name(name)} IN ({', '.join('%s' for _ in allowed)})")
-        params.extend(allowed)
+    more, values = filter_terms(query.filters, "%s")
+    terms.extend(more)
+    params.extend(values)
     if query.q:
         # ILIKE in the default collation (case folded by its LC_CTYPE), which the
         # trigram indexes are built in, so the planner can use them for q of 3+ characters.
@@ -1189,8 +1242,19 @@ def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
 
 
-def _order_by(decl: Any, sort: Sequence[tuple[str, bool]]) -> str:
-    """Return the ORDER BY list: the requested keys, then id in the last key's direction.
+def _dims(decl: Any) -> list[str]:
+    return [f.name for f in decl.filter_fields]
+
+
+def _counted(decl: Any, filters: Any) -> tuple[str, list[Any]]:
+    """Return the query of a top-level list's exact count under its filters, from its totals."""
+    terms, params = filter_terms(filters, "%s")
+    where = " WHERE " + " AND ".join(terms) if terms else ""
+    return f"SELECT COALESCE(SUM(_total), 0) FROM {_name(decl.name + schema.TOTALS_SUFFIX)}{where}", params
+
+
+def _order_by(decl: Any, sort: Sequence[tuple[str, bool]], reverse: bool = False) -> str:
+    """Return the ORDER BY list: the requested keys, then id in the last key's direction (all turned if `reverse`).
 
     As in SQLite: NULLs first ascending, last descending (said only for nullable
     columns: their index is built NULLS FIRST, and its backward scan gives DESC NULLS
@@ -1199,10 +1263,11 @@ def _order_by(decl: Any, sort: Sequence[tuple[str, bool]]) -> str:
     """
     nullable = {f.name for f in decl.fields if getattr(f, "nullable", False)}
     terms: list[str] = []
-    for name, desc in sort:
+    for name, asked in sort:
+        desc = asked != reverse
         nulls = (" NULLS LAST" if desc else " NULLS FIRST") if name in nullable else ""
         terms.append(f"{_name(name)} {'DESC' if desc else 'ASC'}{nulls}")
         if name == "id":
             return ", ".join(terms)  # unique: later keys could not change the order
-    terms.append("id DESC" if sort and sort[-1][1] else "id ASC")
+    terms.append("id DESC" if (bool(sort) and sort[-1][1]) != reverse else "id ASC")
     return ", ".join(terms)

@@ -15,8 +15,16 @@ What is derived:
 - parent: its field REFERENCES the parent's table ON DELETE CASCADE;
 - indexes: one per filtered or sortable column, `(column, id)`, or
   `(parent field, column, id)` plus `(parent field, id)` for a nested resource: one
-  index per column, not per combination, so a declaration never multiplies them;
-- search: the searchable fields, indexed the way the store indexes ticket's.
+  index per column, not per combination, so a declaration never multiplies them.
+  A top-level resource's indexes also carry its other filter fields after the id:
+  a walk in sort order, or over one filter's rows, checks the other filters in the
+  index itself, reading a row only once it matches (store/pages.py);
+- search: the searchable fields, indexed the way the store indexes ticket's;
+- totals: for a top-level resource, its filter fields (maybe none): the store keeps
+  how many rows hold each combination of their values (`NAME__totals`, kept by
+  triggers in every writing transaction), so that the exact count of a list under
+  any filters is a sum over those few combinations, not a walk over the rows.
+  A nested resource's lists are counted under one parent, on its index.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from .base import StoreUnavailable
 
 SPEC_FORMAT = 1  # bumped if the spec's own shape changes (recorded specs are then re-read)
 MAX_NAME = 63  # PostgreSQL's identifier limit, for both stores' sake
+TOTALS_SUFFIX = "__totals"  # a top-level resource's totals per filter values: NAME__totals (totals_table)
 
 
 class SchemaError(StoreUnavailable):
@@ -72,11 +81,12 @@ def derive(decl: Any) -> Spec:
     lead = [parent["field"]] if parent else []
     if parent and key != lead + ["id"]:
         indexes[_index_name(name, parent["table"])] = lead + ["id"]
+    dims = [] if parent else [f.name for f in decl.filter_fields]
     for f in decl.fields:
         if (f.filter or f.sortable) and f.name != "id" and f.name not in lead:
             parts = [parent["table"], f.name] if parent else [f.name]
-            indexes[_index_name(name, *parts)] = [*lead, f.name, "id"]
-    return {
+            indexes[_index_name(name, *parts)] = [*lead, f.name, "id", *(d for d in dims if d != f.name)]
+    spec = {
         "format": SPEC_FORMAT,
         "name": name,
         "key": key,
@@ -85,6 +95,22 @@ def derive(decl: Any) -> Spec:
         "indexes": indexes,
         "search": [f.name for f in decl.search_fields],
     }
+    if parent is None:
+        spec["totals"] = [f.name for f in decl.filter_fields]
+    return spec
+
+
+def totals_table(spec: Spec) -> str | None:
+    """Return the name of the table of a spec's totals per filter values (None: it has none)."""
+    if spec.get("totals") is None:
+        return None
+    name = spec["name"] + TOTALS_SUFFIX
+    reserved = {"_key", "_total"} & set(spec["totals"])
+    if reserved:
+        raise SchemaError(f"resource {spec['name']}: a filter field may not be named {reserved.pop()}")
+    if len(name) + len("_update") > MAX_NAME:
+        raise SchemaError(f"resource {spec['name']}: its totals table name {name} is too long")
+    return name
 
 
 def _column(f: Any) -> dict[str, Any]:
@@ -140,6 +166,7 @@ class Plan:
     drop_indexes: tuple[str, ...] = ()
     create_indexes: tuple[str, ...] = ()  # names in the new spec's `indexes`
     search: bool = False  # the search fields changed: drop the search index, make the new one
+    totals: bool = False  # the totals' fields changed (or it has none yet): drop them, count again
     changed: bool = field(default=False)
 
     def required(self) -> list[str]:
@@ -190,6 +217,7 @@ def plan(old: Spec | None, new: Spec) -> Plan:
         drop_indexes=drop,
         create_indexes=create,
         search=old["search"] != new["search"],
+        totals=old.get("totals") != new.get("totals"),
         changed=True,
     )
 
@@ -251,5 +279,26 @@ BUILTIN_V1: dict[str, Spec] = {
             "message_ticket_updated_at": ["ticket_id", "updated_at", "id"],
         },
         "search": ["body"],
+    },
+}
+
+
+# Ticket's spec as SQLite's migration 7 and PostgreSQL's migration 6 leave it
+# (version 2 of its recorded spec): its totals per filter values, replacing the
+# hand-written ones, and its indexes carrying the filter fields after the id. Those
+# migrations apply the plan from its recorded spec to this one, as for any
+# declaration (each store's _migrate). Frozen like a migration (never edit it).
+BUILTIN_V2: dict[str, Spec] = {
+    "ticket": {
+        **BUILTIN_V1["ticket"],
+        "indexes": {
+            "ticket_title": ["title", "id", "state", "priority", "assignee"],
+            "ticket_state": ["state", "id", "priority", "assignee"],
+            "ticket_priority": ["priority", "id", "state", "assignee"],
+            "ticket_assignee": ["assignee", "id", "state", "priority"],
+            "ticket_created_at": ["created_at", "id", "state", "priority", "assignee"],
+            "ticket_updated_at": ["updated_at", "id", "state", "priority", "assignee"],
+        },
+        "totals": ["state", "priority", "assignee"],
     },
 }

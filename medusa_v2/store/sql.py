@@ -58,6 +58,24 @@ def check_expression(column: Mapping[str, Any]) -> str | None:
     return None
 
 
+def filter_terms(filters: Mapping[str, Sequence[Any]], mark: str) -> tuple[list[str], list[Any]]:
+    """Return the WHERE terms and parameters of filters: each field IN its values (None: IS NULL).
+
+    `mark` is the dialect's placeholder (`?` or `%s`). Clients' filters never hold
+    None; the groups a page is split into (store/pages.py) may.
+    """
+    terms: list[str] = []
+    params: list[Any] = []
+    for name, allowed in filters.items():
+        values = [v for v in allowed if v is not None]
+        term = f"{quote_name(name)} IN ({', '.join(mark for _ in values)})" if values else ""
+        if len(values) < len(allowed):
+            term = f"({term} OR {quote_name(name)} IS NULL)" if term else f"{quote_name(name)} IS NULL"
+        terms.append(term)
+        params.extend(values)
+    return terms, params
+
+
 def highest_below_limit(ids: Sequence[int]) -> int:
     """Return the highest of `ids` below COUNTER_LIMIT (0 if none)."""
     return max((i for i in ids if i < COUNTER_LIMIT), default=0)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
+from .. import schema
 from ..base import (
     AlreadyExists,
     Item,
@@ -26,10 +27,10 @@ from ..base import (
 )
 from ..sql import highest_below_limit as _highest_below_limit
 from ..sql import quote_name as _name
+from . import ddl
 from .connection import BUSY_TIMEOUT_MS
 from .id_counter import _move_next_id
 from .inserts import _insert_values
-from .queries import _TOTALS, _VALUE_TOTALS
 from .search_build import _SearchBuild
 
 
@@ -302,18 +303,13 @@ def _can_set_aside(db: sqlite3.Connection, decl: Any) -> bool:
     """Return whether an import into `decl`'s empty table may set its indexes and triggers aside.
 
     Only when `_restore` and `_SearchBuild` redo what each of its triggers does: keep
-    its search index (`NAME_search`, by integer id), its row total (`_TOTALS`) or its
-    totals per value (`_VALUE_TOTALS`). Any other table keeps them live: slower,
-    always right.
+    its search index (`NAME_search`, by integer id) or its totals per filter values
+    (ddl.totals_sql). Any other table keeps them live: slower, always right.
     """
     if decl.by_name["id"].type is not int:
         return False  # its search index, if any, is not keyed by the id the build stages
     name = decl.name
-    known = [f"{name}_search_"]
-    if name in _TOTALS:
-        known.append(f"{name}_total_")
-    if name in _VALUE_TOTALS:
-        known.append(f"{name}_value_total_")
+    known = [f"{name}_search_", f"{name}_total_"]
     triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (name,))
     return all(any(trigger.startswith(prefix) for prefix in known) for (trigger,) in triggers)
 
@@ -322,8 +318,8 @@ def _set_aside(db: sqlite3.Connection, tables: Sequence[str]) -> list[str]:
     """Drop the tables' own indexes and triggers; return the SQL that recreates them.
 
     Their effects are redone: the search index is built beside the import
-    (`_SearchBuild`), indexes are rebuilt by `_restore` (one sort each), row totals
-    and totals per value recounted there. A trigger added later with other effects
+    (`_SearchBuild`), indexes are rebuilt by `_restore` (one sort each), the totals
+    per filter values counted again there. A trigger added later with other effects
     must be redone there too.
     """
     marks = ", ".join("?" for _ in tables)
@@ -342,18 +338,7 @@ def _restore(db: sqlite3.Connection, statements: Sequence[str], decls: Sequence[
     for sql in statements:
         db.execute(sql)
     for decl in decls:  # the search index was built beside (_SearchBuild)
-        if decl.name in _TOTALS:
-            db.execute(
-                f"UPDATE row_total SET total = (SELECT COUNT(*) FROM {_name(decl.name)}) WHERE name = ?", (decl.name,)
-            )
-        for column in sorted(_VALUE_TOTALS.get(decl.name, ())):
-            name = f"{decl.name}.{column}"
-            db.execute("DELETE FROM value_total WHERE name = ?", (name,))
-            db.execute(
-                f"INSERT INTO value_total (name, value, total) SELECT ?, {_name(column)}, COUNT(*)"
-                f" FROM {_name(decl.name)} GROUP BY {_name(column)}",
-                (name,),
-            )
+        ddl.count_totals(db, schema.derive(decl))
 
 
 def _existing(db: sqlite3.Connection, table: str, ids: Sequence[Any]) -> set[Any]:

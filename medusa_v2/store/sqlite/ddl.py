@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from ..schema import Plan, SchemaError, Spec
+from ..schema import Plan, SchemaError, Spec, totals_table
 from ..sql import check_expression, literal, quote_name
 
 
@@ -40,6 +40,8 @@ def create(db: sqlite3.Connection, spec: Spec) -> None:
     for name in spec["indexes"]:
         db.execute(_index_sql(spec, name))
     for statement in _search_sql(spec):
+        db.execute(statement)
+    for statement in totals_sql(spec):
         db.execute(statement)
     if _int_key(spec):
         db.execute(
@@ -77,6 +79,12 @@ def migrate(db: sqlite3.Connection, old: Spec, new: Spec, plan: Plan) -> bool:
             _rebuild_search(db, new)
     elif rebuild and new["search"]:
         _rebuild_search(db, new)
+    if plan.totals:
+        for statement in _drop_totals_sql(old):
+            db.execute(statement)
+        for statement in totals_sql(new):
+            db.execute(statement)
+        count_totals(db, new)
     return rebuild
 
 
@@ -133,6 +141,80 @@ def _search_sql(spec: Spec) -> list[str]:
         f"CREATE TRIGGER {quote_name(table + '_search_delete')} AFTER DELETE ON {on} BEGIN {delete} END",
         f"CREATE TRIGGER {quote_name(table + '_search_update')} AFTER UPDATE OF {columns} ON {on}"
         f" BEGIN {delete} {insert} END",
+    ]
+
+
+def totals_sql(spec: Spec) -> list[str]:
+    """Return the totals table of a spec (schema.py) and the triggers keeping it, in each writing transaction.
+
+    One row per combination of the filter fields' values, keyed by their quoted
+    values (NULL included), with an index per field for the sums under a filter.
+    Totals that drop to 0 stay. The triggers' names start with `TABLE_total_`
+    (bulk.py sets them aside during an import and counts again).
+    """
+    table = totals_table(spec)
+    if table is None:
+        return []
+    fields = spec["totals"]
+    types = {c["name"]: c["type"] for c in spec["columns"]}
+    totals, on = quote_name(table), quote_name(spec["name"])
+    columns = "".join(f"{quote_name(f)} {'INTEGER' if types[f] == 'int' else 'TEXT'}, " for f in fields)
+    names = "".join(f"{quote_name(f)}, " for f in fields)
+
+    def key(row: str) -> str:
+        return " || ',' || ".join(f"quote({row}.{quote_name(f)})" for f in fields) or "''"
+
+    def add(row: str) -> str:
+        values = "".join(f"{row}.{quote_name(f)}, " for f in fields)
+        return (
+            f"INSERT INTO {totals} (_key, {names}_total) VALUES ({key(row)}, {values}1)"
+            " ON CONFLICT (_key) DO UPDATE SET _total = _total + 1;"
+        )
+
+    def remove(row: str) -> str:
+        return f"UPDATE {totals} SET _total = _total - 1 WHERE _key = {key(row)};"
+
+    statements = [
+        f"CREATE TABLE {totals} (_key TEXT PRIMARY KEY, {columns}_total INTEGER NOT NULL) WITHOUT ROWID",
+        *(f"CREATE INDEX {quote_name(f'{table}_{f}')} ON {totals} ({quote_name(f)})" for f in fields),
+        f"CREATE TRIGGER {quote_name(spec['name'] + '_total_insert')} AFTER INSERT ON {on} BEGIN {add('new')} END",
+        # Also fires for the rows ON DELETE CASCADE removes with their parent.
+        f"CREATE TRIGGER {quote_name(spec['name'] + '_total_delete')} AFTER DELETE ON {on} BEGIN {remove('old')} END",
+    ]
+    if fields:
+        changed = " OR ".join(f"new.{quote_name(f)} IS NOT old.{quote_name(f)}" for f in fields)
+        statements.append(
+            f"CREATE TRIGGER {quote_name(spec['name'] + '_total_update')}"
+            f" AFTER UPDATE OF {', '.join(quote_name(f) for f in fields)} ON {on} WHEN {changed}"
+            f" BEGIN {remove('old')} {add('new')} END"
+        )
+    return statements
+
+
+def count_totals(db: sqlite3.Connection, spec: Spec) -> None:
+    """Count a spec's totals again from its rows (after an import, or when its filter fields change)."""
+    table = totals_table(spec)
+    if table is None:
+        return
+    fields = spec["totals"]
+    names = ", ".join(quote_name(f) for f in fields)
+    key = " || ',' || ".join(f"quote({quote_name(f)})" for f in fields) or "''"
+    db.execute(f"DELETE FROM {quote_name(table)}")
+    db.execute(
+        f"INSERT INTO {quote_name(table)} (_key, {names + ', ' if fields else ''}_total)"
+        f" SELECT {key}, {names + ', ' if fields else ''}COUNT(*) FROM {quote_name(spec['name'])}"
+        + (f" GROUP BY {names}" if fields else "")
+    )
+
+
+def _drop_totals_sql(spec: Spec) -> list[str]:
+    table = totals_table(spec)
+    if table is None:
+        return []
+    triggers = [f"{spec['name']}_total_{event}" for event in ("insert", "delete", "update")]
+    return [
+        *(f"DROP TRIGGER IF EXISTS {quote_name(t)}" for t in triggers),
+        f"DROP TABLE IF EXISTS {quote_name(table)}",
     ]
 
 

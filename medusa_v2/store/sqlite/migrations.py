@@ -184,8 +184,22 @@ MIGRATIONS: list[str] = [
         spec TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 7: every top-level resource's exact counts under any filters come from its totals
+    # per combination of filter values, derived from its declaration (schema.py,
+    # ddl.totals_sql); they replace ticket's hand-written row and per-value totals.
+    """
+    DROP TRIGGER ticket_total_insert;
+    DROP TRIGGER ticket_total_delete;
+    DROP TABLE row_total;
+    DROP TRIGGER ticket_value_total_insert;
+    DROP TRIGGER ticket_value_total_delete;
+    DROP TRIGGER ticket_value_total_state;
+    DROP TRIGGER ticket_value_total_priority;
+    DROP TABLE value_total;
+    """,
 ]
 RESOURCE_SCHEMA_MIGRATION = 6  # the migration creating resource_schema and recording the built-ins
+TOTALS_MIGRATION = 7  # the migration after which the built-ins are migrated to schema.BUILTIN_V2
 
 
 SEARCH_AUTOMERGE = 16  # FTS5 automerge of the search indexes (see migrate)
@@ -223,6 +237,9 @@ def migrate(db: sqlite3.Connection, specs: Sequence[schema.Spec]) -> None:
             "INSERT INTO resource_schema (name, version, spec) VALUES (?, 1, ?)",
             [(name, json.dumps(spec)) for name, spec in schema.BUILTIN_V1.items()],
         )
+    if version < TOTALS_MIGRATION <= len(MIGRATIONS):
+        for spec in schema.BUILTIN_V2.values():
+            derive(db, spec)
     rebuilt = False
     for spec in specs:
         rebuilt = derive(db, spec) or rebuilt

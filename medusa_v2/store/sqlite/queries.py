@@ -6,13 +6,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from .. import schema
+from .. import pages, schema
 from ..base import Parent
+from ..sql import filter_terms
 from ..sql import quote_name as _name
 
-_TOTALS = frozenset({"ticket"})  # tables whose row total a trigger keeps in row_total (migration 4)
-# Columns whose rows per value triggers keep in value_total, named `table.column` (migration 5).
-_VALUE_TOTALS = {"ticket": frozenset({"state", "priority"})}
 _DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
 
 
@@ -45,43 +43,101 @@ def _fold(text: str | None) -> str | None:
 
 def read_page(db: sqlite3.Connection, decl: Any, query: Any, parent: Parent | None) -> tuple[int, list[str], list[Any]]:
     """Count a list's matching rows, then read its page: (count, column names, rows), in the caller's snapshot."""
-    table = _name(decl.name)
-    where, params = _where(decl, query, parent)
-    order = _order_by(query.sort)
-    if not where and decl.name in _TOTALS:
-        count = db.execute("SELECT total FROM row_total WHERE name = ?", (decl.name,)).fetchone()[0]
-    elif (counted := _counted_filter(decl, query, parent)) is not None:
-        count = db.execute(*counted).fetchone()[0]
+    if parent is not None or query.q:
+        where, params = _where(decl, query, parent)
+        count = db.execute(f"SELECT COUNT(*) FROM {_name(decl.name)}{where}", params).fetchone()[0]
+        whole = pages.whole(query.filters, query.sort, query.offset, query.limit, count)
+        return count, *_read(db, decl, whole, query, parent)
+    # A top-level list without q: counted from its totals (ddl.totals_sql), per group of
+    # its leading sort keys that are filter fields, and read as planned (pages.py).
+    totals = _name(decl.name + schema.TOTALS_SUFFIX)
+    where, params = _filters(query.filters)
+    keys = pages.split_keys(query.sort, [f.name for f in decl.filter_fields])
+    parts: list[pages.Part] | None = None
+    if keys:
+        names = ", ".join(_name(k) for k in keys)
+        found = db.execute(f"SELECT {names}, SUM(_total) FROM {totals}{where} GROUP BY {names}", params).fetchall()
+        groups = [(tuple(row[:-1]), row[-1]) for row in found]
+        count = sum(n for _, n in groups)
+        parts = pages.split(query.filters, query.sort, query.offset, query.limit, keys, groups)
     else:
-        count = db.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0]
+        count = db.execute(f"SELECT COALESCE(SUM(_total), 0) FROM {totals}{where}", params).fetchone()[0]
+    if parts is None:
+        parts = pages.whole(query.filters, query.sort, query.offset, query.limit, count)
+    return count, *_read(db, decl, parts, query, None)
+
+
+def _read(
+    db: sqlite3.Connection, decl: Any, parts: Sequence[pages.Part], query: Any, parent: Parent | None
+) -> tuple[list[str], list[Any]]:
+    """Read the parts of a page in turn: (column names, rows)."""
+    table = _name(decl.name)
     columns: list[str] = []
     tuples: list[Any] = []
-    if query.offset < count:
-        if query.offset >= _DEEP_OFFSET and schema.unique_id(decl):
+    for part in parts:
+        where, params = _where(decl, query, parent, part.filters)
+        order = _order_by(part.sort, part.reverse)
+        source = table
+        if part.filters and parent is None and not query.q:
+            source = f"{table} {_index_for(db, decl, part)}"
+        if part.offset >= _DEEP_OFFSET and schema.unique_id(decl):
             # Skip rows on the ids alone (an index, or the narrow rowid
             # order), then read only the page's rows in full.
             sql = (
-                f"SELECT * FROM {table} WHERE id IN (SELECT id FROM {table}{where}"
+                f"SELECT * FROM {table} WHERE id IN (SELECT id FROM {source}{where}"
                 f" ORDER BY {order} LIMIT ? OFFSET ?) ORDER BY {order}"
             )
         else:
-            sql = f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT ? OFFSET ?"
-        cursor = db.execute(sql, [*params, query.limit, query.offset])
+            sql = f"SELECT * FROM {source}{where} ORDER BY {order} LIMIT ? OFFSET ?"
+        cursor = db.execute(sql, [*params, part.limit, part.offset])
         columns = [d[0] for d in cursor.description]
-        tuples = cursor.fetchall()
-    return count, columns, tuples
+        found = cursor.fetchall()
+        tuples.extend(reversed(found) if part.reverse else found)
+    return columns, tuples
 
 
-def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]]:
-    """Return ` WHERE ...` and its parameters for a list's parent, filters and q."""
+WALK = 4.0  # sorting a matching row costs about as much as walking this many index entries
+
+
+def _index_for(db: sqlite3.Connection, decl: Any, part: pages.Part) -> str:
+    """Return the index clause of a filtered part of a top-level list: the walk or the filter it reads.
+
+    SQLite keeps no statistics here, so it would guess; the totals say exactly how
+    many rows each filter matches. Every index carries the filter fields (schema.py),
+    so both ways check the filters in the index: walk the sort key's index until the
+    page is found (pages.walk_cost entries), or read the rows of the most selective
+    filter's index and sort the matches, whichever reads less.
+    """
+    names = list(part.filters)
+    sums = ", ".join(f"SUM(CASE WHEN {term} THEN _total ELSE 0 END)" for term in filter_terms(part.filters, "?")[0])
+    params = [v for name in names for v in part.filters[name] if v is not None]
+    found = db.execute(f"SELECT SUM(_total), {sums} FROM {_name(decl.name + schema.TOTALS_SUFFIX)}", params).fetchone()
+    rows, single = found[0] or 0, found[1:]
+    best = min(range(len(names)), key=lambda i: single[i])
+    key = part.sort[0][0] if part.sort else "id"
+    if pages.walk_cost(part, rows) <= (single[best] or 0) + WALK * part.count:
+        if key != "id":
+            return f"INDEXED BY {_name(decl.name + '_' + key)}"  # derived for every sortable field
+        return "NOT INDEXED" if decl.id_field.type is int else ""  # the rowid order
+    return f"INDEXED BY {_name(decl.name + '_' + names[best])}"  # derived for every filter field
+
+
+def _filters(filters: Any) -> tuple[str, list[Any]]:
+    """Return ` WHERE ...` and its parameters for filters (None among the values: IS NULL)."""
+    terms, params = filter_terms(filters, "?")
+    return (" WHERE " + " AND ".join(terms) if terms else ""), params
+
+
+def _where(decl: Any, query: Any, parent: Parent | None, filters: Any = None) -> tuple[str, list[Any]]:
+    """Return ` WHERE ...` and its parameters for a list's parent, filters (or a part's) and q."""
     terms: list[str] = []
     params: list[Any] = []
     if parent is not None:
         terms.append(f"{_name(decl.parent_field)} = ?")
         params.append(parent[1])
-    for name, allowed in query.filters.items():
-        terms.append(f"{_name(name)} IN ({', '.join('?' for _ in allowed)})")
-        params.extend(allowed)
+    more, values = filter_terms(query.filters if filters is None else filters, "?")
+    terms.extend(more)
+    params.extend(values)
     if query.q:
         search = _name(decl.name + "_search")
         if len(query.q) >= 3 and parent is None:
@@ -107,29 +163,16 @@ def _row_key(decl: Any, id: Any, parent: Parent | None) -> tuple[str, tuple[Any,
     return f" WHERE id = ? AND {_name(decl.parent_field)} = ?", (id, parent[1])
 
 
-def _counted_filter(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]] | None:
-    """Return the query of a list's count from value_total, when its only filter is on a counted column."""
-    if parent is not None or query.q or len(query.filters) != 1:
-        return None
-    ((name, allowed),) = query.filters.items()
-    if name not in _VALUE_TOTALS.get(decl.name, ()):
-        return None
-    marks = ", ".join("?" for _ in allowed)
-    # IN: a value given twice counts once, as in the list's own WHERE.
-    sql = f"SELECT COALESCE(SUM(total), 0) FROM value_total WHERE name = ? AND value IN ({marks})"
-    return sql, [f"{decl.name}.{name}", *allowed]
-
-
-def _order_by(sort: Sequence[tuple[str, bool]]) -> str:
-    """Return the ORDER BY list: the requested keys, then id in the last key's direction.
+def _order_by(sort: Sequence[tuple[str, bool]], reverse: bool = False) -> str:
+    """Return the ORDER BY list: the requested keys, then id in the last key's direction (all turned if `reverse`).
 
     The id makes the order total (pages never overlap or skip, NULLs included); in the
     last key's direction, an index on (key, id) serves it in one scan.
     """
     terms: list[str] = []
     for name, desc in sort:
-        terms.append(f"{_name(name)} {'DESC' if desc else 'ASC'}")
+        terms.append(f"{_name(name)} {'DESC' if desc != reverse else 'ASC'}")
         if name == "id":
             return ", ".join(terms)  # unique: later keys could not change the order
-    terms.append("id DESC" if sort and sort[-1][1] else "id ASC")
+    terms.append("id DESC" if (bool(sort) and sort[-1][1]) != reverse else "id ASC")
     return ", ".join(terms)
