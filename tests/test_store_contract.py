@@ -294,6 +294,25 @@ def test_every_page_of_any_filters_and_sort_is_the_sorted_slice(io_loop, store):
                 assert (found.count, ids(found)) == (len(want), want[start : start + limit]), query
 
 
+@pytest.mark.parametrize("checked", [False, True])
+def test_every_update_moves_updated_at_forward_even_when_the_clock_does_not(io_loop, store, checked):
+    check = (lambda row: None) if checked else None  # the locked read, or the one-statement update
+    edge = 1_799_999_999.999999  # one microsecond before a second (and minute) turns
+    row = run(io_loop, store.insert_row(TICKET, {"title": "t"}, edge))
+    stamps = [row["updated_at"]]
+    for now, title in ((edge, "same microsecond"), (edge - 60, "clock stepped back"), (NOW + 10, "later")):
+        stamps.append(run(io_loop, store.update_row(TICKET, row["id"], {"title": title}, now, check))["updated_at"])
+    assert stamps == [
+        timestamp(edge),
+        "2027-01-15T08:00:00.000000Z",
+        "2027-01-15T08:00:00.000001Z",
+        timestamp(NOW + 10),
+    ]
+    assert run(io_loop, store.get_row(TICKET, row["id"]))["updated_at"] == stamps[-1]
+    with pytest.raises(NotFound):
+        run(io_loop, store.update_row(TICKET, 999, {"title": "x"}, NOW, check))
+
+
 def test_an_import_moves_the_counters_past_its_ids(io_loop, store):
     huge = 2**62  # from here on, an imported id leaves the counter alone (never exhausted)
     assert imported(io_loop, store, [(3, [7]), (1_000_000, [900_000, 5]), (huge, [huge + 1]), (MAX_ID, [])]) == 4
