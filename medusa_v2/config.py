@@ -22,95 +22,52 @@ from typing import Any
 from configobj import ConfigObj, ConfigObjError, DuplicateError, Section, flatten_errors
 from validate import Validator
 
+from medusa_v2.configkey import Key
 from medusa_v2.passwords import is_hashed
-from medusa_v2.settings import Settings, SettingsError
+from medusa_v2.settings import KEYS, Settings, SettingsError, key_of
 
 try:
     import fcntl
 except ImportError:  # Windows: writers are not serialised, the rename is still atomic
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CONFIGSPEC", "ConfigError", "default_config_path", "load_config", "read_own_sections", "write_settings"]
+__all__ = [
+    "CONFIGSPEC",
+    "ConfigError",
+    "configspec",
+    "default_config_path",
+    "load_config",
+    "read_own_sections",
+    "write_settings",
+]
 
-# The spec gives types and Medusa's defaults; ranges and formats are checked once, by
-# Settings, so an embedder that builds Settings directly gets the same rules.
-CONFIGSPEC = """\
-[General]
-web_host = string(default='0.0.0.0')
-web_port = integer(default=8081)
-web_root = string(default='')
-web_username = string(default='')
-web_password = string(default='')
-api_key = string(default='')
-encryption_secret = string(default='')
-web_use_gzip = boolean(default=True)
-handle_reverse_proxy = boolean(default=False)
-enable_https = boolean(default=False)
-https_cert = string(default='server.crt')
-https_key = string(default='server.key')
-developer = boolean(default=False)
+# The spec gives each key's type and default, from the table (settings.KEYS); ranges
+# and formats are checked once, by Settings, so an embedder that builds Settings
+# directly gets the same rules.
+_SPEC_TYPES: dict[type, str] = {str: "string", bool: "boolean", int: "integer", float: "float", tuple: "force_list"}
 
-[Database]
-url = string(default='')
 
-[API]
-cors_origins = force_list(default=list())
-public_url = string(default='')
-max_body_size = integer(default=1048576)
-login_max_failures = integer(default=5)
-login_window = integer(default=300)
-token_api_key = boolean(default=False)
-resources = force_list(default=list('ticket', 'message'))
-extra_handlers = force_list(default=list())
-processes = integer(default=1)
-max_connections = integer(default=1000)
-shutdown_timeout = float(default=10.0)
-idle_timeout = float(default=60.0)
-body_timeout = float(default=60.0)
-"""
+def configspec(keys: tuple[Key, ...]) -> str:
+    """Return the configobj spec of `keys` (a `[section]` line, then `name = type(default=...)` lines)."""
+    lines: list[str] = []
+    for section in dict.fromkeys(spec.section for spec in keys):
+        lines += [""] if lines else []
+        lines.append(f"[{section}]")
+        lines += [f"{spec.name} = {_spec_check(spec)}" for spec in keys if spec.section == section]
+    return "\n".join(lines) + "\n"
 
-# Settings field → (section, key) in config.ini.
-_KEYS: dict[str, tuple[str, str]] = {
-    **{
-        name: ("General", name)
-        for name in (
-            "web_host",
-            "web_port",
-            "web_root",
-            "web_username",
-            "web_password",
-            "api_key",
-            "encryption_secret",
-            "web_use_gzip",
-            "handle_reverse_proxy",
-            "enable_https",
-            "https_cert",
-            "https_key",
-            "developer",
-        )
-    },
-    "database_url": ("Database", "url"),
-    **{
-        name: ("API", name)
-        for name in (
-            "cors_origins",
-            "public_url",
-            "max_body_size",
-            "login_max_failures",
-            "login_window",
-            "token_api_key",
-            "resources",
-            "extra_handlers",
-            "processes",
-            "max_connections",
-            "shutdown_timeout",
-            "idle_timeout",
-            "body_timeout",
-        )
-    },
-}
-# Keys whose values never appear in an error message (a database URL may hold a password).
-_HIDDEN = {("General", "web_password"), ("General", "api_key"), ("General", "encryption_secret"), ("Database", "url")}
+
+def _spec_check(spec: Key) -> str:
+    default = spec.default
+    text = f"list({', '.join(map(repr, default))})" if spec.type is tuple else repr(default)
+    return f"{_SPEC_TYPES[spec.type]}(default={text})"
+
+
+CONFIGSPEC = configspec(KEYS)
+# Our own sections, which a host that owns config.ini (Medusa) leaves to us.
+_OWN_KEYS = tuple(spec for spec in KEYS if spec.section != "General")
+# Keys whose values never appear in an error message.
+_SECRET = frozenset((spec.section, spec.name) for spec in KEYS if spec.secret)
 _GENERATED_SECRETS: dict[str, Callable[[], str]] = {
     "api_key": lambda: secrets.token_hex(16),  # 32 hex digits, like Medusa's
     "encryption_secret": lambda: secrets.token_hex(32),
@@ -214,7 +171,7 @@ def _validate(cfg: ConfigObj, label: str) -> None:
             continue
         check = cfg.configspec[section][key].split("(", 1)[0]
         problem = _TYPE_PROBLEMS.get(check, "has an invalid value")
-        if (section, key) in _HIDDEN:
+        if (section, key) in _SECRET:
             raise ConfigError(label, problem.replace("is a list", "the value is a list"), section, key)
         raise ConfigError(label, f"{_shown(cfg[section][key])} {problem}", section, key)
     raise ConfigError(label, "does not match the expected structure")
@@ -245,11 +202,18 @@ def _database_url(url: str, directory: str) -> str:
     return url
 
 
+def _values(cfg: ConfigObj, keys: tuple[Key, ...]) -> dict[str, Any]:
+    """Return the validated values of `keys` as Settings fields."""
+    values = {spec.field: cfg[spec.section][spec.name] for spec in keys}
+    for spec in keys:
+        if spec.type is tuple:
+            # `key =` and `key = ""` read as [""]: both mean an empty list.
+            values[spec.field] = tuple(item.strip() for item in values[spec.field] if item.strip())
+    return values
+
+
 def _field_values(cfg: ConfigObj, directory: str) -> dict[str, Any]:
-    values = {field: cfg[section][key] for field, (section, key) in _KEYS.items()}
-    for field in ("cors_origins", "resources", "extra_handlers"):
-        # `key =` and `key = ""` read as [""]: both mean an empty list.
-        values[field] = tuple(item.strip() for item in values[field] if item.strip())
+    values = _values(cfg, KEYS)
     values["https_cert"] = _resolve(directory, values["https_cert"])
     values["https_key"] = _resolve(directory, values["https_key"])
     values["database_url"] = _database_url(values["database_url"], directory)
@@ -275,8 +239,9 @@ def _settings(values: dict[str, Any], label: str) -> Settings:
     try:
         return Settings(**values)
     except SettingsError as exc:
-        section, key = _KEYS.get(exc.field, (None, exc.field))
-        raise ConfigError(label, exc.problem, section, key) from None
+        spec = key_of(exc.field)
+        section, name = (spec.section, spec.name) if spec else (None, exc.field)
+        raise ConfigError(label, exc.problem, section, name) from None
 
 
 def load_config(path: str | os.PathLike[str], *, write_back: bool = True, generate: bool = True) -> Settings:
@@ -313,12 +278,9 @@ def read_own_sections(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     label = os.fspath(path)
     absolute = os.path.abspath(label)
-    spec = CONFIGSPEC.split("[Database]", 1)[1]
-    cfg = _parse(_read_bytes(absolute, label) or b"", label, ("[Database]" + spec).splitlines())
+    cfg = _parse(_read_bytes(absolute, label) or b"", label, configspec(_OWN_KEYS).splitlines())
     _validate(cfg, label)
-    values = {field: cfg[section][key] for field, (section, key) in _KEYS.items() if section != "General"}
-    for field in ("cors_origins", "resources", "extra_handlers"):
-        values[field] = tuple(item.strip() for item in values[field] if item.strip())
+    values = _values(cfg, _OWN_KEYS)
     if values["database_url"]:
         values["database_url"] = _database_url(values["database_url"], os.path.dirname(absolute))
     return values
