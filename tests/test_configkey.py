@@ -9,6 +9,8 @@ served OpenAPI schema. A key added to the table is covered here without a line m
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 from configobj import ConfigObj
@@ -28,6 +30,7 @@ MARK = "s3cr3t-mark"
 SECRET_VALUES = {"database_url": f"postgresql://user:{MARK}@db.example/medusa"}
 # What GET /config adds to the keys the table shows.
 VIEW_EXTRAS = {"authRequired", "database", "version", "writable"}
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 
 def ids(spec: Key) -> str:
@@ -195,3 +198,43 @@ def test_an_inconsistent_key_is_refused(arguments):
 def test_a_default_the_key_refuses_is_refused():
     with pytest.raises(ValueError):
         key("API", 9, bounds=(1, 5))
+
+
+# -- the documentation lists each key under its section, with its default and bounds ----
+
+
+def documented_rows() -> dict[tuple[str, str], str]:
+    """Return docs/configuration.md's key rows: (section, key) -> the row's text."""
+    rows: dict[tuple[str, str], str] = {}
+    section = None
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"## \[(\w+)\]", line)
+        if heading:
+            section = heading.group(1)
+        elif line.startswith("## "):
+            section = None
+        row = re.match(r"\| `(\w+)` \|", line)
+        if section and row:
+            rows[section, row.group(1)] = line
+    return rows
+
+
+def documented_default(spec: Key) -> str:
+    if spec.type is bool:
+        return "`1`" if spec.default else "`0`"
+    if spec.type is tuple:
+        return f"`{', '.join(spec.default)}`" if spec.default else "empty"
+    if spec.default == "":
+        return "empty"
+    return f"`{spec.default}`"
+
+
+@pytest.mark.parametrize("spec", KEYS, ids=ids)
+def test_the_documentation_has_the_tables_default_and_bounds(spec):
+    row = documented_rows().get((spec.section, spec.name))
+    assert row is not None, f"docs/configuration.md has no row for [{spec.section}] {spec.name}"
+    default = row.split("|")[2].strip()
+    assert default.startswith(documented_default(spec)) or (spec.secret and default == "generated"), row
+    if spec.bounds:
+        low, high = (f"{bound}" if spec.type is int else f"{bound:g}" for bound in spec.bounds)
+        assert re.search(rf"\b{re.escape(low)} ?(to|–) ?{high}\b", row), row
