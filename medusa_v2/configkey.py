@@ -189,7 +189,8 @@ def key(
         pattern=pattern,
         masked=masked,
     )
-    return dataclasses.field(default=default, metadata={_METADATA: spec})
+    # A secret's field is repr=False too, for any tool that reads the dataclass's repr flags.
+    return dataclasses.field(default=default, repr=not secret, metadata={_METADATA: spec})
 
 
 def keys_of(cls: type) -> tuple[Key, ...]:
