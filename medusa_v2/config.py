@@ -1,11 +1,11 @@
 """Read, validate and update config.ini (a Medusa-compatible configobj file).
 
 `load_config` turns the file into a `Settings`; `write_settings` changes a few keys
-in place. Writes patch only the lines of the keys they change, so every comment,
-every other line and the key order stay byte-for-byte as they were: configobj's own
-writer re-indents comments, moves inline comments and rewrites `key=value` lines,
-and a file a person edits deserves better. configobj still parses the result, and a
-write whose result would read back differently from what was asked is refused.
+in place. Writes patch only the lines of the keys they change (inipatch.py), so
+every comment, every other line and the key order stay byte-for-byte as they were;
+configobj still parses the result, and a write whose result would read back
+differently from what was asked is refused. Each key's section, type and default
+come from the table in settings.py (`KEYS`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -22,95 +21,53 @@ from typing import Any
 from configobj import ConfigObj, ConfigObjError, DuplicateError, Section, flatten_errors
 from validate import Validator
 
+from medusa_v2.configkey import Key
+from medusa_v2.inipatch import KEY_LINE, Value, patched
 from medusa_v2.passwords import is_hashed
-from medusa_v2.settings import Settings, SettingsError
+from medusa_v2.settings import KEYS, Settings, SettingsError, key_of
 
 try:
     import fcntl
 except ImportError:  # Windows: writers are not serialised, the rename is still atomic
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CONFIGSPEC", "ConfigError", "default_config_path", "load_config", "read_own_sections", "write_settings"]
+__all__ = [
+    "CONFIGSPEC",
+    "ConfigError",
+    "configspec",
+    "default_config_path",
+    "load_config",
+    "read_own_sections",
+    "write_settings",
+]
 
-# The spec gives types and Medusa's defaults; ranges and formats are checked once, by
-# Settings, so an embedder that builds Settings directly gets the same rules.
-CONFIGSPEC = """\
-[General]
-web_host = string(default='0.0.0.0')
-web_port = integer(default=8081)
-web_root = string(default='')
-web_username = string(default='')
-web_password = string(default='')
-api_key = string(default='')
-encryption_secret = string(default='')
-web_use_gzip = boolean(default=True)
-handle_reverse_proxy = boolean(default=False)
-enable_https = boolean(default=False)
-https_cert = string(default='server.crt')
-https_key = string(default='server.key')
-developer = boolean(default=False)
+# The spec gives each key's type and default, from the table (settings.KEYS); ranges
+# and formats are checked once, by Settings, so an embedder that builds Settings
+# directly gets the same rules.
+_SPEC_TYPES: dict[type, str] = {str: "string", bool: "boolean", int: "integer", float: "float", tuple: "force_list"}
 
-[Database]
-url = string(default='')
 
-[API]
-cors_origins = force_list(default=list())
-public_url = string(default='')
-max_body_size = integer(default=1048576)
-login_max_failures = integer(default=5)
-login_window = integer(default=300)
-token_api_key = boolean(default=False)
-resources = force_list(default=list('ticket', 'message'))
-extra_handlers = force_list(default=list())
-processes = integer(default=1)
-max_connections = integer(default=1000)
-shutdown_timeout = float(default=10.0)
-idle_timeout = float(default=60.0)
-body_timeout = float(default=60.0)
-"""
+def configspec(keys: tuple[Key, ...]) -> str:
+    """Return the configobj spec of `keys` (a `[section]` line, then `name = type(default=...)` lines)."""
+    lines: list[str] = []
+    for section in dict.fromkeys(spec.section for spec in keys):
+        lines += [""] if lines else []
+        lines.append(f"[{section}]")
+        lines += [f"{spec.name} = {_spec_check(spec)}" for spec in keys if spec.section == section]
+    return "\n".join(lines) + "\n"
 
-# Settings field → (section, key) in config.ini.
-_KEYS: dict[str, tuple[str, str]] = {
-    **{
-        name: ("General", name)
-        for name in (
-            "web_host",
-            "web_port",
-            "web_root",
-            "web_username",
-            "web_password",
-            "api_key",
-            "encryption_secret",
-            "web_use_gzip",
-            "handle_reverse_proxy",
-            "enable_https",
-            "https_cert",
-            "https_key",
-            "developer",
-        )
-    },
-    "database_url": ("Database", "url"),
-    **{
-        name: ("API", name)
-        for name in (
-            "cors_origins",
-            "public_url",
-            "max_body_size",
-            "login_max_failures",
-            "login_window",
-            "token_api_key",
-            "resources",
-            "extra_handlers",
-            "processes",
-            "max_connections",
-            "shutdown_timeout",
-            "idle_timeout",
-            "body_timeout",
-        )
-    },
-}
-# Keys whose values never appear in an error message (a database URL may hold a password).
-_HIDDEN = {("General", "web_password"), ("General", "api_key"), ("General", "encryption_secret"), ("Database", "url")}
+
+def _spec_check(spec: Key) -> str:
+    default = spec.default
+    text = f"list({', '.join(map(repr, default))})" if spec.type is tuple else repr(default)
+    return f"{_SPEC_TYPES[spec.type]}(default={text})"
+
+
+CONFIGSPEC = configspec(KEYS)
+# Our own sections, which a host that owns config.ini (Medusa) leaves to us.
+_OWN_KEYS = tuple(spec for spec in KEYS if spec.section != "General")
+# Keys whose values never appear in an error message.
+_SECRET = frozenset((spec.section, spec.name) for spec in KEYS if spec.secret)
 _GENERATED_SECRETS: dict[str, Callable[[], str]] = {
     "api_key": lambda: secrets.token_hex(16),  # 32 hex digits, like Medusa's
     "encryption_secret": lambda: secrets.token_hex(32),
@@ -121,15 +78,6 @@ _TYPE_PROBLEMS = {
     "boolean": "is not a boolean (use 1/0 or true/false)",
     "string": "is a list: quote the value if it contains a comma",
 }
-_NEW_FILE_HEADER = (
-    "# medusa_v2 configuration, created by medusa_v2. It holds secrets: keep it private.\n"
-    "# Every key, its default and its meaning: conf/config.ini.sample in the medusa_v2 sources.\n"
-)
-_BOM = b"\xef\xbb\xbf"
-_SECTION_LINE = re.compile(r"^\s*(\[+)\s*(.*?)\s*\]+\s*(?:#.*)?$")
-# configobj's own pattern for a `key = value` line.
-_KEY_LINE = re.compile(r"""^(\s*)((?:".*?")|(?:'.*?')|(?:[^'"=].*?))\s*=\s*(.*)$""")
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_. -]*")
 
 
 class ConfigError(Exception):
@@ -176,7 +124,7 @@ def _parse_problem(exc: ConfigObjError) -> str:
     # configobj's messages can quote a whole line, which may hold a secret: rebuild them.
     line_text = getattr(exc, "line", "") or ""
     where = f"line {getattr(exc, 'line_number', '?')}"
-    key = _KEY_LINE.match(line_text)
+    key = KEY_LINE.match(line_text)
     if isinstance(exc, DuplicateError):
         if key:
             return f"{where}: duplicate key {key.group(2).strip()!r}"
@@ -214,7 +162,7 @@ def _validate(cfg: ConfigObj, label: str) -> None:
             continue
         check = cfg.configspec[section][key].split("(", 1)[0]
         problem = _TYPE_PROBLEMS.get(check, "has an invalid value")
-        if (section, key) in _HIDDEN:
+        if (section, key) in _SECRET:
             raise ConfigError(label, problem.replace("is a list", "the value is a list"), section, key)
         raise ConfigError(label, f"{_shown(cfg[section][key])} {problem}", section, key)
     raise ConfigError(label, "does not match the expected structure")
@@ -245,11 +193,18 @@ def _database_url(url: str, directory: str) -> str:
     return url
 
 
+def _values(cfg: ConfigObj, keys: tuple[Key, ...]) -> dict[str, Any]:
+    """Return the validated values of `keys` as Settings fields."""
+    values = {spec.field: cfg[spec.section][spec.name] for spec in keys}
+    for spec in keys:
+        if spec.type is tuple:
+            # `key =` and `key = ""` read as [""]: both mean an empty list.
+            values[spec.field] = tuple(item.strip() for item in values[spec.field] if item.strip())
+    return values
+
+
 def _field_values(cfg: ConfigObj, directory: str) -> dict[str, Any]:
-    values = {field: cfg[section][key] for field, (section, key) in _KEYS.items()}
-    for field in ("cors_origins", "resources", "extra_handlers"):
-        # `key =` and `key = ""` read as [""]: both mean an empty list.
-        values[field] = tuple(item.strip() for item in values[field] if item.strip())
+    values = _values(cfg, KEYS)
     values["https_cert"] = _resolve(directory, values["https_cert"])
     values["https_key"] = _resolve(directory, values["https_key"])
     values["database_url"] = _database_url(values["database_url"], directory)
@@ -275,8 +230,9 @@ def _settings(values: dict[str, Any], label: str) -> Settings:
     try:
         return Settings(**values)
     except SettingsError as exc:
-        section, key = _KEYS.get(exc.field, (None, exc.field))
-        raise ConfigError(label, exc.problem, section, key) from None
+        spec = key_of(exc.field)
+        section, name = (spec.section, spec.name) if spec else (None, exc.field)
+        raise ConfigError(label, exc.problem, section, name) from None
 
 
 def load_config(path: str | os.PathLike[str], *, write_back: bool = True, generate: bool = True) -> Settings:
@@ -313,12 +269,9 @@ def read_own_sections(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     label = os.fspath(path)
     absolute = os.path.abspath(label)
-    spec = CONFIGSPEC.split("[Database]", 1)[1]
-    cfg = _parse(_read_bytes(absolute, label) or b"", label, ("[Database]" + spec).splitlines())
+    cfg = _parse(_read_bytes(absolute, label) or b"", label, configspec(_OWN_KEYS).splitlines())
     _validate(cfg, label)
-    values = {field: cfg[section][key] for field, (section, key) in _KEYS.items() if section != "General"}
-    for field in ("cors_origins", "resources", "extra_handlers"):
-        values[field] = tuple(item.strip() for item in values[field] if item.strip())
+    values = _values(cfg, _OWN_KEYS)
     if values["database_url"]:
         values["database_url"] = _database_url(values["database_url"], os.path.dirname(absolute))
     return values
@@ -376,9 +329,6 @@ def write_settings(path: str | os.PathLike[str], changes: Mapping[str, Mapping[s
     _update_file(os.path.abspath(label), lambda _current: changes, label)
 
 
-Value = str | list[str] | tuple[str, ...]
-
-
 def _update_file(
     path: str,
     compute: Callable[[ConfigObj], Mapping[str, Mapping[str, Value]]],
@@ -395,7 +345,7 @@ def _update_file(
             changes = {s: dict(kv) for s, kv in compute(current).items() if kv}
             if not changes:
                 return current
-            new = _patched(old, changes)
+            new = patched(old, changes)
             written = _parse(new, label)
             _check_round_trip(current, written, changes)
             _atomic_write(target, new, directory_fd)
@@ -446,126 +396,3 @@ def _check_round_trip(before: ConfigObj, after: ConfigObj, changes: dict[str, di
         expected.setdefault(section, {}).update(values)
     if after.dict() != expected:
         raise ValueError("the change cannot be written to config.ini without altering other keys")
-
-
-def _patched(old: bytes | None, changes: dict[str, dict[str, Value]]) -> bytes:
-    """Return the file's bytes with `changes` applied line by line."""
-    data = old if old is not None else _NEW_FILE_HEADER.encode()
-    bom = _BOM if data.startswith(_BOM) else b""
-    lines = data[len(bom) :].decode("utf-8").splitlines(keepends=True)
-    newline = next((line[len(line.rstrip("\r\n")) :] for line in lines if line.endswith(("\n", "\r"))), "\n")
-    if lines and not lines[-1].endswith(("\n", "\r")):
-        lines[-1] += newline
-    for section, values in changes.items():
-        for key, value in values.items():
-            _set_line(lines, _checked_name(section), _checked_name(key), _quoted(value), newline)
-    return bom + "".join(lines).encode("utf-8")
-
-
-def _checked_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name != name.strip():
-        raise ValueError(f"{name!r} cannot be written as a config.ini section or key name")
-    return name
-
-
-def _quoted(value: str | list[str] | tuple[str, ...]) -> str:
-    """Return `value` as configobj reads it back: bare when possible, else quoted.
-
-    A list or tuple becomes a comma list (`a, b`; `a,` for one item; `,` for none).
-    """
-    if isinstance(value, (list, tuple)):
-        if not value:
-            return ","
-        return ", ".join(_quoted(item) for item in value) + ("," if len(value) == 1 else "")
-    if not isinstance(value, str) or "\n" in value or "\r" in value:
-        raise ValueError("config.ini values must be single-line strings")
-    if value and value == value.strip() and not any(c in value for c in "\"',#"):
-        return value
-    if '"' not in value:
-        return f'"{value}"'
-    if "'" not in value:
-        return f"'{value}'"
-    for quote in ('"""', "'''"):
-        if quote not in value and not value.endswith(quote[0]):
-            return f"{quote}{value}{quote}"
-    raise ValueError("the value mixes quote characters that config.ini cannot hold")
-
-
-def _set_line(lines: list[str], section: str, key: str, value: str, newline: str) -> None:
-    """Replace the line of [section] key, or add it, in `lines` (edited in place)."""
-    spans, section_ends = _locate(lines)
-    if (section, key) in spans:
-        first, last = spans[section, key]
-        lines[first : last + 1] = [_replaced(lines[first], value, newline)]
-    elif section in section_ends:
-        lines.insert(section_ends[section], f"{key} = {value}{newline}")
-    else:
-        if lines and lines[-1].strip():
-            lines.append(newline)
-        lines += [f"[{section}]{newline}", f"{key} = {value}{newline}"]
-
-
-def _replaced(line: str, value: str, newline: str) -> str:
-    """Return `line` with its value replaced, keeping indentation, `=` spacing and comment."""
-    body = line.rstrip("\r\n")
-    ending = line[len(body) :] or newline
-    match = _KEY_LINE.match(body)
-    assert match is not None  # _locate() only hands over lines this pattern matched
-    head, old_value = body[: match.start(3)], match.group(3)
-    comment = ""
-    if not old_value.startswith(('"""', "'''")):
-        parsed = ConfigObj([f"k = {old_value}"], interpolation=False)
-        comment = parsed.inline_comments.get("k") or ""
-    spacing = ""
-    if comment:
-        before_comment = old_value[: len(old_value) - len(comment)]
-        spacing = before_comment[len(before_comment.rstrip()) :]
-    if head.endswith("=") and head[:-1].endswith((" ", "\t")):
-        head += " "  # "key =" had no value: give the new one the usual "key = value" spacing
-    return f"{head}{value}{spacing}{comment}{ending}"
-
-
-def _locate(lines: list[str]) -> tuple[dict[tuple[str, str], tuple[int, int]], dict[str, int]]:
-    """Map each (section, key) of a top-level section to its first and last line.
-
-    Also map each top-level section to the index just past its last key, where a new
-    key of that section belongs (keys after a [[sub-section]] belong to the sub-section).
-    """
-    spans: dict[tuple[str, str], tuple[int, int]] = {}
-    ends: dict[str, int] = {}
-    section: str | None = None
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        last = index
-        stripped = line.strip()
-        marker = _SECTION_LINE.match(line) if stripped.startswith("[") else None
-        keyword = None if marker or stripped.startswith("#") else _KEY_LINE.match(line.rstrip("\r\n"))
-        if marker:
-            section = _unquote(marker.group(2)) if len(marker.group(1)) == 1 else None
-            if section is not None:
-                ends[section] = index + 1
-        elif keyword:
-            last = _value_end(lines, index, keyword.group(3))
-            if section is not None:
-                spans[section, _unquote(keyword.group(2).strip())] = (index, last)
-                ends[section] = last + 1
-        index = last + 1
-    return spans, ends
-
-
-def _value_end(lines: list[str], index: int, value: str) -> int:
-    """Return the index of the last line of a value that may be triple-quoted."""
-    quote = value[:3]
-    if quote not in ('"""', "'''") or quote in value[3:]:
-        return index
-    for end in range(index + 1, len(lines)):
-        if quote in lines[end]:
-            return end
-    return len(lines) - 1
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text

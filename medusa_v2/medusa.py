@@ -27,7 +27,7 @@ from . import __version__
 from .config import read_own_sections
 from .context import ApiContext
 from .mount import mount
-from .settings import Settings
+from .settings import Settings, key_of
 from .store import store_from_url
 
 log = logging.getLogger("medusa_v2")
@@ -48,6 +48,16 @@ LIVE: dict[str, str] = {
 }
 
 
+def _as_type(field: str, value: Any) -> Any:
+    """Return Medusa's value as the type the key has in our table (None: empty or false)."""
+    spec = key_of(field)
+    if spec is None or spec.type not in (str, bool):
+        raise TypeError(f"LIVE names {field}, which is not a string or boolean key")
+    if spec.type is bool:
+        return bool(value)
+    return "" if value is None else str(value)
+
+
 class MedusaSettings:
     """The settings provider reading `medusa.app` live: cheap when nothing changed."""
 
@@ -60,12 +70,8 @@ class MedusaSettings:
     def values(self) -> dict[str, Any]:
         """Return Medusa's current values of the keys it owns, as Settings fields."""
         app = self.app
-        values = {field: getattr(app, attr, None) for field, attr in LIVE.items()}
-        for field in ("web_username", "web_password", "api_key", "encryption_secret", "web_root"):
-            values[field] = "" if values[field] is None else str(values[field])
-        for field in ("web_use_gzip", "handle_reverse_proxy", "developer"):
-            values[field] = bool(values[field])
-        values["web_root"] = str(values["web_root"]).rstrip("/")
+        values = {field: _as_type(field, getattr(app, attr, None)) for field, attr in LIVE.items()}
+        values["web_root"] = values["web_root"].rstrip("/")
         return values
 
     def first(self) -> Settings:

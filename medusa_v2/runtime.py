@@ -1,12 +1,13 @@
 """Runtime settings: GET/PATCH /config, and picking up config.ini changes in every worker.
 
-`GET /config` shows the non-secret settings. `PATCH /config` changes the whitelisted
-runtime ones (CORS origins, body limit, login throttling, shutdown timeout), writes
-them to config.ini atomically (temp file, fsync, rename; comments, order and mode
-0600 kept) and applies them to the running app. Other worker processes of the same
-daemon notice the file changed (`ConfigWatcher`) and apply the same keys.
-Secrets (web_password, api_key, encryption_secret) and anything derived from them,
-including the database url (it may hold a password), are never shown.
+`GET /config` shows the keys the table (`Settings`, settings.py) declares `shown`.
+`PATCH /config` changes those it declares `runtime` (CORS origins, body limit, login
+throttling, shutdown timeout), writes them to config.ini atomically (temp file,
+fsync, rename; comments, order and mode 0600 kept) and applies them to the running
+app. Other worker processes of the same daemon notice the file changed
+(`ConfigWatcher`) and apply the same keys. The view, the whitelist and their OpenAPI
+schema all come from the table; a `secret` key (web_password, api_key,
+encryption_secret, the database url: it may hold a password) is never shown.
 """
 
 from __future__ import annotations
@@ -14,90 +15,67 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import tornado.ioloop
 
+from .casing import to_camel
 from .config import ConfigError, load_config, write_settings
+from .configkey import Key
 from .declaration import json_integer
 from .errors import ApiError
 from .handler import IF_MATCH_PARAMETER, ApiHandler, encode_json, etag_matches, etag_of
-from .settings import Settings, SettingsError
+from .settings import KEYS, Settings, SettingsError
 
 log = logging.getLogger("medusa_v2.config")
 
-# JSON name -> (Settings field, config.ini section, how to write it back)
-RUNTIME: Mapping[str, tuple[str, str, Callable[[Any], Any]]] = {
-    "corsOrigins": ("cors_origins", "API", list),
-    "maxBodySize": ("max_body_size", "API", str),
-    "loginMaxFailures": ("login_max_failures", "API", str),
-    "loginWindow": ("login_window", "API", str),
-    "shutdownTimeout": ("shutdown_timeout", "API", lambda v: format(v, "g")),
-}
-SHOWN: Mapping[str, str] = {
-    "webHost": "web_host",
-    "webPort": "web_port",
-    "webRoot": "web_root",
-    "webUseGzip": "web_use_gzip",
-    "handleReverseProxy": "handle_reverse_proxy",
-    "enableHttps": "enable_https",
-    "developer": "developer",
-    "tokenApiKey": "token_api_key",
-    "resources": "resources",
-    "processes": "processes",
-    "publicUrl": "public_url",
-    **{name: spec[0] for name, spec in RUNTIME.items()},
-}
+# From the table (settings.KEYS): what GET /config shows and what PATCH /config sets.
+SHOWN: tuple[Key, ...] = tuple(spec for spec in KEYS if spec.shown)
+RUNTIME: tuple[Key, ...] = tuple(spec for spec in KEYS if spec.runtime)
 
 
 def describe(settings: Settings, version: str) -> dict[str, Any]:
     """Return the non-secret view of the settings."""
     doc: dict[str, Any] = {}
-    for name, attr in SHOWN.items():
-        value = getattr(settings, attr)
-        doc[name] = list(value) if isinstance(value, tuple) else value
+    for spec in SHOWN:
+        value = getattr(settings, spec.field)
+        doc[spec.json_name] = list(value) if isinstance(value, tuple) else value
     doc["authRequired"] = settings.auth_required
     doc["database"] = "postgresql" if settings.database_url.startswith("postgres") else "sqlite"
     doc["version"] = version
-    doc["writable"] = sorted(RUNTIME)
+    doc["writable"] = sorted(spec.json_name for spec in RUNTIME)
     return doc
 
 
-def _checked_value(name: str, value: Any) -> Any:
-    if name == "corsOrigins":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError("must be a list of origins (strings)")
-        return tuple(value)
-    if name == "shutdownTimeout":
-        if type(value) not in (int, float):
-            raise ValueError("must be a number of seconds")
-        return float(value)
-    value = json_integer(value)
-    if value is None:
-        raise ValueError("must be an integer")
-    if name == "maxBodySize" and value < MIN_PATCHED_BODY_SIZE:
-        raise ValueError(f"must be at least {MIN_PATCHED_BODY_SIZE} (set a smaller limit in config.ini)")
-    return value
+def _checked_value(spec: Key, value: Any) -> Any:
+    if spec.type is int:
+        number = json_integer(value)  # JSON's 5.0 is an integer too
+        if number is None:
+            raise ValueError("must be an integer")
+        if spec.patch_minimum is not None and number < spec.patch_minimum:
+            raise ValueError(f"must be at least {spec.patch_minimum} (set a smaller limit in config.ini)")
+        value = number
+    return spec.check(value)
 
 
 def parse_patch(body: Mapping[str, Any], current: Settings) -> tuple[dict[str, Any], Settings]:
     """Return the accepted fields (JSON names) and the new Settings; 400 naming bad fields."""
+    writable = {spec.json_name: spec for spec in RUNTIME}
     accepted: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name, value in body.items():
-        if name not in RUNTIME:
+        if name not in writable:
             continue  # PATCH rules: unknown and read-only fields are ignored
         try:
-            accepted[name] = _checked_value(name, value)
+            accepted[name] = _checked_value(writable[name], value)
         except ValueError as exc:
             errors[name] = str(exc)
     if not errors:
         try:
-            new = current.replace(**{RUNTIME[name][0]: value for name, value in accepted.items()})
+            new = current.replace(**{writable[name].field: value for name, value in accepted.items()})
         except SettingsError as exc:
-            json_name = next((n for n, spec in RUNTIME.items() if spec[0] == exc.field), exc.field)
-            errors[json_name] = exc.problem
+            errors[to_camel(exc.field)] = exc.problem
     if errors:
         listed = "; ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
         raise ApiError(400, f"Invalid request body: {listed}", errors=errors)
@@ -115,7 +93,7 @@ def apply_runtime(api: Any, source: Settings) -> Settings:
     generates one); an emptied encryption_secret keeps the running one, since every
     process must sign with the same.
     """
-    changes = {spec[0]: getattr(source, spec[0]) for spec in RUNTIME.values()}
+    changes = {spec.field: getattr(source, spec.field) for spec in RUNTIME}
     changes.update({name: getattr(source, name) for name in CREDENTIALS})
     if not changes["encryption_secret"]:
         del changes["encryption_secret"]
@@ -125,38 +103,16 @@ def apply_runtime(api: Any, source: Settings) -> Settings:
     return new
 
 
-# What settings accept as an origin (case-insensitive scheme and host, as browsers send them).
-ORIGIN_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?/?$"
-MIN_PATCHED_BODY_SIZE = 1024  # over the API, a limit that could lock clients out is refused
-
-
-def _settings_schema() -> dict[str, Any]:
-    writable = {
-        "corsOrigins": {"type": "array", "items": {"type": "string", "pattern": ORIGIN_PATTERN}},
-        "maxBodySize": {"type": "integer", "minimum": MIN_PATCHED_BODY_SIZE, "maximum": 1073741824},
-        "loginMaxFailures": {"type": "integer", "minimum": 1, "maximum": 1000000},
-        "loginWindow": {"type": "integer", "minimum": 1, "maximum": 2592000},
-        "shutdownTimeout": {"type": "number", "minimum": 0, "maximum": 3600},
-    }
-    return writable
-
-
 def _openapi() -> dict[str, Any]:
-    writable = _settings_schema()
-    view = {
-        "type": "object",
-        "properties": {
-            **writable,
-            "webHost": {"type": "string"},
-            "webPort": {"type": "integer"},
-            "webRoot": {"type": "string"},
-            "authRequired": {"type": "boolean"},
-            "database": {"enum": ["sqlite", "postgresql"]},
-            "version": {"type": "string"},
-            "writable": {"type": "array", "items": {"type": "string"}},
-        },
-        "required": ["version", "writable", *writable],
+    writable = {spec.json_name: spec.json_schema(patch=True) for spec in RUNTIME}
+    shown = {
+        **{spec.json_name: spec.json_schema() for spec in SHOWN},
+        "authRequired": {"type": "boolean"},
+        "database": {"enum": ["sqlite", "postgresql"]},
+        "version": {"type": "string"},
+        "writable": {"type": "array", "items": {"type": "string"}},
     }
+    view = {"type": "object", "properties": shown, "required": list(shown)}
     json_of = {"application/json": {"schema": view}}
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     refusals = {
@@ -218,9 +174,10 @@ class ConfigHandler(ApiHandler):
         accepted, new = parse_patch(body, current)
         if accepted and current.config_path:
             changes: dict[str, dict[str, Any]] = {}
+            writable = {spec.json_name: spec for spec in RUNTIME}
             for name in accepted:
-                attr, section, write = RUNTIME[name]
-                changes.setdefault(section, {})[attr] = write(getattr(new, attr))
+                spec = writable[name]
+                changes.setdefault(spec.section, {})[spec.name] = spec.config_text(getattr(new, spec.field))
             try:
                 write_settings(current.config_path, changes)
             except (ConfigError, OSError, ValueError) as exc:

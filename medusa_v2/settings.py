@@ -4,22 +4,24 @@
 embedding application may build one directly. Every field is checked and normalised
 when the object is created (and again by `replace`), so code that receives a
 `Settings` never re-validates it.
+
+`Settings` is also the table of config.ini keys: each field is one `key(...)` line
+(section, type through the default, bounds, secret / shown / settable at runtime),
+and config.py and runtime.py derive what they need from `KEYS` (see configkey.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import keyword
-import math
 import os
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Settings", "SettingsError"]
+from .configkey import Key, key, keys_of
 
-SECRET_FIELDS = frozenset({"web_password", "api_key", "encryption_secret"})
+__all__ = ["KEYS", "Settings", "SettingsError", "key_of"]
 
 _SQLITE_PREFIX = "sqlite:///"
 _SQLITE_MEMORY = _SQLITE_PREFIX + ":memory:"
@@ -30,6 +32,9 @@ _IPV6 = re.compile(r"[0-9a-f:.]+", re.ASCII)
 _RESOURCE_NAME = re.compile(r"[a-z][a-z0-9-]*")
 # Characters that would change what a URL path means or break a routing regex.
 _WEB_ROOT_FORBIDDEN = re.compile(r"[\s?#\\%]|[\x00-\x1f\x7f]")
+# What an origin in cors_origins may look like, for clients (the OpenAPI schema);
+# `_origin` below is the check itself.
+ORIGIN_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?/?$"
 
 
 class SettingsError(ValueError):
@@ -41,122 +46,8 @@ class SettingsError(ValueError):
         self.problem = problem
 
 
-@dataclasses.dataclass(frozen=True, slots=True, repr=False)
-class Settings:
-    """Hold the validated configuration; see DESIGN.md "config.ini" for each key."""
-
-    web_host: str = "0.0.0.0"
-    web_port: int = 8081
-    web_root: str = ""
-    web_username: str = ""
-    web_password: str = dataclasses.field(default="", repr=False)
-    api_key: str = dataclasses.field(default="", repr=False)
-    encryption_secret: str = dataclasses.field(default="", repr=False)
-    web_use_gzip: bool = True
-    handle_reverse_proxy: bool = False
-    enable_https: bool = False
-    https_cert: str = "server.crt"
-    https_key: str = "server.key"
-    developer: bool = False
-    database_url: str = ""
-    cors_origins: tuple[str, ...] = ()
-    public_url: str = ""  # the origin of every Location and Link ("": the request's)
-    max_body_size: int = 1048576
-    login_max_failures: int = 5
-    login_window: int = 300
-    token_api_key: bool = False
-    resources: tuple[str, ...] = ("ticket", "message")
-    extra_handlers: tuple[str, ...] = ()
-    processes: int = 1
-    max_connections: int = 1000  # open connections per process; more get a 503 at once
-    shutdown_timeout: float = 10.0
-    idle_timeout: float = 60.0
-    body_timeout: float = 60.0
-    config_path: str | None = None
-
-    def __post_init__(self) -> None:
-        for name, check in _CHECKS.items():
-            try:
-                value = check(getattr(self, name))
-            except ValueError as exc:
-                raise SettingsError(name, str(exc)) from None
-            # Frozen dataclass: normalised values are stored through object.__setattr__.
-            object.__setattr__(self, name, value)
-
-    def __repr__(self) -> str:
-        shown = []
-        for f in dataclasses.fields(self):
-            if not f.repr:
-                continue
-            value = getattr(self, f.name)
-            if f.name == "database_url":
-                value = _mask_url_password(value)
-            shown.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(shown)})"
-
-    @property
-    def auth_required(self) -> bool:
-        """Return True when a username or a password is configured."""
-        return bool(self.web_username or self.web_password)
-
-    @property
-    def sqlite_path(self) -> str | None:
-        """Return the SQLite file path (or ":memory:"), or None for other databases."""
-        if self.database_url.startswith(_SQLITE_PREFIX):
-            return _sqlite_file(self.database_url)
-        return None
-
-    def replace(self, **changes: Any) -> Settings:
-        """Return a copy with `changes` applied and validated."""
-        return dataclasses.replace(self, **changes)
-
-
-# -- field checks: each returns the normalised value or raises ValueError ----------
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return value
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be a boolean")
-    return value
-
-
-def _integer(low: int, high: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        # bool is an int subclass; True as a port is a bug, not a 1.
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("must be an integer")
-        if not low <= value <= high:
-            raise ValueError(f"{value} is out of range ({low}..{high})")
-        return value
-
-    return check
-
-
-def _number(low: float, high: float) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError("must be a number")
-        # NaN passes every range comparison, so it is refused explicitly.
-        if not math.isfinite(value) or not low <= value <= high:
-            raise ValueError(f"{value} is out of range ({low:g}..{high:g})")
-        return float(value)
-
-    return check
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    # A bare str is iterable too; accepting it would split "ticket" into letters.
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ValueError("must be a list of strings")
-    if not all(isinstance(item, str) for item in value):
-        raise ValueError("must be a list of strings")
-    return tuple(value)
+# -- what a key checks beyond its type and bounds: each returns the normalised value
+# -- or raises ValueError (the value has the key's type already) ------------------------
 
 
 def _no_blanks(value: str) -> str:
@@ -165,19 +56,14 @@ def _no_blanks(value: str) -> str:
     return value
 
 
-def _web_host(value: Any) -> str:
-    return _no_blanks(_string(value))
-
-
-def _non_empty(value: Any) -> str:
-    if not _string(value):
+def _non_empty(value: str) -> str:
+    if not value:
         raise ValueError("must not be empty")
     return value
 
 
-def normalise_web_root(value: Any) -> str:
+def normalise_web_root(value: str) -> str:
     """Return `value` as "" or "/a/b": one leading slash, no trailing or repeated ones."""
-    value = _string(value)
     if _WEB_ROOT_FORBIDDEN.search(value):
         raise ValueError(f"{value!r} may not contain whitespace, ?, #, % or \\")
     segments = [segment for segment in value.split("/") if segment]
@@ -186,8 +72,7 @@ def normalise_web_root(value: Any) -> str:
     return "".join("/" + segment for segment in segments)
 
 
-def _database_url(value: Any) -> str:
-    value = _string(value)
+def _database_url(value: str) -> str:
     # The URL may carry a password, so problems are described without echoing it.
     if value == "" or value == _SQLITE_MEMORY:
         return value
@@ -264,8 +149,7 @@ def _origin(value: str) -> str:
     return f"{scheme}://{host}"
 
 
-def _cors_origins(value: Any) -> tuple[str, ...]:
-    origins = _strings(value)
+def _cors_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
     if "*" in origins:
         if len(origins) > 1:
             raise ValueError("'*' must be the only origin")
@@ -274,14 +158,13 @@ def _cors_origins(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_origin(origin) for origin in origins))
 
 
-def _public_url(value: Any) -> str:
+def _public_url(value: str) -> str:
     """Return "" or an origin (`https://api.example[:port]`), normalised as browsers send it."""
-    text = _string(value).strip().rstrip("/")
+    text = value.strip().rstrip("/")
     return _origin(text) if text else ""
 
 
-def _resources(value: Any) -> tuple[str, ...]:
-    names = _strings(value)
+def _resources(names: tuple[str, ...]) -> tuple[str, ...]:
     for name in names:
         if not (_RESOURCE_NAME.fullmatch(name) or _is_class_path(name)):
             raise ValueError(
@@ -304,45 +187,99 @@ def _is_class_path(path: str) -> bool:
     return _is_dotted(module) and _is_dotted(attribute) if colon else "." in path and _is_dotted(path)
 
 
-def _extra_handlers(value: Any) -> tuple[str, ...]:
-    paths = _strings(value)
+def _extra_handlers(paths: tuple[str, ...]) -> tuple[str, ...]:
     for path in paths:
         if not _is_class_path(path):
             raise ValueError(f"{path!r} is not 'package.module:ClassName' or 'package.module.ClassName'")
     return paths
 
 
-def _config_path(value: Any) -> str | None:
-    return None if value is None else _string(value)
+# -- the table ------------------------------------------------------------------------
 
 
-_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "web_host": _web_host,
-    "web_port": _integer(1, 65535),
-    "web_root": normalise_web_root,
-    "web_username": _string,
-    "web_password": _string,
-    "api_key": _string,
-    "encryption_secret": _string,
-    "web_use_gzip": _boolean,
-    "handle_reverse_proxy": _boolean,
-    "enable_https": _boolean,
-    "https_cert": _non_empty,
-    "https_key": _non_empty,
-    "developer": _boolean,
-    "database_url": _database_url,
-    "cors_origins": _cors_origins,
-    "public_url": _public_url,
-    "max_body_size": _integer(1, 1073741824),
-    "login_max_failures": _integer(1, 1000000),
-    "login_window": _integer(1, 86400 * 30),
-    "token_api_key": _boolean,
-    "resources": _resources,
-    "extra_handlers": _extra_handlers,
-    "processes": _integer(0, 256),
-    "max_connections": _integer(1, 1_000_000),
-    "shutdown_timeout": _number(0, 3600),
-    "idle_timeout": _number(0.1, 86400),
-    "body_timeout": _number(0.1, 86400),
-    "config_path": _config_path,
-}
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
+class Settings:
+    """Hold the validated configuration; see DESIGN.md "config.ini" for each key.
+
+    One line per config.ini key: `key(section, default, ...)` (configkey.py). Adding
+    a key is one line here plus its use.
+    """
+
+    web_host: str = key("General", "0.0.0.0", normalise=_no_blanks, shown=True)
+    web_port: int = key("General", 8081, bounds=(1, 65535), shown=True)
+    web_root: str = key("General", "", normalise=normalise_web_root, shown=True)
+    web_username: str = key("General", "")
+    web_password: str = key("General", "", secret=True)
+    api_key: str = key("General", "", secret=True)
+    encryption_secret: str = key("General", "", secret=True)
+    web_use_gzip: bool = key("General", True, shown=True)
+    handle_reverse_proxy: bool = key("General", False, shown=True)
+    enable_https: bool = key("General", False, shown=True)
+    https_cert: str = key("General", "server.crt", normalise=_non_empty)
+    https_key: str = key("General", "server.key", normalise=_non_empty)
+    developer: bool = key("General", False, shown=True)
+    # The URL may hold a password: a secret, logged with the password masked.
+    database_url: str = key("Database", "", name="url", normalise=_database_url, secret=True, masked=_mask_url_password)
+    cors_origins: tuple[str, ...] = key("API", (), normalise=_cors_origins, runtime=True, pattern=ORIGIN_PATTERN)
+    # The origin of every Location and Link ("": the request's).
+    public_url: str = key("API", "", normalise=_public_url, shown=True)
+    max_body_size: int = key("API", 1048576, bounds=(1, 1073741824), runtime=True, patch_minimum=1024)
+    login_max_failures: int = key("API", 5, bounds=(1, 1000000), runtime=True)
+    login_window: int = key("API", 300, bounds=(1, 86400 * 30), runtime=True)
+    token_api_key: bool = key("API", False, shown=True)
+    resources: tuple[str, ...] = key("API", ("ticket", "message"), normalise=_resources, shown=True)
+    extra_handlers: tuple[str, ...] = key("API", (), normalise=_extra_handlers)
+    processes: int = key("API", 1, bounds=(0, 256), shown=True)
+    # Open connections per process; more get a 503 at once.
+    max_connections: int = key("API", 1000, bounds=(1, 1_000_000))
+    shutdown_timeout: float = key("API", 10.0, bounds=(0, 3600), runtime=True)
+    idle_timeout: float = key("API", 60.0, bounds=(0.1, 86400))
+    body_timeout: float = key("API", 60.0, bounds=(0.1, 86400))
+    config_path: str | None = None  # the file these came from (not a key)
+
+    def __post_init__(self) -> None:
+        for spec in KEYS:
+            try:
+                value = spec.check(getattr(self, spec.field))
+            except ValueError as exc:
+                raise SettingsError(spec.field, str(exc)) from None
+            # Frozen dataclass: normalised values are stored through object.__setattr__.
+            object.__setattr__(self, spec.field, value)
+        if self.config_path is not None and not isinstance(self.config_path, str):
+            raise SettingsError("config_path", "must be a string")
+
+    def __repr__(self) -> str:
+        shown = []
+        for spec in KEYS:
+            value = getattr(self, spec.field)
+            if spec.masked is not None:
+                value = spec.masked(value)
+            elif spec.secret:
+                continue
+            shown.append(f"{spec.field}={value!r}")
+        shown.append(f"config_path={self.config_path!r}")
+        return f"Settings({', '.join(shown)})"
+
+    @property
+    def auth_required(self) -> bool:
+        """Return True when a username or a password is configured."""
+        return bool(self.web_username or self.web_password)
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """Return the SQLite file path (or ":memory:"), or None for other databases."""
+        if self.database_url.startswith(_SQLITE_PREFIX):
+            return _sqlite_file(self.database_url)
+        return None
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with `changes` applied and validated."""
+        return dataclasses.replace(self, **changes)
+
+
+KEYS: tuple[Key, ...] = keys_of(Settings)
+
+
+def key_of(field: str) -> Key | None:
+    """Return the key of a Settings field, None for a field that is not a config.ini key."""
+    return next((spec for spec in KEYS if spec.field == field), None)
