@@ -632,8 +632,9 @@ class PostgresStore(Store):
             if parent is not None:
                 async with conn.cursor(row_factory=dict_row) as check:
                     await self._require_parent(check, parent)
-            # Not prepared: each q gets a plan for its own pattern (trigram index).
-            cur = await conn.execute(sql, args, prepare=False)
+            # Prepared once used often (psycopg's threshold), except with q: each q gets a
+            # plan for its own pattern (trigram index).
+            cur = await conn.execute(sql, args, prepare=False if query.q else None)
             result = await cur.fetchall()
             columns = [c.name for c in cur.description or ()][1:]  # after medusa_count
             count = result[0][0] if result else 0

@@ -361,12 +361,15 @@ class SQLiteStore(Store):
                 check(current)
             if not values:
                 return current  # nothing to change (a PATCH of ignored fields only)
-            row = dict(values)
+            # Only the columns that change are set: SQLite rewrites the entries of every
+            # index on a set column, changed or not (and every index carries the
+            # filter fields). updatedAt always moves: the PATCH is a modification.
+            row = {k: v for k, v in values.items() if current[k] != v or type(current[k]) is not type(v)}
             row["updated_at"] = next_timestamp(now, current["updated_at"])
             assignments = ", ".join(f"{_name(c)} = ?" for c in row)
             where, key = _row_key(decl, id, parent)
             db.execute(f"UPDATE {_name(decl.name)} SET {assignments}{where}", [*row.values(), *key])
-            return self._get(db, decl, id, None if schema.unique_id(decl) else parent)
+            return {**current, **row}
 
     async def delete_row(self, decl: Any, id: int, check: Check | None = None, parent: Parent | None = None) -> None:
         """Check the current row, then delete it (children go by ON DELETE CASCADE)."""
