@@ -27,6 +27,7 @@ from .casing import camelize
 from .context import ApiContext
 from .declaration import Declaration, Field
 from .errors import ApiError
+from .invalid import InvalidRequest
 from .store import StoreUnavailable
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -449,7 +450,11 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         """Render every error as `{"error": ...}` with its headers; no traceback unless developer."""
         exc_info: tuple[type[BaseException], BaseException, TracebackType] | None = kwargs.get("exc_info")
         exc = exc_info[1] if exc_info else None
-        if isinstance(exc, ApiError):
+        if isinstance(exc, InvalidRequest):
+            # Validation's plain error (no tornado below this layer): tornado began a 500.
+            self.set_status(exc.status)
+            doc = exc.body()
+        elif isinstance(exc, ApiError):
             doc = exc.body()
             for name, value in exc.headers.items():
                 self.set_header(name, value)
@@ -475,7 +480,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Log unexpected errors with a summary that holds no credentials and no body."""
-        if isinstance(value, (tornado.web.HTTPError, StoreUnavailable)):
+        if isinstance(value, (tornado.web.HTTPError, InvalidRequest, StoreUnavailable)):
             return  # answered as a 4xx/503; the access log has the line
         if isinstance(value, tornado.iostream.StreamClosedError) and self._finished:
             return  # the client left before its answer was written; the access log has the line

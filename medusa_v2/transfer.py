@@ -56,8 +56,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .casing import to_camel
 from .declaration import MISSING, Declaration
-from .errors import ApiError
 from .handler import encode_json_text
+from .invalid import InvalidRequest
 from .listing import ListQuery
 from .store.base import IMPORT_LOOKAHEAD, AlreadyExists, Item, Store, Tree, scoped_ids
 
@@ -436,7 +436,7 @@ def parse_item(decl: Declaration, doc: Any, parent_id: Any = None, prefix: str =
                 errors[f.json_name] = str(exc)
     try:
         values = decl.parse_create(body)
-    except ApiError as exc:
+    except InvalidRequest as exc:
         for name, why in (exc.errors or {"body": exc.message}).items():
             errors.setdefault(name, why)
         values = {}

@@ -76,9 +76,10 @@ class StoredResource(Resource):
         return self.declaration.to_json(row)
 
     def _parent(self, ids: Mapping[str, Any]) -> Parent | None:
-        if self.parent is None:
+        parent = self.declaration.parent
+        if self.parent is None or parent is None:
             return None
-        return (self.declaration.parent, ids[self.parent.id_key()])
+        return (parent, ids[self.parent.id_key()])
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

@@ -45,6 +45,8 @@ import psycopg.errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from ..declaration import Declaration
+from ..listing import ListQuery
 from . import ddl_postgres, schema
 from .base import (
     COMPLETION,
@@ -306,7 +308,7 @@ class PostgresStore(Store):
 
     # -- connections --
 
-    async def open(self, declarations: Sequence[Any] = ()) -> None:
+    async def open(self, declarations: Sequence[Declaration] = ()) -> None:
         """Migrate on one direct connection (clear errors at start), then open the pool."""
         specs = [schema.derive(decl) for decl in schema.ordered(declarations)]  # a bad one fails before connecting
         try:
@@ -586,7 +588,7 @@ class PostgresStore(Store):
 
     # -- resource rows --
 
-    async def list_rows(self, decl: Any, query: Any, parent: Parent | None = None) -> RowPage:
+    async def list_rows(self, decl: Declaration, query: ListQuery, parent: Parent | None = None) -> RowPage:
         """Count the matching rows and read one page, in one statement (one snapshot)."""
         table = _name(decl.name)
         where, params = _where(decl, query, parent)
@@ -629,12 +631,12 @@ class PostgresStore(Store):
         return dict(found)
 
     async def _get(
-        self, cur: psycopg.AsyncCursor[Any], decl: Any, id: int, parent: Parent | None, lock: str = ""
+        self, cur: psycopg.AsyncCursor[Any], decl: Declaration, id: int, parent: Parent | None, lock: str = ""
     ) -> dict[str, Any]:
         sql = f"SELECT * FROM {_name(decl.name)} WHERE id = %s"
         params: list[Any] = [id]
         if parent is not None:
-            sql += f" AND {_name(decl.parent_field)} = %s"
+            sql += f" AND {_name(decl.parent_column)} = %s"
             params.append(parent[1])
         await cur.execute(sql + lock, params)
         row = await cur.fetchone()
@@ -644,7 +646,7 @@ class PostgresStore(Store):
             raise NotFound(decl.name, id)
         return dict(row)
 
-    async def get_row(self, decl: Any, id: int, parent: Parent | None = None) -> dict[str, Any]:
+    async def get_row(self, decl: Declaration, id: int, parent: Parent | None = None) -> dict[str, Any]:
         """Return one row by id (under its parent).
 
         Reads of top-level rows asked for in the same event-loop iteration share one
@@ -679,7 +681,7 @@ class PostgresStore(Store):
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
 
-    async def _read_batch(self, decl: Any, waiting: dict[int, list[asyncio.Future[dict[str, Any]]]]) -> None:
+    async def _read_batch(self, decl: Declaration, waiting: dict[int, list[asyncio.Future[dict[str, Any]]]]) -> None:
         ids = list(waiting)
         table = _name(decl.name)
         params: list[Any] = ids if len(ids) == 1 else [ids]
@@ -714,7 +716,7 @@ class PostgresStore(Store):
 
     async def insert_row(
         self,
-        decl: Any,
+        decl: Declaration,
         values: Mapping[str, Any],
         now: float,
         parent: Parent | None = None,
@@ -726,11 +728,11 @@ class PostgresStore(Store):
         table = _name(decl.name)
         chosen = row.pop("id", None)
         if parent is not None:
-            row[decl.parent_field] = parent[1]
+            row[decl.parent_column] = parent[1]
         columns = ", ".join(["id", *(_name(c) for c in row)])
         marks = ", ".join(["%s"] * (len(row) + 1))
         # A string id is unique under its parent only: the key is (parent field, id).
-        key = "id" if schema.unique_id(decl) else f"{_name(decl.parent_field)}, id"
+        key = "id" if schema.unique_id(decl) else f"{_name(decl.parent_column)}, id"
         insert = f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING RETURNING *"
         if chosen is None and decl.id_field.type is not int:
             raise ValueError(f"resource {decl.name}: a string id is chosen on create, none was given")
@@ -771,7 +773,7 @@ class PostgresStore(Store):
 
     async def update_row(
         self,
-        decl: Any,
+        decl: Declaration,
         id: int,
         values: Mapping[str, Any],
         now: float,
@@ -798,7 +800,9 @@ class PostgresStore(Store):
 
         return await self._run(work)
 
-    async def delete_row(self, decl: Any, id: int, check: Check | None = None, parent: Parent | None = None) -> None:
+    async def delete_row(
+        self, decl: Declaration, id: int, check: Check | None = None, parent: Parent | None = None
+    ) -> None:
         """Lock and check the current row, then delete it (children go by ON DELETE CASCADE)."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -1012,11 +1016,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _row_key(decl: Any, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
+def _row_key(decl: Declaration, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
     """Return ` WHERE ...` and its parameters addressing one row (a string id is unique under its parent only)."""
     if schema.unique_id(decl) or parent is None:
         return " WHERE id = %s", (id,)
-    return f" WHERE id = %s AND {_name(decl.parent_field)} = %s", (id, parent[1])
+    return f" WHERE id = %s AND {_name(decl.parent_column)} = %s", (id, parent[1])
 
 
 def _sequence(table: str) -> str:
@@ -1106,7 +1110,7 @@ async def _export_kids(
     found: list[dict[Any, list[Item]]] = []
     for child in tree.children:
         decl = child.decl
-        parent_field = _name(decl.parent_field)
+        parent_field = _name(decl.parent_column)
         columns = ", ".join(_name(c) for c in decl.column_order)
         select = f"SELECT {columns} FROM {_name(decl.name)} WHERE {parent_field}"
         if ranged:
@@ -1122,13 +1126,13 @@ async def _export_kids(
     return found
 
 
-async def _taken(cur: psycopg.AsyncCursor[Any], decl: Any, keys: Sequence[Any]) -> set[Any]:
+async def _taken(cur: psycopg.AsyncCursor[Any], decl: Declaration, keys: Sequence[Any]) -> set[Any]:
     """Return which keys of `row_keys` are rows of `decl`'s table."""
     if not scoped_ids(decl):
         return await _existing(cur, _name(decl.name), keys)
     wanted = set(keys)
     await cur.execute(
-        f"SELECT {_name(decl.parent_field)}, id FROM {_name(decl.name)} WHERE id = ANY(%s)",
+        f"SELECT {_name(decl.parent_column)}, id FROM {_name(decl.name)} WHERE id = ANY(%s)",
         (sorted({key[1] for key in keys}),),
     )
     return {tuple(found) for found in await cur.fetchall() if tuple(found) in wanted}
@@ -1170,12 +1174,12 @@ def _like_pattern(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]]:
+def _where(decl: Declaration, query: ListQuery, parent: Parent | None) -> tuple[str, list[Any]]:
     """Return ` WHERE ...` and its parameters for a list's parent, filters and q."""
     terms: list[str] = []
     params: list[Any] = []
     if parent is not None:
-        terms.append(f"{_name(decl.parent_field)} = %s")
+        terms.append(f"{_name(decl.parent_column)} = %s")
         params.append(parent[1])
     for name, allowed in query.filters.items():
         terms.append(f"{_name(name)} IN ({', '.join('%s' for _ in allowed)})")
@@ -1189,7 +1193,7 @@ def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
 
 
-def _order_by(decl: Any, sort: Sequence[tuple[str, bool]]) -> str:
+def _order_by(decl: Declaration, sort: Sequence[tuple[str, bool]]) -> str:
     """Return the ORDER BY list: the requested keys, then id in the last key's direction.
 
     As in SQLite: NULLs first ascending, last descending (said only for nullable

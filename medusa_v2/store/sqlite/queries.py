@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from ...declaration import Declaration
+from ...listing import ListQuery
 from .. import schema
 from ..base import Parent
 from ..sql import quote_name as _name
@@ -19,7 +21,7 @@ _DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
 _GET_SQL: dict[tuple[int, bool, bool], tuple[Any, tuple[str, ...], str]] = {}
 
 
-def _get_sql(decl: Any, nested: bool, ranged: bool = False) -> tuple[tuple[str, ...], str]:
+def _get_sql(decl: Declaration, nested: bool, ranged: bool = False) -> tuple[tuple[str, ...], str]:
     """Return (column names, SQL) reading one row by id (and parent), built once per declaration.
 
     `ranged`: the rows of ids from one to another, in id order, instead.
@@ -30,7 +32,7 @@ def _get_sql(decl: Any, nested: bool, ranged: bool = False) -> tuple[tuple[str, 
         sql = f"SELECT {', '.join(_name(n) for n in names)} FROM {_name(decl.name)}"
         sql += " WHERE id BETWEEN ? AND ?" if ranged else " WHERE id = ?"
         if nested:
-            sql += f" AND {_name(decl.parent_field)} = ?"
+            sql += f" AND {_name(decl.parent_column)} = ?"
         if ranged:
             sql += " ORDER BY id"
         if len(_GET_SQL) > 1024:
@@ -43,7 +45,9 @@ def _fold(text: str | None) -> str | None:
     return None if text is None else text.lower()
 
 
-def read_page(db: sqlite3.Connection, decl: Any, query: Any, parent: Parent | None) -> tuple[int, list[str], list[Any]]:
+def read_page(
+    db: sqlite3.Connection, decl: Declaration, query: ListQuery, parent: Parent | None
+) -> tuple[int, list[str], list[Any]]:
     """Count a list's matching rows, then read its page: (count, column names, rows), in the caller's snapshot."""
     table = _name(decl.name)
     where, params = _where(decl, query, parent)
@@ -72,12 +76,12 @@ def read_page(db: sqlite3.Connection, decl: Any, query: Any, parent: Parent | No
     return count, columns, tuples
 
 
-def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]]:
+def _where(decl: Declaration, query: ListQuery, parent: Parent | None) -> tuple[str, list[Any]]:
     """Return ` WHERE ...` and its parameters for a list's parent, filters and q."""
     terms: list[str] = []
     params: list[Any] = []
     if parent is not None:
-        terms.append(f"{_name(decl.parent_field)} = ?")
+        terms.append(f"{_name(decl.parent_column)} = ?")
         params.append(parent[1])
     for name, allowed in query.filters.items():
         terms.append(f"{_name(name)} IN ({', '.join('?' for _ in allowed)})")
@@ -100,14 +104,14 @@ def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
 
 
-def _row_key(decl: Any, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
+def _row_key(decl: Declaration, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
     """Return ` WHERE ...` and its parameters addressing one row (a string id is unique under its parent only)."""
     if schema.unique_id(decl) or parent is None:
         return " WHERE id = ?", (id,)
-    return f" WHERE id = ? AND {_name(decl.parent_field)} = ?", (id, parent[1])
+    return f" WHERE id = ? AND {_name(decl.parent_column)} = ?", (id, parent[1])
 
 
-def _counted_filter(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]] | None:
+def _counted_filter(decl: Declaration, query: ListQuery, parent: Parent | None) -> tuple[str, list[Any]] | None:
     """Return the query of a list's count from value_total, when its only filter is on a counted column."""
     if parent is not None or query.q or len(query.filters) != 1:
         return None

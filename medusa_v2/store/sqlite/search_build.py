@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
+from ...declaration import Declaration
 from ..base import StoreUnavailable
 from ..sql import quote_name as _name
 from .inserts import _insert_values
@@ -51,7 +52,9 @@ class _SearchBuild:
 
     _ATTACHED = "medusa_import_search"
 
-    def __init__(self, db: sqlite3.Connection, indexed: Sequence[tuple[Any, Sequence[str]]], database: str | None):
+    def __init__(
+        self, db: sqlite3.Connection, indexed: Sequence[tuple[Declaration, Sequence[str]]], database: str | None
+    ):
         # resource -> (search table, its columns, which of a row's values they take)
         self.tables: dict[str, tuple[str, list[str], Callable[[Sequence[Any]], Any]]] = {}  # id first
         self.create: dict[str, str] = {}  # search table -> its CREATE VIRTUAL TABLE statement
