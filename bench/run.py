@@ -338,7 +338,7 @@ CATEGORIES = [
     ("authentication", ("medusa_v2/auth.py",)),
     ("store (SQLite)", ("medusa_v2/store/sqlite/",)),
     ("store (PostgreSQL: ours + psycopg + pool)", ("medusa_v2/store/postgres.py", "psycopg/", "psycopg_pool/")),
-    ("JSON encode + ETag", ("encode_json (medusa_v2/handler.py", "etag_of (medusa_v2/handler.py")),
+    ("JSON encode + ETag", ("medusa_v2/codec.py",)),
     ("list query parsing + Link", ("medusa_v2/listing.py",)),
     ("tornado: write/finish/flush", ("finish (tornado/web.py", "flush (tornado/web.py", "write (tornado/iostream.py")),
     ("tornado: HTTP parsing + connection", ("tornado/http1connection.py",)),

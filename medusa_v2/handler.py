@@ -9,12 +9,11 @@ method only parses, calls the store and returns data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import traceback
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -24,6 +23,9 @@ import tornado.web
 
 from .auth import Identity
 from .casing import camelize
+from .codec import encode_json as encode_json  # re-exported, as below: their home until medusa_v2.codec
+from .codec import encode_json_text as encode_json_text  # (runtime.py and embedders import them from here)
+from .codec import etag_of as etag_of
 from .context import ApiContext
 from .declaration import Declaration, Field
 from .errors import ApiError
@@ -38,43 +40,6 @@ MAX_URI_LENGTH = 8192
 MAX_HEADER_BYTES = 16384
 _HOST = re.compile(r"^[A-Za-z0-9.\-_]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
-
-# Built once, not per call. No circular-reference bookkeeping: what we encode are
-# trees of fresh dicts and lists (a cycle would be a RecursionError, still a 500).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
-# JSONEncoder.encode builds CPython's C encoder anew at every call (a third of the
-# time of encoding a ticket): built once here, with the arguments encode gives it,
-# so the bytes are the same. Without the C encoder (another Python), encode itself.
-_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-_encode: Callable[[Any], str] = _ENCODER.encode
-if _C_ENCODER is not None:
-    # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan)
-    _ascii = json.encoder.encode_basestring_ascii
-    _chunks = _C_ENCODER(None, _ENCODER.default, _ascii, None, ":", ",", False, False, False)
-
-    def _encode_with_c(value: Any) -> str:
-        return "".join(_chunks(value, 0))
-
-    _encode = _encode_with_c
-
-
-def encode_json(value: Any) -> bytes:
-    """Serialise compactly; ASCII-only output is valid UTF-8 whatever the text holds."""
-    return _encode(value).encode("ascii")
-
-
-def encode_json_text(value: Any) -> str:
-    """Return `encode_json(value)` as text (ASCII only), for callers that join many first."""
-    return _encode(value)
-
-
-def etag_of(body: bytes, suffix: bytes = b"") -> str:
-    """Return the strong ETag of a response body (followed by `suffix`, not copied)."""
-    digest = hashlib.sha1(body, usedforsecurity=False)
-    if suffix:
-        digest.update(suffix)
-    return '"' + digest.hexdigest() + '"'
-
 
 IF_MATCH_PARAMETER: dict[str, Any] = {
     "name": "If-Match",

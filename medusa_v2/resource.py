@@ -15,9 +15,10 @@ from urllib.parse import quote
 
 from . import idempotency
 from .casing import camelize
+from .codec import encode_json, etag_of
 from .declaration import Declaration, Field
 from .errors import ApiError
-from .handler import ApiHandler, RequestView, encode_json, etag_matches, etag_of
+from .handler import ApiHandler, RequestView, etag_matches
 from .listing import ListQuery, Page, link_header, pagination_headers, parse_list_query
 from .store.base import IdempotentResponse
 

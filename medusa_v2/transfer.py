@@ -55,8 +55,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
 from .casing import to_camel
+from .codec import encode_json_text
 from .declaration import MISSING, Declaration
-from .handler import encode_json_text
 from .invalid import InvalidRequest
 from .listing import ListQuery
 from .store.base import IMPORT_LOOKAHEAD, AlreadyExists, Item, Store, Tree, scoped_ids
