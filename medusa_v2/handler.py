@@ -13,7 +13,7 @@ import json
 import re
 import traceback
 import urllib.parse
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -123,7 +123,13 @@ _SAFE_HEADERS = frozenset(
     {"ETag", "X-Pagination-Page", "X-Pagination-Limit", "X-Pagination-Count", "X-Pagination-Total"}
 )
 
-_VERB_TABLES: dict[tuple[Any, str, Any], tuple[frozenset[str], str]] = {}
+
+_NO_VERBS: tuple[frozenset[str], str] = (frozenset(), "OPTIONS")
+
+
+def verbs_and_allow(verbs: Sequence[str]) -> tuple[frozenset[str], str]:
+    """Return the verbs a route answers (besides OPTIONS) and its `Allow` value."""
+    return frozenset(verbs), ", ".join([*verbs, "OPTIONS"])
 
 
 class _AnyMethod(tuple[str, ...]):
@@ -220,6 +226,12 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
     routes: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     public: ClassVar[frozenset[str]] = frozenset()  # verbs that need no credentials
     declaration: Declaration | None = None
+    # Route kind -> verbs_and_allow(its verbs): derived from `routes` once per class.
+    verb_tables: ClassVar[Mapping[str, tuple[frozenset[str], str]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.verb_tables = {kind: verbs_and_allow(verbs) for kind, verbs in cls.routes.items()}
 
     # -- set-up --
 
@@ -228,15 +240,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         api.refresh()  # a host that owns the settings: its current ones, before anything reads them
         self.api = api
         self.kind = kind
-        # The verb table depends on the handler class, the route kind and the resource
-        # only: computed once, not per request.
-        key = (type(self), kind, getattr(self, "resource", None))
-        table = _VERB_TABLES.get(key)
-        if table is None:
-            if len(_VERB_TABLES) > 4096:  # apps built and dropped (tests): stay bounded
-                _VERB_TABLES.clear()
-            table = _VERB_TABLES[key] = self.verb_table(kind)
-        self.verbs, self.allow = table
+        self.verbs, self.allow = self.verb_table(kind)
         self.identity: Identity | None = None
         self._body_parts: list[bytes] = []
         self._body_size = 0
@@ -249,6 +253,10 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
             # Bodies are streamed, so tornado calls prepare() before it marks the read
             # done, and an answer given there (401, 404, 405) would close the kept-alive
             # connection. A request without a body has nothing left to read: say so.
+            # Tornado has no public way to say it: this writes HTTP1Connection's private
+            # flag, as Tornado 6.5.2 and 6.6.1 name it (tests/test_tornado_versions.py
+            # runs the suite on both). Where it is missing, nothing is written and such
+            # an early answer only closes the connection.
             connection = self.request.connection
             if getattr(connection, "_read_finished", True) is False:
                 connection._read_finished = True  # type: ignore[union-attr]
@@ -258,9 +266,8 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         return None
 
     def verb_table(self, kind: str) -> tuple[frozenset[str], str]:
-        """Return the verbs answered on this route kind and its `Allow` value."""
-        verbs = self.routes.get(kind, ())
-        return frozenset(verbs), ", ".join([*verbs, "OPTIONS"])
+        """Return the verbs answered on this route kind and its `Allow` value (computed once, not per request)."""
+        return self.verb_tables.get(kind, _NO_VERBS)
 
     def set_default_headers(self) -> None:
         """Put the version, content type and CORS headers back after send_error's clear()."""

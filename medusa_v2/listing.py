@@ -14,7 +14,6 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 MAX_PAGE = 10**9  # far past any real page; keeps OFFSET arithmetic in int64
 MAX_Q_LENGTH = 200
-RESERVED = frozenset({"page", "limit", "sort", "order", "q", "api_key"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..declaration import Declaration
 from ..errors import ApiError
 from ..listing import ListQuery, Page
-from ..resource import Precondition, Resource
+from ..resource import Precondition, Resource, ResourceMethods
 from ..store.base import AlreadyExists, NotFound, Parent
 
 
@@ -98,3 +98,7 @@ class StoredResource(Resource):
                 return decl.label
             decl = decl.parent
         return name.capitalize()
+
+
+if TYPE_CHECKING:
+    _implements_every_verb: type[ResourceMethods] = StoredResource  # mypy checks each method against its verb

@@ -14,7 +14,7 @@ the same contract tests pass on both:
   import moves it past the highest imported id below 2^62 (so the first POST after
   restoring a million rows does not walk them looking for a free id);
 - the unfiltered count of a list comes from `row_total`, kept exact by statement
-  triggers in the writing transaction (COUNT(*) reads every row: ~100 ms at 1M);
+  triggers in the writing transaction (COUNT(*) reads every row, slow at millions);
 - every write is one transaction, committed before the method returns; checks run on
   the row locked by SELECT ... FOR UPDATE inside that transaction;
 - a lost connection (server restart, failover, terminated backend) or a pool that

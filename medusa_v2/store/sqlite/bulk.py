@@ -159,9 +159,10 @@ class _Import:
         self.cache_before = int(db.execute("PRAGMA cache_size").fetchone()[0])
         db.execute("PRAGMA cache_size = -65536")
         # Into empty tables (a restore, a migration, a benchmark seed), keeping every
-        # index and trigger up to date row by row costs 5-10x more than building
-        # them at the end: set them aside, inside this transaction, for the tables
-        # whose triggers' effects the end of the run knows how to redo.
+        # index and trigger up to date row by row costs far more than building them
+        # at the end (docs/benchmarks.md, Import): set them aside, inside this
+        # transaction, for the tables whose triggers' effects the end of the run
+        # knows how to redo.
         if _all_empty(db, [decl.name for decl in self.decls]):
             bulk = [decl for decl in self.decls if _can_set_aside(db, decl)]
             self.aside = _set_aside(db, [decl.name for decl in bulk])

@@ -100,8 +100,9 @@ class SQLiteStore(Store):
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
             db.execute("PRAGMA foreign_keys = ON")
             # Statement journals in memory: an insert's savepoint journals every page it
-            # touches (~50: eleven indexes, the search index, the totals), and past 64 KB
-            # SQLite spilled them to a temp file, a write call per page (insert 58 -> 27 µs).
+            # touches (dozens: eleven indexes, the search index, the totals), and past
+            # 64 KB SQLite spilled them to a temp file, a write call per page
+            # (docs/benchmarks.md, POST).
             db.execute("PRAGMA temp_store = MEMORY")
         except sqlite3.Error as exc:
             db.close()
@@ -391,8 +392,8 @@ class SQLiteStore(Store):
         A file database is read on a connection of its own, so the snapshot does not
         hold this store's connection (requests keep being served while it runs).
         With `as_json`, the columns are read in declared order and each row's values
-        paired with the JSON names at once (one dict per row, not two: a third of
-        an export's time).
+        paired with the JSON names at once (one dict per row, not two; see
+        docs/benchmarks.md, Export).
         """
         own = self.path != ":memory:"
         try:
@@ -435,9 +436,10 @@ class SQLiteStore(Store):
         rollback journal (synchronous FULL) instead of the WAL, and the database
         goes back to WAL at its end. Through the WAL, every page of a big import is
         written twice: to the WAL, then by the checkpoint at its commit into the
-        database (1M tickets: 1.3 GB, 8-10 s of the commit). A rollback journal keeps
-        only the pages the run changes that existed before it; new pages are written
-        once. Readers that open the database meanwhile wait, as writers do.
+        database, a large part of a big import's commit (docs/benchmarks.md). A
+        rollback journal keeps only the pages the run changes that existed before
+        it; new pages are written once. Readers that open the database meanwhile
+        wait, as writers do.
         """
         loop = asyncio.get_running_loop()
         own = self.path != ":memory:"
