@@ -14,7 +14,7 @@ from .fastpath import ApiApplication
 from .resource import Resource
 from .routes import get_apiv2_handlers
 from .settings import Settings
-from .store import Store, open_store
+from .store import Store
 
 
 def api_root(settings: Settings) -> str:
@@ -40,9 +40,3 @@ def make_app(
     app = app_class(rules, **options)
     app.settings["medusa_v2_api"] = api
     return app
-
-
-async def open_app(settings: Settings, **kwargs: Any) -> tornado.web.Application:
-    """Open the configured store and return the application serving it."""
-    store = await open_store(settings.database_url)
-    return make_app(settings, store, **kwargs)

@@ -249,7 +249,7 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
                     raise
                 return counts
             # Read a megabyte at a time: every read lets the store's threads take the GIL
-            # from the parser, which then waits to get it back (8 KB reads: 9% of its time).
+            # from the parser, which then waits to get it back (docs/benchmarks.md, Import).
             stdin = args.file == "-"
             path: int | str = sys.stdin.fileno() if stdin else args.file
             with open(path, "rb", buffering=READ_BUFFER, closefd=not stdin) as source:
@@ -267,7 +267,8 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
 
     # This process only moves data: millions of short-lived dicts and lists holding
     # strings and numbers, no reference cycles. At its default pace (a collection per
-    # 700 new objects) the collector took 7% of an import's parsing thread (py-spy).
+    # 700 new objects) the collector took a measurable share of an import's parsing
+    # thread (docs/benchmarks.md, Import).
     gc.set_threshold(100_000, 50, 100)
     start = time.monotonic()
     try:

@@ -86,7 +86,10 @@ class _Tracking(ApiApplication):
         if self.draining:
             # A request on a kept-alive connection while stopping: answer it, with
             # `Connection: close`, so the client reconnects elsewhere (tornado adds the
-            # header and closes once the response is written).
+            # header and closes once the response is written). Tornado has no public way
+            # to ask that of one response (`no_keep_alive` is the whole server's): this
+            # sets HTTP1Connection's private flag, as Tornado 6.5.2 and 6.6.1 name it
+            # (tests/test_tornado_versions.py); without it the connection stays open.
             connection = request.connection
             if hasattr(connection, "_disconnect_on_finish"):
                 connection._disconnect_on_finish = True
@@ -241,8 +244,8 @@ class _SharedSocketServer(_Server):
 
     Tornado accepts up to 128 waiting connections each time a listening socket is
     readable. Every worker waits on the same socket, so the first one to run took a
-    whole burst: wrk's 32 connections all went to one of two workers in half the
-    runs measured (2,100-2,900 req/s against 3,900-4,500 when shared). Taking one and
+    whole burst: often all of a benchmark's connections went to one of the workers,
+    and the others idled (docs/benchmarks.md, "Several processes"). Taking one and
     going back to the event loop lets the socket wake the other workers too, and a
     busy worker takes fewer.
     """

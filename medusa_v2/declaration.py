@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from .casing import to_camel
-from .errors import ApiError
+from .invalid import InvalidRequest
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -220,6 +220,13 @@ class Declaration:
         return self.by_name["id"]
 
     @property
+    def parent_column(self) -> str:
+        """Return the field holding the parent's id, for the store (a nested resource's only)."""
+        if self.parent_field is None:
+            raise ValueError(f"resource {self.name}: no parent_field, so no parent")
+        return self.parent_field
+
+    @property
     def writable(self) -> tuple[Field, ...]:
         """Return the fields a client may write."""
         return tuple(f for f in self.fields if f.writable)
@@ -289,7 +296,7 @@ class Declaration:
         return [self.to_json(row) for row in page.rows]
 
 
-def invalid(errors: Mapping[str, str]) -> ApiError:
+def invalid(errors: Mapping[str, str]) -> InvalidRequest:
     """Return the 400 for field errors, naming each field in the message."""
     listed = "; ".join(f"{name}: {why}" for name, why in sorted(errors.items()))
-    return ApiError(400, f"Invalid request body: {listed}", errors=errors)
+    return InvalidRequest(f"Invalid request body: {listed}", errors=errors)

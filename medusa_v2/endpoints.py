@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from .auth import bearer_token, unauthorized
+from .codec import etag_of
 from .errors import ApiError
-from .handler import ApiHandler, etag_of
+from .handler import ApiHandler
 from .store import StoreUnavailable
 
 if TYPE_CHECKING:

@@ -9,12 +9,11 @@ method only parses, calls the store and returns data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import traceback
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -24,9 +23,13 @@ import tornado.web
 
 from .auth import Identity
 from .casing import camelize
+from .codec import encode_json as encode_json  # re-exported, as below: their home until medusa_v2.codec
+from .codec import encode_json_text as encode_json_text  # (runtime.py and embedders import them from here)
+from .codec import etag_of as etag_of
 from .context import ApiContext
 from .declaration import Declaration, Field
 from .errors import ApiError
+from .invalid import InvalidRequest
 from .store import StoreUnavailable
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -37,43 +40,6 @@ MAX_URI_LENGTH = 8192
 MAX_HEADER_BYTES = 16384
 _HOST = re.compile(r"^[A-Za-z0-9.\-_]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
-
-# Built once, not per call. No circular-reference bookkeeping: what we encode are
-# trees of fresh dicts and lists (a cycle would be a RecursionError, still a 500).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
-# JSONEncoder.encode builds CPython's C encoder anew at every call (a third of the
-# time of encoding a ticket): built once here, with the arguments encode gives it,
-# so the bytes are the same. Without the C encoder (another Python), encode itself.
-_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-_encode: Callable[[Any], str] = _ENCODER.encode
-if _C_ENCODER is not None:
-    # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan)
-    _ascii = json.encoder.encode_basestring_ascii
-    _chunks = _C_ENCODER(None, _ENCODER.default, _ascii, None, ":", ",", False, False, False)
-
-    def _encode_with_c(value: Any) -> str:
-        return "".join(_chunks(value, 0))
-
-    _encode = _encode_with_c
-
-
-def encode_json(value: Any) -> bytes:
-    """Serialise compactly; ASCII-only output is valid UTF-8 whatever the text holds."""
-    return _encode(value).encode("ascii")
-
-
-def encode_json_text(value: Any) -> str:
-    """Return `encode_json(value)` as text (ASCII only), for callers that join many first."""
-    return _encode(value)
-
-
-def etag_of(body: bytes, suffix: bytes = b"") -> str:
-    """Return the strong ETag of a response body (followed by `suffix`, not copied)."""
-    digest = hashlib.sha1(body, usedforsecurity=False)
-    if suffix:
-        digest.update(suffix)
-    return '"' + digest.hexdigest() + '"'
-
 
 IF_MATCH_PARAMETER: dict[str, Any] = {
     "name": "If-Match",
@@ -157,7 +123,13 @@ _SAFE_HEADERS = frozenset(
     {"ETag", "X-Pagination-Page", "X-Pagination-Limit", "X-Pagination-Count", "X-Pagination-Total"}
 )
 
-_VERB_TABLES: dict[tuple[Any, str, Any], tuple[frozenset[str], str]] = {}
+
+_NO_VERBS: tuple[frozenset[str], str] = (frozenset(), "OPTIONS")
+
+
+def verbs_and_allow(verbs: Sequence[str]) -> tuple[frozenset[str], str]:
+    """Return the verbs a route answers (besides OPTIONS) and its `Allow` value."""
+    return frozenset(verbs), ", ".join([*verbs, "OPTIONS"])
 
 
 class _AnyMethod(tuple[str, ...]):
@@ -254,6 +226,12 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
     routes: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     public: ClassVar[frozenset[str]] = frozenset()  # verbs that need no credentials
     declaration: Declaration | None = None
+    # Route kind -> verbs_and_allow(its verbs): derived from `routes` once per class.
+    verb_tables: ClassVar[Mapping[str, tuple[frozenset[str], str]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.verb_tables = {kind: verbs_and_allow(verbs) for kind, verbs in cls.routes.items()}
 
     # -- set-up --
 
@@ -262,15 +240,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         api.refresh()  # a host that owns the settings: its current ones, before anything reads them
         self.api = api
         self.kind = kind
-        # The verb table depends on the handler class, the route kind and the resource
-        # only: computed once, not per request.
-        key = (type(self), kind, getattr(self, "resource", None))
-        table = _VERB_TABLES.get(key)
-        if table is None:
-            if len(_VERB_TABLES) > 4096:  # apps built and dropped (tests): stay bounded
-                _VERB_TABLES.clear()
-            table = _VERB_TABLES[key] = self.verb_table(kind)
-        self.verbs, self.allow = table
+        self.verbs, self.allow = self.verb_table(kind)
         self.identity: Identity | None = None
         self._body_parts: list[bytes] = []
         self._body_size = 0
@@ -283,6 +253,10 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
             # Bodies are streamed, so tornado calls prepare() before it marks the read
             # done, and an answer given there (401, 404, 405) would close the kept-alive
             # connection. A request without a body has nothing left to read: say so.
+            # Tornado has no public way to say it: this writes HTTP1Connection's private
+            # flag, as Tornado 6.5.2 and 6.6.1 name it (tests/test_tornado_versions.py
+            # runs the suite on both). Where it is missing, nothing is written and such
+            # an early answer only closes the connection.
             connection = self.request.connection
             if getattr(connection, "_read_finished", True) is False:
                 connection._read_finished = True  # type: ignore[union-attr]
@@ -292,9 +266,8 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         return None
 
     def verb_table(self, kind: str) -> tuple[frozenset[str], str]:
-        """Return the verbs answered on this route kind and its `Allow` value."""
-        verbs = self.routes.get(kind, ())
-        return frozenset(verbs), ", ".join([*verbs, "OPTIONS"])
+        """Return the verbs answered on this route kind and its `Allow` value (computed once, not per request)."""
+        return self.verb_tables.get(kind, _NO_VERBS)
 
     def set_default_headers(self) -> None:
         """Put the version, content type and CORS headers back after send_error's clear()."""
@@ -449,7 +422,11 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         """Render every error as `{"error": ...}` with its headers; no traceback unless developer."""
         exc_info: tuple[type[BaseException], BaseException, TracebackType] | None = kwargs.get("exc_info")
         exc = exc_info[1] if exc_info else None
-        if isinstance(exc, ApiError):
+        if isinstance(exc, InvalidRequest):
+            # Validation's plain error (no tornado below this layer): tornado began a 500.
+            self.set_status(exc.status)
+            doc = exc.body()
+        elif isinstance(exc, ApiError):
             doc = exc.body()
             for name, value in exc.headers.items():
                 self.set_header(name, value)
@@ -475,7 +452,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Log unexpected errors with a summary that holds no credentials and no body."""
-        if isinstance(value, (tornado.web.HTTPError, StoreUnavailable)):
+        if isinstance(value, (tornado.web.HTTPError, InvalidRequest, StoreUnavailable)):
             return  # answered as a 4xx/503; the access log has the line
         if isinstance(value, tornado.iostream.StreamClosedError) and self._finished:
             return  # the client left before its answer was written; the access log has the line

@@ -8,13 +8,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from .declaration import Declaration, check_text, text_integer
-from .errors import ApiError
+from .invalid import InvalidRequest
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 MAX_PAGE = 10**9  # far past any real page; keeps OFFSET arithmetic in int64
 MAX_Q_LENGTH = 200
-RESERVED = frozenset({"page", "limit", "sort", "order", "q", "api_key"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,7 @@ def _single(args: Mapping[str, list[str]], name: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise ApiError(400, f"Query parameter '{name}' given more than once")
+        raise InvalidRequest(f"Query parameter '{name}' given more than once")
     return values[0]
 
 
@@ -56,7 +55,7 @@ def _positive(args: Mapping[str, list[str]], name: str, default: int, high: int)
         return default
     value = text_integer(raw, 1, high)
     if value is None:
-        raise ApiError(400, f"Invalid '{name}': must be an integer from 1 to {high}")
+        raise InvalidRequest(f"Invalid '{name}': must be an integer from 1 to {high}")
     return value
 
 
@@ -68,13 +67,13 @@ def parse_list_query(decl: Declaration | None, args: Mapping[str, list[str]]) ->
     q = _single(args, "q")
     if q is not None:
         if decl is None or not decl.search_fields:
-            raise ApiError(400, "Invalid 'q': this resource has no search")
+            raise InvalidRequest("Invalid 'q': this resource has no search")
         if len(q) > MAX_Q_LENGTH:
-            raise ApiError(400, f"Invalid 'q': at most {MAX_Q_LENGTH} characters")
+            raise InvalidRequest(f"Invalid 'q': at most {MAX_Q_LENGTH} characters")
         try:
             check_text(q)
         except ValueError as exc:
-            raise ApiError(400, f"Invalid 'q': {exc}") from None
+            raise InvalidRequest(f"Invalid 'q': {exc}") from None
         q = q or None
     filters: dict[str, tuple[Any, ...]] = {}
     for f in decl.filter_fields if decl else ():
@@ -87,13 +86,13 @@ def parse_list_query(decl: Declaration | None, args: Mapping[str, list[str]]) ->
         try:
             filters[f.name] = tuple(dict.fromkeys(f.parse_query_value(p) for p in parts))
         except ValueError as exc:
-            raise ApiError(400, f"Invalid '{f.dash_name}' filter: {exc}") from None
+            raise InvalidRequest(f"Invalid '{f.dash_name}' filter: {exc}") from None
     return ListQuery(page=page, limit=limit, sort=sort, filters=filters, q=q)
 
 
 def _parse_sort(decl: Declaration | None, sort: str | None, order: str | None) -> tuple[tuple[str, bool], ...]:
     if order is not None and order not in ("asc", "desc"):
-        raise ApiError(400, "Invalid 'order': must be 'asc' or 'desc'")
+        raise InvalidRequest("Invalid 'order': must be 'asc' or 'desc'")
     if sort is None:
         # The default order is by id: `order` alone says its direction.
         return (("id", True),) if order == "desc" else ()
@@ -111,7 +110,7 @@ def _parse_sort(decl: Declaration | None, sort: str | None, order: str | None) -
         if f is None:
             allowed = ", ".join(sorted({x.dash_name for x in fields.values()})) or "none"
             shown = term if len(term) <= 40 and term.isprintable() else term[:40].encode("unicode_escape").decode()
-            raise ApiError(400, f"Invalid 'sort': unknown field '{shown}' (sortable: {allowed})")
+            raise InvalidRequest(f"Invalid 'sort': unknown field '{shown}' (sortable: {allowed})")
         if f.name not in seen:
             seen.add(f.name)
             keys.append((f.name, desc))

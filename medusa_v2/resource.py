@@ -10,14 +10,15 @@ answers with the status, ETag, Location and pagination headers the contract name
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 from urllib.parse import quote
 
 from . import idempotency
 from .casing import camelize
+from .codec import encode_json, etag_of
 from .declaration import Declaration, Field
 from .errors import ApiError
-from .handler import ApiHandler, RequestView, encode_json, etag_matches, etag_of
+from .handler import ApiHandler, RequestView, etag_matches, verbs_and_allow
 from .listing import ListQuery, Page, link_header, pagination_headers, parse_list_query
 from .store.base import IdempotentResponse
 
@@ -38,27 +39,44 @@ Precondition = Callable[[Mapping[str, Any]], None]
 """Called with the current representation inside a write; raises 412 when stale."""
 
 
-class Resource:
-    """Base of every resource; subclasses implement the methods they support.
+class ResourceMethods(Protocol):
+    """The resource methods, one per verb of `ROUTES`; a resource implements those it supports.
 
-    Signatures (all coroutines; `ids` are the path identifiers, parsed by each
-    declaration's id field: ints such as `ticket_id=12, message_id=5`, or slugs):
-        list(query: ListQuery, **ids) -> Page
-        retrieve(**ids) -> dict
-        create(values: dict, **ids) -> dict          (the created item, with "id")
-        replace(values: dict, precondition, **ids) -> dict   (the new state)
-        update(values: dict, precondition, **ids) -> dict    (the new state)
-        delete(precondition, **ids) -> None
-    With a `declaration`, `values` are validated store values (snake_case names) and
-    returned items are JSON representations (`declaration.to_json`); without one,
-    `values` is the JSON body and returned dicts are camelCased on the way out.
+    `ids` are the path identifiers, parsed by each declaration's id field: ints such
+    as `ticket_id=12, message_id=5`, or slugs. With a `declaration`, `values` are
+    validated store values (snake_case names) and returned items are JSON
+    representations (`declaration.to_json`); without one, `values` is the JSON body
+    and returned dicts are camelCased on the way out.
     """
+
+    async def list(self, query: ListQuery, **ids: Any) -> Page:
+        """Return one page of items and how many match."""
+
+    async def retrieve(self, **ids: Any) -> Mapping[str, Any]:
+        """Return one item."""
+
+    async def create(self, values: dict[str, Any], **ids: Any) -> Mapping[str, Any]:
+        """Create an item; return it, with its "id"."""
+
+    async def replace(self, values: dict[str, Any], precondition: Precondition | None, **ids: Any) -> Mapping[str, Any]:
+        """Replace an item's writable fields; return its new state."""
+
+    async def update(self, values: dict[str, Any], precondition: Precondition | None, **ids: Any) -> Mapping[str, Any]:
+        """Set some of an item's fields; return its new state."""
+
+    async def delete(self, precondition: Precondition | None, **ids: Any) -> None:
+        """Delete an item."""
+
+
+class Resource:
+    """Base of every resource; subclasses implement the methods of `ResourceMethods` they support."""
 
     name: ClassVar[str]
     parent: ClassVar[type[Resource] | None] = None
     declaration: ClassVar[Declaration | None] = None
     stored: ClassVar[bool] = False  # kept in the store: its tables come from `declaration`
     verbs: ClassVar[dict[str, tuple[str, ...]]] = {}
+    verb_tables: ClassVar[dict[str, tuple[frozenset[str], str]]] = {}  # route kind -> handler.verbs_and_allow
     allow: ClassVar[dict[str, str]] = {}  # route kind -> the `Allow` value (verbs and OPTIONS)
     # Path argument (`ticket_id`) -> the field that parses it: this resource's and its parents'.
     id_fields: ClassVar[dict[str, Field]] = {}
@@ -72,7 +90,8 @@ class Resource:
             kind: tuple(verb for verb, method in table.items() if getattr(cls, method, None) is not None)
             for kind, table in ROUTES.items()
         }
-        cls.allow = {kind: ", ".join([*verbs, "OPTIONS"]) for kind, verbs in cls.verbs.items()}
+        cls.verb_tables = {kind: verbs_and_allow(verbs) for kind, verbs in cls.verbs.items()}
+        cls.allow = {kind: allow for kind, (_, allow) in cls.verb_tables.items()}
 
     def __init__(self, api: ApiContext) -> None:
         self.api = api
@@ -109,6 +128,16 @@ class ResourceView(RequestView):
         """Encode what the resource returned (declared items are JSON-ready already)."""
         return encode_json(value if self.declaration is not None else camelize(value))
 
+    @property
+    def methods(self) -> ResourceMethods:
+        """Return the resource, typed by its verb methods.
+
+        A resource defines only some of them, and only those are ever called: a verb
+        reaches its method only when `Resource.verbs` (the methods the class defines)
+        lists it, in prepare() (else 405) and on the fast path alike.
+        """
+        return cast(ResourceMethods, self.resource)
+
 
 class ResourceHandler(ResourceView, ApiHandler):
     """Serve one resource's collection or item route."""
@@ -121,7 +150,7 @@ class ResourceHandler(ResourceView, ApiHandler):
 
     def verb_table(self, kind: str) -> tuple[frozenset[str], str]:
         """Return the verbs the resource implements on this route kind."""
-        return frozenset(self.resource.verbs[kind]), self.resource.allow[kind]
+        return self.resource.verb_tables[kind]
 
     async def prepare(self) -> None:
         """Answer a GET without a body here, once it is allowed and authenticated.
@@ -190,7 +219,7 @@ class ResourceHandler(ResourceView, ApiHandler):
 async def list_answer(view: ResourceView, ids: dict[str, int]) -> tuple[bytes, dict[str, str]]:
     """Return a list's body and headers (ETag, pagination, Link)."""
     query: ListQuery = parse_list_query(view.declaration, view.query)
-    page: Page = await view.resource.list(query, **ids)  # type: ignore[attr-defined]
+    page: Page = await view.methods.list(query, **ids)
     body = view.represent(list(page.items))
     headers = pagination_headers(query, page.count)
     headers["Link"] = link_header(view.absolute_origin() + view.request.path, view.query, query, page.count)
@@ -201,7 +230,7 @@ async def list_answer(view: ResourceView, ids: dict[str, int]) -> tuple[bytes, d
 
 async def retrieve_answer(view: ResourceView, ids: dict[str, int]) -> tuple[bytes, dict[str, str]]:
     """Return an item's body and its ETag."""
-    body = view.represent(await view.resource.retrieve(**ids))  # type: ignore[attr-defined]
+    body = view.represent(await view.methods.retrieve(**ids))
     return body, {"ETag": etag_of(body)}
 
 
@@ -238,7 +267,7 @@ async def _run_create(self: ResourceHandler, ids: dict[str, Any]) -> None:
 
 async def _create(self: ResourceHandler, ids: dict[str, Any]) -> IdempotentResponse:
     values = self.parse_values("create")
-    return _created(self, await self.resource.create(values, **ids))  # type: ignore[attr-defined]
+    return _created(self, await self.methods.create(values, **ids))
 
 
 def _created(self: ResourceView, created: Mapping[str, Any]) -> IdempotentResponse:
@@ -259,13 +288,13 @@ def _respond_from_row(self: ResourceHandler) -> Callable[[Mapping[str, Any]], Id
 
 async def _run_replace(self: ResourceHandler, ids: dict[str, int]) -> None:
     values = self.parse_values("replace")
-    state = await self.resource.replace(values, self.precondition(), **ids)  # type: ignore[attr-defined]
+    state = await self.methods.replace(values, self.precondition(), **ids)
     await self._send(204, None, {"ETag": etag_of(self.represent(state))})
 
 
 async def _run_update(self: ResourceHandler, ids: dict[str, int]) -> None:
     values = self.parse_values("update")
-    state = await self.resource.update(values, self.precondition(), **ids)  # type: ignore[attr-defined]
+    state = await self.methods.update(values, self.precondition(), **ids)
     if self.declaration is not None:
         names = {self.declaration.by_name[name].json_name for name in values}
         shown = state
@@ -277,7 +306,7 @@ async def _run_update(self: ResourceHandler, ids: dict[str, int]) -> None:
 
 
 async def _run_delete(self: ResourceHandler, ids: dict[str, int]) -> None:
-    await self.resource.delete(self.precondition(), **ids)  # type: ignore[attr-defined]
+    await self.methods.delete(self.precondition(), **ids)
     await self._send(204, None)
 
 

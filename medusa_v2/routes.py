@@ -8,10 +8,11 @@ from collections.abc import Iterable
 
 import tornado.web
 
+from .codec import encode_json, etag_of
 from .context import ApiContext
 from .declaration import Declaration
 from .endpoints import AuthenticateHandler, HealthHandler, NotFoundHandler, OpenAPIHandler
-from .handler import ApiHandler, encode_json, etag_of
+from .handler import ApiHandler
 from .openapi import OPENAPI_PATH, build_openapi
 from .resource import Resource, ResourceHandler
 from .runtime import ConfigHandler

@@ -209,8 +209,8 @@ class _PostgresDatabase:
     """A test database and one connection that empties it between tests."""
 
     # Every table but schema_version emptied and every sequence (ids) restarted, in one
-    # round trip. DELETE, not TRUNCATE: a test leaves a few rows, and DELETE of a few
-    # rows is ten times faster than TRUNCATE's new files for every table and index.
+    # round trip. DELETE, not TRUNCATE: a test leaves a few rows, and deleting a few
+    # rows is much cheaper than the new files TRUNCATE makes for every table and index.
     # The totals per filter values (NAME__totals) are kept: their triggers bring them
     # back to zero as the rows go; and resource_schema: it describes the tables, which stay.
     RESET = """

@@ -55,9 +55,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
 from .casing import to_camel
+from .codec import encode_json_text
 from .declaration import MISSING, Declaration
-from .errors import ApiError
-from .handler import encode_json_text
+from .invalid import InvalidRequest
 from .listing import ListQuery
 from .store.base import IMPORT_LOOKAHEAD, AlreadyExists, Item, Store, Tree, scoped_ids
 
@@ -67,8 +67,8 @@ if TYPE_CHECKING:
 BATCH = 1000  # top-level items per store call of an export: bounded memory, few round trips
 # Top-level items per store call of an import. Larger than an export's: the store writes each
 # batch on a thread of its own, and each hand-off between that thread and the parser
-# costs both of them a wait for the GIL (1M tickets: 26.6 s to parse and insert in
-# batches of 1,000, 21.9 s in batches of 5,000; parsing alone takes 16.4 s).
+# costs both of them a wait for the GIL (batches of 1,000 against 5,000: docs/benchmarks.md,
+# Import).
 IMPORT_BATCH = 5000
 MARKER = "resource"  # the key naming a line's top-level resource
 DEFAULT_RESOURCE = "ticket"  # the resource of a line without MARKER (every line of the original format)
@@ -78,7 +78,7 @@ _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII
 )
 # A timestamp valid in any month (days 1-28, year 1 on): taken without a datetime
-# (2.4M of them at 1M tickets); other days are checked by one (_kept_timestamp).
+# (every row has two); other days are checked by one (_kept_timestamp).
 _ANY_MONTH_TIMESTAMP = re.compile(
     r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z\Z", re.ASCII
 )
@@ -436,7 +436,7 @@ def parse_item(decl: Declaration, doc: Any, parent_id: Any = None, prefix: str =
                 errors[f.json_name] = str(exc)
     try:
         values = decl.parse_create(body)
-    except ApiError as exc:
+    except InvalidRequest as exc:
         for name, why in (exc.errors or {"body": exc.message}).items():
             errors.setdefault(name, why)
         values = {}

@@ -18,6 +18,7 @@ from conftest import API_KEY, PASSWORD, USERNAME
 
 import medusa_v2
 from medusa_v2.errors import ApiError
+from medusa_v2.handler import ApiHandler
 from medusa_v2.listing import Page
 from medusa_v2.resource import Resource
 
@@ -724,3 +725,21 @@ async def test_the_token_answer_is_never_stored(client):
     assert r.code == 200
     assert r.headers["Cache-Control"] == "no-store" and r.headers["Pragma"] == "no-cache"
     assert (await client.get("/widget/1")).headers["Cache-Control"] == "private, no-cache"
+
+
+def test_verb_tables_belong_to_the_handler_and_resource_classes():
+    class Pair(ApiHandler):
+        routes = {"single": ("GET", "POST")}
+
+    class Readable(Resource):
+        name = "readable"
+
+        async def retrieve(self, **ids):
+            return {}
+
+    assert Pair.verb_tables == {"single": (frozenset({"GET", "POST"}), "GET, POST, OPTIONS")}
+    assert ApiHandler.verb_tables == {}
+    assert Readable.verb_tables == {
+        "collection": (frozenset(), "OPTIONS"),
+        "item": (frozenset({"GET", "HEAD"}), "GET, HEAD, OPTIONS"),
+    }

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..declaration import Declaration
 from ..errors import ApiError
 from ..listing import ListQuery, Page
-from ..resource import Precondition, Resource
+from ..resource import Precondition, Resource, ResourceMethods
 from ..store.base import AlreadyExists, NotFound, Parent
 
 
@@ -76,9 +76,10 @@ class StoredResource(Resource):
         return self.declaration.to_json(row)
 
     def _parent(self, ids: Mapping[str, Any]) -> Parent | None:
-        if self.parent is None:
+        parent = self.declaration.parent
+        if self.parent is None or parent is None:
             return None
-        return (self.declaration.parent, ids[self.parent.id_key()])
+        return (parent, ids[self.parent.id_key()])
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -97,3 +98,7 @@ class StoredResource(Resource):
                 return decl.label
             decl = decl.parent
         return name.capitalize()
+
+
+if TYPE_CHECKING:
+    _implements_every_verb: type[ResourceMethods] = StoredResource  # mypy checks each method against its verb

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from ..declaration import Declaration
 from .base import AlreadyExists, IdempotentResponse, NotFound, Store, StoreError, StoreUnavailable
 from .schema import SchemaError
 
@@ -30,7 +30,7 @@ def store_from_url(url: str) -> Store:
     raise ValueError(f"unsupported database url scheme {scheme!r} (supported: sqlite, postgresql)")
 
 
-async def open_store(url: str, declarations: Sequence[Any] = ()) -> Store:
+async def open_store(url: str, declarations: Sequence[Declaration] = ()) -> Store:
     """Return an opened store (schema created or migrated) for a `[Database] url`.
 
     `declarations`: the stored resources whose tables the store derives and migrates

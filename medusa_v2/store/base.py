@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..declaration import Declaration
+from ..listing import ListQuery
+
 
 class StoreError(Exception):
     """Base of the errors a store raises."""
@@ -93,7 +96,7 @@ class Store(abc.ABC):
     """Persistent state: auth bookkeeping, idempotency keys and resource rows."""
 
     @abc.abstractmethod
-    async def open(self, declarations: Sequence[Any] = ()) -> None:
+    async def open(self, declarations: Sequence[Declaration] = ()) -> None:
         """Connect and bring the schema up to date (forward migrations).
 
         Then each of `declarations` (`medusa_v2.declaration.Declaration`; their
@@ -151,17 +154,17 @@ class Store(abc.ABC):
     # under another parent is NotFound. `now` is the app clock's time in seconds.
 
     @abc.abstractmethod
-    async def list_rows(self, decl: Any, query: Any, parent: Parent | None = None) -> RowPage:
+    async def list_rows(self, decl: Declaration, query: ListQuery, parent: Parent | None = None) -> RowPage:
         """Return one page of rows matching `query` (a ListQuery) and the number matching."""
 
     @abc.abstractmethod
-    async def get_row(self, decl: Any, id: int, parent: Parent | None = None) -> dict[str, Any]:
+    async def get_row(self, decl: Declaration, id: int, parent: Parent | None = None) -> dict[str, Any]:
         """Return one row; NotFound when absent (or under another parent)."""
 
     @abc.abstractmethod
     async def insert_row(
         self,
-        decl: Any,
+        decl: Declaration,
         values: Mapping[str, Any],
         now: float,
         parent: Parent | None = None,
@@ -177,7 +180,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def update_row(
         self,
-        decl: Any,
+        decl: Declaration,
         id: int,
         values: Mapping[str, Any],
         now: float,
@@ -187,7 +190,9 @@ class Store(abc.ABC):
         """Set `values` (updated_at always moves forward), after `check`; return the new row."""
 
     @abc.abstractmethod
-    async def delete_row(self, decl: Any, id: int, check: Check | None = None, parent: Parent | None = None) -> None:
+    async def delete_row(
+        self, decl: Declaration, id: int, check: Check | None = None, parent: Parent | None = None
+    ) -> None:
         """Delete a row (and, by foreign key, its children), after `check`."""
 
     # -- bulk transfer (medusa-v2 export / import), generic like the row methods --
@@ -313,7 +318,7 @@ class RowPage:
         return f"RowPage(rows={self.rows!r}, count={self.count!r})"
 
 
-Parent = tuple[Any, Any]
+Parent = tuple[Declaration, Any]
 """(parent declaration, parent id: an int, or a str for a resource with string ids) for a nested resource's rows."""
 
 
@@ -325,7 +330,7 @@ class Tree:
     bulk export or import (`Store.export_rows`, `Store.import_rows`).
     """
 
-    decl: Any
+    decl: Declaration
     children: tuple[Tree, ...] = ()
 
     def walk(self) -> Iterator[Tree]:
@@ -351,7 +356,7 @@ Item = tuple[Mapping[str, Any], Sequence[Sequence[Any]]]
 """(row, kids): a row and, per child tree, the items nested under it (see Store.export_rows)."""
 
 
-def scoped_ids(decl: Any) -> bool:
+def scoped_ids(decl: Declaration) -> bool:
     """Return whether a resource's ids are unique only under its parent.
 
     A nested resource identified by strings is (Medusa's episodes: `s01e01` of each
@@ -360,22 +365,22 @@ def scoped_ids(decl: Any) -> bool:
     return decl.parent_field is not None and decl.by_name["id"].type is str
 
 
-def row_keys(decl: Any, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+def row_keys(decl: Declaration, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     """Return what identifies each row in its table: its id, or (parent id, id) for `scoped_ids`."""
     if scoped_ids(decl):
-        parent_field = decl.parent_field
+        parent_field = decl.parent_column
         return [(row[parent_field], row["id"]) for row in rows]
     return [row["id"] for row in rows]
 
 
-def already_exists(decl: Any, key: Any) -> AlreadyExists:
+def already_exists(decl: Declaration, key: Any) -> AlreadyExists:
     """Return the AlreadyExists for a key of `row_keys`."""
     if scoped_ids(decl):
         return AlreadyExists(decl.name, key[1], parent_id=key[0])
     return AlreadyExists(decl.name, key)
 
 
-def refuse_repeats(decl: Any, keys: Sequence[Any]) -> None:
+def refuse_repeats(decl: Declaration, keys: Sequence[Any]) -> None:
     """Raise AlreadyExists for the first key of `row_keys` given twice."""
     if len(set(keys)) != len(keys):
         seen: set[Any] = set()
@@ -426,7 +431,7 @@ def export_items(
 
 
 def by_parent(
-    decl: Any, tuples: Sequence[Sequence[Any]], grandkids: Sequence[Mapping[Any, list[Item]]], as_json: bool
+    decl: Declaration, tuples: Sequence[Sequence[Any]], grandkids: Sequence[Mapping[Any, list[Item]]], as_json: bool
 ) -> dict[Any, list[Item]]:
     """Return a child table's exported items (its rows in `decl.column_order`) grouped by their parent's id."""
     at = decl.column_order.index("id")

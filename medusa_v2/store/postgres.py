@@ -46,6 +46,8 @@ import psycopg.errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from ..declaration import Declaration
+from ..listing import ListQuery
 from . import ddl_postgres, pages, schema
 from .base import (
     COMPLETION,
@@ -316,7 +318,7 @@ class PostgresStore(Store):
 
     # -- connections --
 
-    async def open(self, declarations: Sequence[Any] = ()) -> None:
+    async def open(self, declarations: Sequence[Declaration] = ()) -> None:
         """Migrate on one direct connection (clear errors at start), then open the pool."""
         specs = [schema.derive(decl) for decl in schema.ordered(declarations)]  # a bad one fails before connecting
         try:
@@ -599,7 +601,7 @@ class PostgresStore(Store):
 
     # -- resource rows --
 
-    async def list_rows(self, decl: Any, query: Any, parent: Parent | None = None) -> RowPage:
+    async def list_rows(self, decl: Declaration, query: ListQuery, parent: Parent | None = None) -> RowPage:
         """Count the matching rows and read one page, in one snapshot.
 
         A top-level list without q is counted from its totals; unless it is a first
@@ -643,7 +645,7 @@ class PostgresStore(Store):
 
         return await self._run(work, read=True)
 
-    async def _planned_page(self, decl: Any, query: Any, keys: Sequence[str]) -> RowPage:
+    async def _planned_page(self, decl: Declaration, query: ListQuery, keys: Sequence[str]) -> RowPage:
         """Read a top-level list's page as planned from its counts (pages.py), in one snapshot."""
         table = _name(decl.name)
         totals = _name(decl.name + schema.TOTALS_SUFFIX)
@@ -692,12 +694,12 @@ class PostgresStore(Store):
         return dict(found)
 
     async def _get(
-        self, cur: psycopg.AsyncCursor[Any], decl: Any, id: int, parent: Parent | None, lock: str = ""
+        self, cur: psycopg.AsyncCursor[Any], decl: Declaration, id: int, parent: Parent | None, lock: str = ""
     ) -> dict[str, Any]:
         sql = f"SELECT * FROM {_name(decl.name)} WHERE id = %s"
         params: list[Any] = [id]
         if parent is not None:
-            sql += f" AND {_name(decl.parent_field)} = %s"
+            sql += f" AND {_name(decl.parent_column)} = %s"
             params.append(parent[1])
         await cur.execute(sql + lock, params)
         row = await cur.fetchone()
@@ -707,7 +709,7 @@ class PostgresStore(Store):
             raise NotFound(decl.name, id)
         return dict(row)
 
-    async def get_row(self, decl: Any, id: int, parent: Parent | None = None) -> dict[str, Any]:
+    async def get_row(self, decl: Declaration, id: int, parent: Parent | None = None) -> dict[str, Any]:
         """Return one row by id (under its parent).
 
         Reads of top-level rows asked for in the same event-loop iteration share one
@@ -742,7 +744,7 @@ class PostgresStore(Store):
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
 
-    async def _read_batch(self, decl: Any, waiting: dict[int, list[asyncio.Future[dict[str, Any]]]]) -> None:
+    async def _read_batch(self, decl: Declaration, waiting: dict[int, list[asyncio.Future[dict[str, Any]]]]) -> None:
         ids = list(waiting)
         table = _name(decl.name)
         params: list[Any] = ids if len(ids) == 1 else [ids]
@@ -777,7 +779,7 @@ class PostgresStore(Store):
 
     async def insert_row(
         self,
-        decl: Any,
+        decl: Declaration,
         values: Mapping[str, Any],
         now: float,
         parent: Parent | None = None,
@@ -789,11 +791,11 @@ class PostgresStore(Store):
         table = _name(decl.name)
         chosen = row.pop("id", None)
         if parent is not None:
-            row[decl.parent_field] = parent[1]
+            row[decl.parent_column] = parent[1]
         columns = ", ".join(["id", *(_name(c) for c in row)])
         marks = ", ".join(["%s"] * len(row))
         # A string id is unique under its parent only: the key is (parent field, id).
-        key = "id" if schema.unique_id(decl) else f"{_name(decl.parent_field)}, id"
+        key = "id" if schema.unique_id(decl) else f"{_name(decl.parent_column)}, id"
         sequence = _sequence(decl.name)
         given = "%s" if chosen is not None else f"nextval('{sequence}')"
         insert = f"INSERT INTO {table} ({columns}) VALUES ({given}, {marks}) ON CONFLICT ({key}) DO NOTHING RETURNING *"
@@ -841,7 +843,7 @@ class PostgresStore(Store):
 
     async def update_row(
         self,
-        decl: Any,
+        decl: Declaration,
         id: int,
         values: Mapping[str, Any],
         now: float,
@@ -874,7 +876,7 @@ class PostgresStore(Store):
             assignments = "".join(f"{_name(c)} = %s, " for c in values)
             where, key = " WHERE id = %s", [id]
             if parent is not None:  # the row must be under this parent, whatever its key
-                where += f" AND {_name(decl.parent_field)} = %s"
+                where += f" AND {_name(decl.parent_column)} = %s"
                 key.append(parent[1])
             stamp = timestamp(now)
             async with conn.cursor(row_factory=dict_row) as cur:
@@ -890,7 +892,9 @@ class PostgresStore(Store):
 
         return await self._run(work)
 
-    async def delete_row(self, decl: Any, id: int, check: Check | None = None, parent: Parent | None = None) -> None:
+    async def delete_row(
+        self, decl: Declaration, id: int, check: Check | None = None, parent: Parent | None = None
+    ) -> None:
         """Lock and check the current row, then delete it (children go by ON DELETE CASCADE)."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -1095,11 +1099,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _row_key(decl: Any, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
+def _row_key(decl: Declaration, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
     """Return ` WHERE ...` and its parameters addressing one row (a string id is unique under its parent only)."""
     if schema.unique_id(decl) or parent is None:
         return " WHERE id = %s", (id,)
-    return f" WHERE id = %s AND {_name(decl.parent_field)} = %s", (id, parent[1])
+    return f" WHERE id = %s AND {_name(decl.parent_column)} = %s", (id, parent[1])
 
 
 def _sequence(table: str) -> str:
@@ -1189,7 +1193,7 @@ async def _export_kids(
     found: list[dict[Any, list[Item]]] = []
     for child in tree.children:
         decl = child.decl
-        parent_field = _name(decl.parent_field)
+        parent_field = _name(decl.parent_column)
         columns = ", ".join(_name(c) for c in decl.column_order)
         select = f"SELECT {columns} FROM {_name(decl.name)} WHERE {parent_field}"
         if ranged:
@@ -1205,13 +1209,13 @@ async def _export_kids(
     return found
 
 
-async def _taken(cur: psycopg.AsyncCursor[Any], decl: Any, keys: Sequence[Any]) -> set[Any]:
+async def _taken(cur: psycopg.AsyncCursor[Any], decl: Declaration, keys: Sequence[Any]) -> set[Any]:
     """Return which keys of `row_keys` are rows of `decl`'s table."""
     if not scoped_ids(decl):
         return await _existing(cur, _name(decl.name), keys)
     wanted = set(keys)
     await cur.execute(
-        f"SELECT {_name(decl.parent_field)}, id FROM {_name(decl.name)} WHERE id = ANY(%s)",
+        f"SELECT {_name(decl.parent_column)}, id FROM {_name(decl.name)} WHERE id = ANY(%s)",
         (sorted({key[1] for key in keys}),),
     )
     return {tuple(found) for found in await cur.fetchall() if tuple(found) in wanted}
@@ -1253,12 +1257,12 @@ def _like_pattern(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]]:
+def _where(decl: Declaration, query: ListQuery, parent: Parent | None) -> tuple[str, list[Any]]:
     """Return ` WHERE ...` and its parameters for a list's parent, filters and q."""
     terms: list[str] = []
     params: list[Any] = []
     if parent is not None:
-        terms.append(f"{_name(decl.parent_field)} = %s")
+        terms.append(f"{_name(decl.parent_column)} = %s")
         params.append(parent[1])
     more, values = filter_terms(query.filters, "%s")
     terms.extend(more)
@@ -1272,7 +1276,7 @@ def _where(decl: Any, query: Any, parent: Parent | None) -> tuple[str, list[Any]
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
 
 
-def _dims(decl: Any) -> list[str]:
+def _dims(decl: Declaration) -> list[str]:
     return [f.name for f in decl.filter_fields]
 
 
@@ -1280,14 +1284,14 @@ def _dims(decl: Any) -> list[str]:
 _NEXT_MICROSECOND = """to_char(updated_at::timestamp + interval '1 microsecond', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
-def _counted(decl: Any, filters: Any) -> tuple[str, list[Any]]:
+def _counted(decl: Declaration, filters: Any) -> tuple[str, list[Any]]:
     """Return the query of a top-level list's exact count under its filters, from its totals."""
     terms, params = filter_terms(filters, "%s")
     where = " WHERE " + " AND ".join(terms) if terms else ""
     return f"SELECT COALESCE(SUM(_total), 0) FROM {_name(decl.name + schema.TOTALS_SUFFIX)}{where}", params
 
 
-def _order_by(decl: Any, sort: Sequence[tuple[str, bool]], reverse: bool = False) -> str:
+def _order_by(decl: Declaration, sort: Sequence[tuple[str, bool]], reverse: bool = False) -> str:
     """Return the ORDER BY list: the requested keys, then id in the last key's direction (all turned if `reverse`).
 
     As in SQLite: NULLs first ascending, last descending (said only for nullable

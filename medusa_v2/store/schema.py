@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..declaration import MISSING
+from ..declaration import MISSING, Declaration
 from .base import StoreUnavailable
 
 SPEC_FORMAT = 1  # bumped if the spec's own shape changes (recorded specs are then re-read)
@@ -53,12 +53,12 @@ class SchemaError(StoreUnavailable):
 Spec = dict[str, Any]
 
 
-def unique_id(decl: Any) -> bool:
+def unique_id(decl: Declaration) -> bool:
     """Return whether `id` alone identifies a row of `decl` (else with its parent field)."""
     return decl.parent is None or decl.id_field.type is int
 
 
-def derive(decl: Any) -> Spec:
+def derive(decl: Declaration) -> Spec:
     """Return the schema spec of a declaration (JSON data; equal declarations, equal specs)."""
     name = decl.name
     columns = [_column(f) for f in decl.fields]
@@ -134,14 +134,14 @@ def _index_name(table: str, *parts: str) -> str:
     return name
 
 
-def ordered(declarations: Iterable[Any]) -> list[Any]:
+def ordered(declarations: Iterable[Declaration]) -> list[Declaration]:
     """Return the declarations with their parents, parents first, each name once.
 
     Two different declarations of one name are refused: one table cannot follow both.
     """
-    found: dict[str, Any] = {}
+    found: dict[str, Declaration] = {}
 
-    def visit(decl: Any) -> None:
+    def visit(decl: Declaration) -> None:
         if decl.parent is not None:
             visit(decl.parent)
         seen = found.get(decl.name)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
+from ...declaration import Declaration
 from .. import schema
 from ..base import (
     AlreadyExists,
@@ -54,7 +55,7 @@ def _export_kids(
     found: list[dict[Any, list[Item]]] = []
     for child in tree.children:
         decl = child.decl
-        parent_field = _name(decl.parent_field)
+        parent_field = _name(decl.parent_column)
         columns = ", ".join(_name(c) for c in decl.column_order)
         select = f"SELECT {columns} FROM {_name(decl.name)} WHERE {parent_field}"
         if ranged:
@@ -142,7 +143,7 @@ class _Import:
         self.decls = [level.decl for tree in trees for level in tree.walk()]
         self.columns = {decl.name: [f.name for f in decl.fields] for decl in self.decls}
         self.aside: list[str] | None = None
-        self.bulk: list[Any] = []  # the declarations whose tables' indexes and triggers are set aside
+        self.bulk: list[Declaration] = []  # the declarations whose tables' indexes and triggers are set aside
         self.search: _SearchBuild | None = None
         self.count = 0
         self.cache_before = -2000
@@ -159,9 +160,10 @@ class _Import:
         self.cache_before = int(db.execute("PRAGMA cache_size").fetchone()[0])
         db.execute("PRAGMA cache_size = -65536")
         # Into empty tables (a restore, a migration, a benchmark seed), keeping every
-        # index and trigger up to date row by row costs 5-10x more than building
-        # them at the end: set them aside, inside this transaction, for the tables
-        # whose triggers' effects the end of the run knows how to redo.
+        # index and trigger up to date row by row costs far more than building them
+        # at the end (docs/benchmarks.md, Import): set them aside, inside this
+        # transaction, for the tables whose triggers' effects the end of the run
+        # knows how to redo.
         if _all_empty(db, [decl.name for decl in self.decls]):
             bulk = [decl for decl in self.decls if _can_set_aside(db, decl)]
             self.aside = _set_aside(db, [decl.name for decl in bulk])
@@ -249,7 +251,7 @@ class _Import:
                 self.search.add(decl.name, values)
         self.count += len(batch)
 
-    def _note_highest(self, decl: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    def _note_highest(self, decl: Declaration, rows: Sequence[Mapping[str, Any]]) -> None:
         if decl.name in self.highest and rows:
             self.highest[decl.name] = max(self.highest[decl.name], _highest_below_limit(list(map(_id, rows))))
 
@@ -299,7 +301,7 @@ def _all_empty(db: sqlite3.Connection, tables: Sequence[str]) -> bool:
     return all(db.execute(f"SELECT 1 FROM {_name(t)} LIMIT 1").fetchone() is None for t in tables)
 
 
-def _can_set_aside(db: sqlite3.Connection, decl: Any) -> bool:
+def _can_set_aside(db: sqlite3.Connection, decl: Declaration) -> bool:
     """Return whether an import into `decl`'s empty table may set its indexes and triggers aside.
 
     Only when `_restore` and `_SearchBuild` redo what each of its triggers does: keep
@@ -333,7 +335,7 @@ def _set_aside(db: sqlite3.Connection, tables: Sequence[str]) -> list[str]:
     return [sql for _, _, sql in found]
 
 
-def _restore(db: sqlite3.Connection, statements: Sequence[str], decls: Sequence[Any]) -> None:
+def _restore(db: sqlite3.Connection, statements: Sequence[str], decls: Sequence[Declaration]) -> None:
     """Recreate what `_set_aside` dropped and redo its effects for the rows now present."""
     for sql in statements:
         db.execute(sql)
@@ -351,12 +353,12 @@ def _existing(db: sqlite3.Connection, table: str, ids: Sequence[Any]) -> set[Any
     return found
 
 
-def _taken(db: sqlite3.Connection, decl: Any, keys: Sequence[Any]) -> set[Any]:
+def _taken(db: sqlite3.Connection, decl: Declaration, keys: Sequence[Any]) -> set[Any]:
     """Return which keys of `row_keys` are rows of `decl`'s table."""
     if not scoped_ids(decl):
         return _existing(db, _name(decl.name), keys)
     wanted = set(keys)
-    parent_field = _name(decl.parent_field)
+    parent_field = _name(decl.parent_column)
     found: set[Any] = set()
     ids = sorted({key[1] for key in keys})
     for start in range(0, len(ids), 5000):

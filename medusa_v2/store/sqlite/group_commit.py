@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from ...declaration import INT64_MAX
+from ...declaration import INT64_MAX, Declaration
 from ..base import Check, Parent, StoreUnavailable
 from ..sql import quote_name as _name
 from .connection import _busy
@@ -38,7 +38,7 @@ class GroupCommit:
         self._scheduled = False
 
     def add(
-        self, decl: Any, row: dict[str, Any], parent: Parent | None, check_parent: Check | None
+        self, decl: Declaration, row: dict[str, Any], parent: Parent | None, check_parent: Check | None
     ) -> asyncio.Future[dict[str, Any]]:
         """Queue one insert for this loop iteration's commit; return the future of its stored row."""
         loop = asyncio.get_running_loop()
@@ -109,7 +109,9 @@ class GroupCommit:
                 future.set_result(result)
 
 
-def _insert_together(db: sqlite3.Connection, decl: Any, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+def _insert_together(
+    db: sqlite3.Connection, decl: Declaration, rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
     """Insert rows taking the next assigned ids in one statement; return them as stored.
 
     Returns None, having changed nothing, when the next ids are not all free (a

@@ -16,7 +16,7 @@ def _insert_values(
     """Insert rows with multi-row INSERT statements (up to `most` rows each, bound variables permitting).
 
     Not executemany: FTS5 flushes its pending terms at every statement's end, so one
-    statement per row makes one tiny index segment per row (5x slower imports); and
+    statement per row makes one tiny index segment per row (much slower imports); and
     the values of a statement are bound in one call, not row by row, so an import's
     worker thread takes the GIL from the parsing thread once per statement (and
     waits for it each time: few, large statements).

@@ -141,8 +141,8 @@ MIGRATIONS: list[str] = [
     """,
     # 5: a list filtered on one state or priority (the commonest filter: state=open)
     # counts from totals kept per value by triggers, not by walking the index range
-    # (333,333 entries at 1M tickets: 9-28 ms a list). `value` has no type: each total
-    # keeps the column's own value, so 3 is not '3'. Rows that drop to 0 stay.
+    # (a third of the table for state=open: docs/benchmarks.md). `value` has no type:
+    # each total keeps the column's own value, so 3 is not '3'. Rows that drop to 0 stay.
     """
     CREATE TABLE value_total (
         name TEXT NOT NULL,

@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from ...declaration import Declaration
+from ...listing import ListQuery
 from .. import pages, schema
 from ..base import Parent
 from ..sql import filter_terms
@@ -17,7 +19,7 @@ _DEEP_OFFSET = 1000  # from this offset on, a page is found by id first
 _GET_SQL: dict[tuple[int, bool, bool], tuple[Any, tuple[str, ...], str]] = {}
 
 
-def _get_sql(decl: Any, nested: bool, ranged: bool = False) -> tuple[tuple[str, ...], str]:
+def _get_sql(decl: Declaration, nested: bool, ranged: bool = False) -> tuple[tuple[str, ...], str]:
     """Return (column names, SQL) reading one row by id (and parent), built once per declaration.
 
     `ranged`: the rows of ids from one to another, in id order, instead.
@@ -28,7 +30,7 @@ def _get_sql(decl: Any, nested: bool, ranged: bool = False) -> tuple[tuple[str, 
         sql = f"SELECT {', '.join(_name(n) for n in names)} FROM {_name(decl.name)}"
         sql += " WHERE id BETWEEN ? AND ?" if ranged else " WHERE id = ?"
         if nested:
-            sql += f" AND {_name(decl.parent_field)} = ?"
+            sql += f" AND {_name(decl.parent_column)} = ?"
         if ranged:
             sql += " ORDER BY id"
         if len(_GET_SQL) > 1024:
@@ -41,7 +43,9 @@ def _fold(text: str | None) -> str | None:
     return None if text is None else text.lower()
 
 
-def read_page(db: sqlite3.Connection, decl: Any, query: Any, parent: Parent | None) -> tuple[int, list[str], list[Any]]:
+def read_page(
+    db: sqlite3.Connection, decl: Declaration, query: ListQuery, parent: Parent | None
+) -> tuple[int, list[str], list[Any]]:
     """Count a list's matching rows, then read its page: (count, column names, rows), in the caller's snapshot."""
     if parent is not None or query.q:
         where, params = _where(decl, query, parent)
@@ -68,7 +72,7 @@ def read_page(db: sqlite3.Connection, decl: Any, query: Any, parent: Parent | No
 
 
 def _read(
-    db: sqlite3.Connection, decl: Any, parts: Sequence[pages.Part], query: Any, parent: Parent | None
+    db: sqlite3.Connection, decl: Declaration, parts: Sequence[pages.Part], query: ListQuery, parent: Parent | None
 ) -> tuple[list[str], list[Any]]:
     """Read the parts of a page in turn: (column names, rows)."""
     table = _name(decl.name)
@@ -99,7 +103,7 @@ def _read(
 WALK = 4.0  # sorting a matching row costs about as much as walking this many index entries
 
 
-def _index_for(db: sqlite3.Connection, decl: Any, part: pages.Part) -> str:
+def _index_for(db: sqlite3.Connection, decl: Declaration, part: pages.Part) -> str:
     """Return the index clause of a filtered part of a top-level list: the walk or the filter it reads.
 
     SQLite keeps no statistics here, so it would guess; the totals say exactly how
@@ -128,12 +132,12 @@ def _filters(filters: Any) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
 
 
-def _where(decl: Any, query: Any, parent: Parent | None, filters: Any = None) -> tuple[str, list[Any]]:
+def _where(decl: Declaration, query: ListQuery, parent: Parent | None, filters: Any = None) -> tuple[str, list[Any]]:
     """Return ` WHERE ...` and its parameters for a list's parent, filters (or a part's) and q."""
     terms: list[str] = []
     params: list[Any] = []
     if parent is not None:
-        terms.append(f"{_name(decl.parent_field)} = ?")
+        terms.append(f"{_name(decl.parent_column)} = ?")
         params.append(parent[1])
     more, values = filter_terms(query.filters if filters is None else filters, "?")
     terms.extend(more)
@@ -156,11 +160,11 @@ def _where(decl: Any, query: Any, parent: Parent | None, filters: Any = None) ->
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
 
 
-def _row_key(decl: Any, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
+def _row_key(decl: Declaration, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
     """Return ` WHERE ...` and its parameters addressing one row (a string id is unique under its parent only)."""
     if schema.unique_id(decl) or parent is None:
         return " WHERE id = ?", (id,)
-    return f" WHERE id = ? AND {_name(decl.parent_field)} = ?", (id, parent[1])
+    return f" WHERE id = ? AND {_name(decl.parent_column)} = ?", (id, parent[1])
 
 
 def _order_by(sort: Sequence[tuple[str, bool]], reverse: bool = False) -> str:

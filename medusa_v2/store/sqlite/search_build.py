@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
+from ...declaration import Declaration
 from ..base import StoreUnavailable
 from ..sql import quote_name as _name
 from .inserts import _insert_values
@@ -21,9 +22,10 @@ from .migrations import SEARCH_AUTOMERGE
 _TEXT_CHUNK = 10_000  # rows per statement staging an import's search text (bound variables permitting)
 # An import's search build sets two FTS5 options of its own, not kept in the moved
 # index (_SearchBuild._run). hashsize: FTS5 flushes its in-memory terms to a new
-# segment past this many bytes (default 1 MB); at 128 MB, 1M tickets make ~5
-# segments (64 MB: 9, the same CPU; 1 GB: 1, 20% more CPU). crisismerge: FTS5 merges
-# a level's segments once it has this many, even with automerge off (default 16).
+# segment past this many bytes (default 1 MB); 128 MB leaves a large import a few
+# segments, and more memory saves few of them at a CPU cost (docs/benchmarks.md,
+# Import). crisismerge: FTS5 merges a level's segments once it has this many, even
+# with automerge off (default 16).
 _SEARCH_BUILD_OPTIONS = {"hashsize": 128 << 20, "crisismerge": 1000}
 _SEARCH_BACKLOG = 16  # batches queued for an import's search build (bounds its memory)
 
@@ -31,15 +33,15 @@ _SEARCH_BACKLOG = 16  # batches queued for an import's search build (bounds its 
 class _SearchBuild:
     """The search indexes of an import into empty tables, built beside it, then moved in.
 
-    Indexing trigram text is the biggest part of a large import (a third of its
-    CPU at 1M tickets), and SQLite does it on the one connection that writes. So
+    Indexing trigram text is the biggest part of a large import (docs/benchmarks.md),
+    and SQLite does it on the one connection that writes. So
     the build runs on a connection and thread of its own, in a scratch database
     file: it gets each batch's values (`_tuples`) as inserted and stages them in a
     plain table there. Once every batch is in (`end`), while the import's
     connection sorts its indexes, each search index is built from its staged rows
     in one statement: in id order, FTS5 flushes a segment only when its terms
     outgrow `hashsize` (a statement per batch flushed one segment per statement,
-    which 'optimize' then merged: 13 s of CPU at 1M tickets). Its few segments are
+    which 'optimize' then had to merge, at a large CPU cost). Its few segments are
     put on levels of their own (`_settle`), and the build commits.
     `move_into` then recreates each search table in the import's transaction and
     copies its shadow tables in, row for row. The copy is FTS5's own on-disk
@@ -51,7 +53,9 @@ class _SearchBuild:
 
     _ATTACHED = "medusa_import_search"
 
-    def __init__(self, db: sqlite3.Connection, indexed: Sequence[tuple[Any, Sequence[str]]], database: str | None):
+    def __init__(
+        self, db: sqlite3.Connection, indexed: Sequence[tuple[Declaration, Sequence[str]]], database: str | None
+    ):
         # resource -> (search table, its columns, which of a row's values they take)
         self.tables: dict[str, tuple[str, list[str], Callable[[Sequence[Any]], Any]]] = {}  # id first
         self.create: dict[str, str] = {}  # search table -> its CREATE VIRTUAL TABLE statement
@@ -221,11 +225,11 @@ class _SearchBuild:
         """Put the build's segments on the levels FTS5's own merging would keep them on.
 
         The build leaves its segments on level 0, where a later POST's automerge
-        would rewrite them all (measured p99 0.8 s); merged into one by 'optimize',
-        the segment sat on level 1, where the 16th segment that later writes merge
-        into it (after ~600 writes, measured) made FTS5 merge the whole index in that
-        write: 2.4 s for 100k tickets, far more at 1M. An index grown by N writes
-        holds its oldest rows on level ~log16(N), where they are merged again only
+        would rewrite them all (a slow POST); merged into one by 'optimize', the
+        segment sat on level 1, where the 16th segment that later writes merge into
+        it (after some hundreds of writes) made FTS5 merge the whole index in that
+        write, a pause growing with the index (docs/benchmarks.md, Import). An index
+        grown by N writes holds its oldest rows on level ~log16(N), merged again only
         after about N more writes. So each segment of R rows goes to a level of its
         own from the lowest L with 16 ** (L + 1) >= R up, the oldest highest, in the
         structure record (FTS5's format 1, `_structure_on_levels`). A record that

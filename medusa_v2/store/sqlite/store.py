@@ -20,6 +20,8 @@ import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from ...declaration import Declaration
+from ...listing import ListQuery
 from .. import schema
 from ..base import (
     COMPLETION,
@@ -82,7 +84,7 @@ class SQLiteStore(Store):
             raise StoreUnavailable("the store is closed")
         return self._db
 
-    async def open(self, declarations: Sequence[Any] = ()) -> None:
+    async def open(self, declarations: Sequence[Declaration] = ()) -> None:
         """Open the file (WAL, busy timeout), apply pending migrations, create or migrate `declarations`."""
         specs = [schema.derive(decl) for decl in schema.ordered(declarations)]  # a bad one fails before the file opens
         try:
@@ -98,8 +100,9 @@ class SQLiteStore(Store):
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
             db.execute("PRAGMA foreign_keys = ON")
             # Statement journals in memory: an insert's savepoint journals every page it
-            # touches (~50: eleven indexes, the search index, the totals), and past 64 KB
-            # SQLite spilled them to a temp file, a write call per page (insert 58 -> 27 µs).
+            # touches (dozens: eleven indexes, the search index, the totals), and past
+            # 64 KB SQLite spilled them to a temp file, a write call per page
+            # (docs/benchmarks.md, POST).
             db.execute("PRAGMA temp_store = MEMORY")
         except sqlite3.Error as exc:
             db.close()
@@ -234,7 +237,7 @@ class SQLiteStore(Store):
 
     # -- resource rows --
 
-    async def list_rows(self, decl: Any, query: Any, parent: Parent | None = None) -> RowPage:
+    async def list_rows(self, decl: Declaration, query: ListQuery, parent: Parent | None = None) -> RowPage:
         """Count the matching rows, then read one page of them in the same snapshot."""
         if parent is not None:
             self._require_parent(parent)
@@ -258,14 +261,14 @@ class SQLiteStore(Store):
         if found is None:
             raise NotFound(parent_decl.name, parent_id)
 
-    async def get_row(self, decl: Any, id: int, parent: Parent | None = None) -> dict[str, Any]:
+    async def get_row(self, decl: Declaration, id: int, parent: Parent | None = None) -> dict[str, Any]:
         """Return one row by id (under its parent)."""
         try:
             return self._get(self.db, decl, id, parent)
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    def _get(self, db: sqlite3.Connection, decl: Any, id: int, parent: Parent | None) -> dict[str, Any]:
+    def _get(self, db: sqlite3.Connection, decl: Declaration, id: int, parent: Parent | None) -> dict[str, Any]:
         names, sql = _get_sql(decl, parent is not None)
         found = db.execute(sql, (id,) if parent is None else (id, parent[1])).fetchone()
         if found is None:
@@ -276,7 +279,7 @@ class SQLiteStore(Store):
 
     async def insert_row(
         self,
-        decl: Any,
+        decl: Declaration,
         values: Mapping[str, Any],
         now: float,
         parent: Parent | None = None,
@@ -313,7 +316,7 @@ class SQLiteStore(Store):
     def _insert(
         self,
         db: sqlite3.Connection,
-        decl: Any,
+        decl: Declaration,
         row: dict[str, Any],
         parent: Parent | None,
         check_parent: Check | None,
@@ -324,15 +327,15 @@ class SQLiteStore(Store):
             parent_row = self._get(db, parent_decl, parent_id, None)
             if check_parent is not None:
                 check_parent(parent_row)
-            row[decl.parent_field] = parent_id
+            row[decl.parent_column] = parent_id
         unique = schema.unique_id(decl)
         if row.get("id") is not None:
             if unique:
                 taken = db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row["id"],)).fetchone()
             else:  # a string id is unique under its parent only
                 taken = db.execute(
-                    f"SELECT 1 FROM {table} WHERE id = ? AND {_name(decl.parent_field)} = ?",
-                    (row["id"], row.get(decl.parent_field)),
+                    f"SELECT 1 FROM {table} WHERE id = ? AND {_name(decl.parent_column)} = ?",
+                    (row["id"], row.get(decl.parent_column)),
                 ).fetchone()
             if taken:
                 raise AlreadyExists(decl.name, row["id"])
@@ -347,7 +350,7 @@ class SQLiteStore(Store):
 
     async def update_row(
         self,
-        decl: Any,
+        decl: Declaration,
         id: int,
         values: Mapping[str, Any],
         now: float,
@@ -371,7 +374,9 @@ class SQLiteStore(Store):
             db.execute(f"UPDATE {_name(decl.name)} SET {assignments}{where}", [*row.values(), *key])
             return {**current, **row}
 
-    async def delete_row(self, decl: Any, id: int, check: Check | None = None, parent: Parent | None = None) -> None:
+    async def delete_row(
+        self, decl: Declaration, id: int, check: Check | None = None, parent: Parent | None = None
+    ) -> None:
         """Check the current row, then delete it (children go by ON DELETE CASCADE)."""
         with self.transaction() as db:
             current = self._get(db, decl, id, parent)
@@ -390,8 +395,8 @@ class SQLiteStore(Store):
         A file database is read on a connection of its own, so the snapshot does not
         hold this store's connection (requests keep being served while it runs).
         With `as_json`, the columns are read in declared order and each row's values
-        paired with the JSON names at once (one dict per row, not two: a third of
-        an export's time).
+        paired with the JSON names at once (one dict per row, not two; see
+        docs/benchmarks.md, Export).
         """
         own = self.path != ":memory:"
         try:
@@ -434,9 +439,10 @@ class SQLiteStore(Store):
         rollback journal (synchronous FULL) instead of the WAL, and the database
         goes back to WAL at its end. Through the WAL, every page of a big import is
         written twice: to the WAL, then by the checkpoint at its commit into the
-        database (1M tickets: 1.3 GB, 8-10 s of the commit). A rollback journal keeps
-        only the pages the run changes that existed before it; new pages are written
-        once. Readers that open the database meanwhile wait, as writers do.
+        database, a large part of a big import's commit (docs/benchmarks.md). A
+        rollback journal keeps only the pages the run changes that existed before
+        it; new pages are written once. Readers that open the database meanwhile
+        wait, as writers do.
         """
         loop = asyncio.get_running_loop()
         own = self.path != ":memory:"
