@@ -6,6 +6,7 @@ order (NULLs, ties), filters, `q`, errors, idempotency keys and auth state.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 
@@ -311,6 +312,40 @@ def test_every_update_moves_updated_at_forward_even_when_the_clock_does_not(io_l
     assert run(io_loop, store.get_row(TICKET, row["id"]))["updated_at"] == stamps[-1]
     with pytest.raises(NotFound):
         run(io_loop, store.update_row(TICKET, 999, {"title": "x"}, NOW, check))
+
+
+def test_concurrent_writes_each_get_their_own_outcome(io_loop, store):
+    """Writes asked for together (one event-loop iteration) succeed or fail each on its own."""
+    rows = [add(io_loop, store, title=f"t{i}") for i in range(4)]
+
+    def refuse(row):
+        raise ApiError(412, "Precondition Failed")
+
+    async def together():
+        return await asyncio.gather(
+            store.update_row(TICKET, rows[0]["id"], {"state": "closed"}, NOW + 1),
+            store.update_row(TICKET, rows[1]["id"], {"state": "closed"}, NOW + 1, refuse),
+            store.update_row(TICKET, 999, {"title": "x"}, NOW + 1),
+            store.delete_row(TICKET, rows[2]["id"]),
+            store.delete_row(TICKET, rows[3]["id"], refuse),
+            store.insert_row(TICKET, {"title": "new", "state": "pending"}, NOW + 1),
+            store.update_row(TICKET, rows[0]["id"], {"priority": 5}, NOW + 1),
+            return_exceptions=True,
+        )
+
+    first, refused, missing, deleted, kept, made, second = run(io_loop, together())
+    assert first["state"] == "closed" and second["priority"] == 5 and first["updated_at"] != second["updated_at"]
+    both = run(io_loop, store.get_row(TICKET, rows[0]["id"]))  # the two updates of one row both applied
+    assert (both["state"], both["priority"]) == ("closed", 5)
+    assert isinstance(refused, ApiError) and isinstance(kept, ApiError)
+    assert isinstance(missing, NotFound) and deleted is None and made["state"] == "pending"
+    assert run(io_loop, store.get_row(TICKET, rows[1]["id"]))["state"] == "open"  # refused: unchanged
+    assert run(io_loop, store.get_row(TICKET, rows[3]["id"]))["title"] == "t3"  # refused: still there
+    with pytest.raises(NotFound):
+        run(io_loop, store.get_row(TICKET, rows[2]["id"]))
+    page = run(io_loop, store.list_rows(TICKET, ListQuery(filters={"state": ("closed",)})))
+    assert (page.count, ids(page)) == (1, [rows[0]["id"]])  # the totals saw only what committed
+    assert run(io_loop, store.list_rows(TICKET, ListQuery())).count == 4
 
 
 def test_an_import_moves_the_counters_past_its_ids(io_loop, store):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
@@ -119,6 +120,25 @@ def test_a_list_under_any_filters_is_counted_from_the_totals_not_the_table(io_lo
     assert len(counted) == 1 and 'COUNT(*) FROM "ticket"' in counted[0], statements  # q: the matching rows
     summed = [sql for sql in statements if "SUM(" in sql]
     assert len(summed) >= 3 and all('FROM "ticket__totals"' in sql for sql in summed), statements
+
+
+def test_updates_and_deletes_of_one_iteration_share_one_commit(io_loop, store):
+    made = [run(io_loop, store.insert_row(TICKET, {"title": f"t{i}"}, NOW)) for i in range(5)]
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+
+    async def together():
+        return await asyncio.gather(
+            *(store.update_row(TICKET, row["id"], {"priority": 1}, NOW) for row in made[:4]),
+            store.delete_row(TICKET, made[4]["id"]),
+        )
+
+    try:
+        run(io_loop, together())
+    finally:
+        store.db.set_trace_callback(None)
+    assert statements.count("COMMIT") == 1, statements
+    assert run(io_loop, store.list_rows(TICKET, ListQuery(filters={"priority": (1,)}))).count == 4
 
 
 def test_auth_methods_still_work(io_loop, store):

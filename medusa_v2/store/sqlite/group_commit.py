@@ -1,7 +1,11 @@
-"""Group commit: the inserts of one event-loop iteration share one transaction.
+"""Group commit: the writes of one event-loop iteration share one transaction.
 
 A commit per row costs far more than the row (see SQLiteStore.insert_row); the store
-owns one GroupCommit and gives it its transaction and its one-row insert.
+owns one GroupCommit and gives it its transaction and its one-row insert. Inserts
+are queued as rows (several of one resource go in one statement); updates and
+deletes as calls, each run under a savepoint of its own, so one refused write (a
+failed check, a missing row) is undone alone. Every caller is answered after the
+commit.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .inserts import _insert_values
 from .queries import _get_sql
 
 Job = tuple[asyncio.Future[dict[str, Any]], Any, dict[str, Any], Parent | None, Check | None]
+Call = tuple[asyncio.Future[Any], Callable[[sqlite3.Connection], Any]]
 
 
 class GroupCommit:
@@ -33,9 +38,15 @@ class GroupCommit:
     ) -> None:
         self._transaction = transaction  # the store's write transaction
         self._insert = insert  # the store's insert of one row (its parent checked, its id chosen or assigned)
-        # Inserts waiting for this loop iteration's group commit (flush).
+        # Inserts and other writes waiting for this loop iteration's group commit (flush).
         self.jobs: list[Job] = []
+        self.calls: list[Call] = []
         self._scheduled = False
+
+    @property
+    def pending(self) -> bool:
+        """Return whether writes wait for this loop iteration's commit."""
+        return bool(self.jobs or self.calls)
 
     def add(
         self, decl: Declaration, row: dict[str, Any], parent: Parent | None, check_parent: Check | None
@@ -44,25 +55,43 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.jobs.append((future, decl, row, parent, check_parent))
+        self._schedule(loop)
+        return future
+
+    def call(self, write: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        """Queue a write (an update, a delete) for this loop iteration's commit; return the future of its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.calls.append((future, write))
+        self._schedule(loop)
+        return future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self.flush)
-        return future
 
     def flush(self) -> None:
         """Run the queued inserts in one transaction, then answer each one."""
         self._scheduled = False
         jobs = [job for job in self.jobs if not job[0].done()]  # a cancelled caller: nothing to do
-        self.jobs = []
-        if not jobs:
+        calls = [call for call in self.calls if not call[0].done()]
+        self.jobs, self.calls = [], []
+        if not jobs and not calls:
             return
-        outcomes: list[tuple[asyncio.Future[dict[str, Any]], BaseException | None, Any]] = []
+        outcomes: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = []
+        futures: list[asyncio.Future[Any]] = [job[0] for job in jobs] + [call[0] for call in calls]
         try:
             with self._transaction() as db:
-                if len(jobs) == 1:
-                    future, decl, row, parent, check_parent = jobs[0]
+                if len(futures) == 1:
+                    # Alone: no savepoint; a failure rolls the transaction back (transaction()).
+                    future = futures[0]
                     try:
-                        outcomes.append((future, None, self._insert(db, decl, row, parent, check_parent)))
+                        if jobs:
+                            _, decl, row, parent, check_parent = jobs[0]
+                            outcomes.append((future, None, self._insert(db, decl, row, parent, check_parent)))
+                        else:
+                            outcomes.append((future, None, calls[0][1](db)))
                     except Exception as exc:  # rolled back by transaction(); the caller gets it
                         outcomes.append((future, exc, None))
                         raise
@@ -87,9 +116,11 @@ class GroupCommit:
                             continue
                         db.execute("RELEASE medusa_insert")
                         outcomes.append((future, None, result))
+                    for future, write in calls:
+                        outcomes.append(_alone(db, future, write))
         except BaseException as exc:
             failed = {id(f): e for f, e, _ in outcomes if e is not None}
-            for future, *_ in jobs:
+            for future in futures:
                 if not future.done():
                     failure: BaseException = failed.get(id(future)) or exc
                     if isinstance(failure, sqlite3.OperationalError) and _busy(failure):
@@ -107,6 +138,23 @@ class GroupCommit:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+
+
+def _alone(
+    db: sqlite3.Connection, future: asyncio.Future[Any], write: Callable[[sqlite3.Connection], Any]
+) -> tuple[asyncio.Future[Any], BaseException | None, Any]:
+    """Run one queued write under its own savepoint: (its future, its error or None, its result)."""
+    db.execute("SAVEPOINT medusa_write")
+    try:
+        result = write(db)
+    except Exception as exc:
+        if not db.in_transaction:
+            raise  # SQLite rolled the whole transaction back: every write of the batch fails
+        db.execute("ROLLBACK TO medusa_write")
+        db.execute("RELEASE medusa_write")
+        return future, exc, None
+    db.execute("RELEASE medusa_write")
+    return future, None, result
 
 
 def _insert_together(

@@ -161,7 +161,7 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         """Close the connection (idempotent); queued inserts are committed first."""
-        if self._group_commit.jobs:
+        if self._group_commit.pending:
             self._group_commit.flush()
         if self._db is not None:
             self._db.close()
@@ -357,8 +357,9 @@ class SQLiteStore(Store):
         check: Check | None = None,
         parent: Parent | None = None,
     ) -> dict[str, Any]:
-        """Check the current row, then set `values` and a later updated_at, in one transaction."""
-        with self.transaction() as db:
+        """Check the current row, then set `values` and a later updated_at (committed with this iteration's writes)."""
+
+        def write(db: sqlite3.Connection) -> dict[str, Any]:
             current = self._get(db, decl, id, parent)
             if check is not None:
                 check(current)
@@ -374,16 +375,22 @@ class SQLiteStore(Store):
             db.execute(f"UPDATE {_name(decl.name)} SET {assignments}{where}", [*row.values(), *key])
             return {**current, **row}
 
+        result: dict[str, Any] = await self._group_commit.call(write)
+        return result
+
     async def delete_row(
         self, decl: Declaration, id: int, check: Check | None = None, parent: Parent | None = None
     ) -> None:
-        """Check the current row, then delete it (children go by ON DELETE CASCADE)."""
-        with self.transaction() as db:
+        """Check the current row, then delete it (children go by ON DELETE CASCADE), with this iteration's writes."""
+
+        def write(db: sqlite3.Connection) -> None:
             current = self._get(db, decl, id, parent)
             if check is not None:
                 check(current)
             where, key = _row_key(decl, id, parent)
             db.execute(f"DELETE FROM {_name(decl.name)}{where}", key)
+
+        await self._group_commit.call(write)
 
     # -- bulk transfer (export / import) --
 
@@ -446,9 +453,8 @@ class SQLiteStore(Store):
         """
         loop = asyncio.get_running_loop()
         own = self.path != ":memory:"
-        reopen = (
-            exclusive and own and self._db is not None and not self._db.in_transaction and not self._group_commit.jobs
-        )
+        idle = self._db is not None and not self._db.in_transaction and not self._group_commit.pending
+        reopen = exclusive and own and idle
         if reopen:
             assert self._db is not None
             self._db.close()
