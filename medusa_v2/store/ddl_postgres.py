@@ -10,7 +10,7 @@ column's CHECK, so a built-in's hand-written ones are replaced the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .schema import Plan, Spec, totals_table
@@ -130,7 +130,7 @@ def totals_statements(spec: Spec) -> list[str]:
     names = "".join(f"{quote_name(f)}, " for f in fields)
 
     def key(row: str) -> str:
-        return "concat_ws(','" + "".join(f", quote_nullable({row}.{quote_name(f)})" for f in fields) + ")"
+        return totals_key(row, fields)
 
     def add_all(rows: str, sign: str) -> str:
         values = "".join(f"r.{quote_name(f)}, " for f in fields)
@@ -157,7 +157,9 @@ def totals_statements(spec: Spec) -> list[str]:
         *(f"CREATE INDEX {quote_name(f'{table}_{f}')} ON {totals} ({quote_name(f)})" for f in fields),
         f"""CREATE FUNCTION {count}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF TG_OP = 'INSERT' THEN
+            IF TG_OP <> 'TRUNCATE' AND current_setting('medusa_v2.bulk_import', true) = 'on' THEN
+                RETURN NULL;  -- an import adds its counts itself, once (postgres._add_totals)
+            ELSIF TG_OP = 'INSERT' THEN
                 {add_all("new_rows", "")}
             ELSIF TG_OP = 'DELETE' THEN
                 {add_all("old_rows", "-")}
@@ -197,6 +199,11 @@ def totals_statements(spec: Spec) -> list[str]:
         + (f" GROUP BY {', '.join(f'r.{quote_name(f)}' for f in fields)}" if fields else "")
     )
     return statements
+
+
+def totals_key(row: str, fields: Sequence[str]) -> str:
+    """Return the SQL of a totals row's key: the quoted values of `row`'s filter fields (NULL included)."""
+    return "concat_ws(','" + "".join(f", quote_nullable({row}.{quote_name(f)})" for f in fields) + ")"
 
 
 def _drop_totals_statements(spec: Spec) -> list[str]:

@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -965,7 +966,12 @@ class PostgresStore(Store):
             count = 0
             seen: dict[str, set[Any]] = {tree.decl.name: set() for tree in trees}
             highest = {decl.name: 0 for decl in decls if decl.by_name["id"].type is int}
+            # Rows added and removed per combination of filter values, for the totals:
+            # their triggers stand aside (medusa_v2.bulk_import) and the import adds
+            # its counts once at the end, one new version of each row it touches.
+            counted: dict[str, Counter[tuple[Any, ...]]] = {}
             async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute("SELECT set_config('medusa_v2.bulk_import', 'on', true)")
                 async for tree, batch in batches:
                     decl = tree.decl
                     table = _name(decl.name)
@@ -981,7 +987,13 @@ class PostgresStore(Store):
                         if not replace:
                             raise AlreadyExists(decl.name, next(i for i in ids if i in existing))
                         # Their descendants go by ON DELETE CASCADE.
-                        await cur.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", (sorted(existing),))
+                        returning = ", ".join(_name(d) for d in _dims(decl)) or "1"
+                        await cur.execute(
+                            f"DELETE FROM {table} WHERE id = ANY(%s) RETURNING {returning}", (sorted(existing),)
+                        )
+                        if decl.parent is None:
+                            gone = counted.setdefault(decl.name, Counter())
+                            gone.subtract(tuple(found) for found in await cur.fetchall())
                     for level, items in tree.levels(batch):
                         level_decl = level.decl
                         rows = [row for row, _ in items]
@@ -993,6 +1005,10 @@ class PostgresStore(Store):
                                 raise already_exists(level_decl, next(k for k in keys if k in taken))
                         names = columns[level_decl.name]
                         await _copy(cur, copy_sql[level_decl.name], [tuple(row[c] for c in names) for row in rows])
+                        if level_decl.parent is None:
+                            dims = _dims(level_decl)
+                            added = counted.setdefault(level_decl.name, Counter())
+                            added.update(tuple(row[d] for d in dims) if dims else (1,) for row in rows)
                         if level_decl.name in highest:
                             top = _highest_below_limit([row["id"] for row in rows])
                             highest[level_decl.name] = max(highest[level_decl.name], top)
@@ -1000,6 +1016,9 @@ class PostgresStore(Store):
                 for name, top in highest.items():
                     if top:
                         await _advance_sequence(cur, _sequence(name), top)
+                by_name = {decl.name: decl for decl in decls}
+                for name, counts in counted.items():
+                    await _add_totals(cur, by_name[name], counts)
                 if count >= ANALYZE_AFTER:
                     await _settle(cur, [decl.name for decl in decls])
             return count
@@ -1117,6 +1136,29 @@ _COMPLETE = "UPDATE idempotency_key SET status = %s, headers = %s, body = %s WHE
 def _completed(scope: str, key: str, response: IdempotentResponse) -> tuple[Any, ...]:
     """Return _COMPLETE's parameters."""
     return (response.status, json.dumps(dict(response.headers)), response.body, scope, key)
+
+
+async def _add_totals(cur: psycopg.AsyncCursor[Any], decl: Declaration, counts: Counter[tuple[Any, ...]]) -> None:
+    """Add an import's rows per combination of filter values to the totals (its triggers stood aside).
+
+    Deltas, not a recount: writers committing meanwhile keep their own counts. The
+    key is computed by the same SQL as the triggers' (ddl_postgres.totals_statements).
+    """
+    dims = _dims(decl)
+    changed = [(values, n) for values, n in counts.items() if n]
+    if not changed:
+        return
+    types = {f.name: "bigint" if f.type is int else "text" for f in decl.fields}
+    arrays = [[values[i] for values, _ in changed] for i in range(len(dims))]
+    unnest = ", ".join([*(f"%s::{types[d]}[]" for d in dims), "%s::bigint[]"])
+    columns = "".join(f"{_name(d)}, " for d in dims)
+    await cur.execute(
+        f"INSERT INTO {_name(decl.name + schema.TOTALS_SUFFIX)} AS t (_key, _shard, {columns}_total)"
+        f" SELECT {ddl_postgres.totals_key('v', dims)}, 0, {''.join(f'v.{_name(d)}, ' for d in dims)}v._n"
+        f" FROM unnest({unnest}) AS v({columns}_n) ORDER BY 1"
+        " ON CONFLICT (_key, _shard) DO UPDATE SET _total = t._total + EXCLUDED._total",
+        [*arrays, [n for _, n in changed]],
+    )
 
 
 async def _skip_taken(cur: psycopg.AsyncCursor[Any], table: str, sequence: str, taken: int) -> None:
