@@ -308,14 +308,18 @@ def explain(url: str, query: ListQuery) -> tuple[str, str]:
     """Return the plans of the page statement and of the count, as list_rows builds them."""
     import psycopg
 
-    from medusa_v2.store.postgres import _order_by, _where, page_sql
+    from medusa_v2.store.postgres import _order_by, _where, page_sql, search_sql
 
     where, params = _where(TICKET, query, None)
-    page = page_sql('"ticket"', where, _order_by(TICKET, query.sort), bool(query.q))
-    count = f'SELECT COUNT(*) FROM "ticket"{where}'
+    if query.q:  # one statement finds the matches once, for both the page and the count
+        page = count = search_sql(TICKET, '"ticket"', where, query.sort)
+        count_args = [*params, query.limit, query.offset]
+    else:
+        page = page_sql('"ticket"', where, _order_by(TICKET, query.sort))
+        count, count_args = f'SELECT COUNT(*) FROM "ticket"{where}', params
     with psycopg.connect(url, autocommit=True) as conn:
         plans = []
-        for sql, args in ((page, [*params, query.limit, query.offset]), (count, params)):
+        for sql, args in ((page, [*params, query.limit, query.offset]), (count, count_args)):
             rows = conn.execute("EXPLAIN " + sql, args, prepare=False).fetchall()
             plans.append("\n".join(r[0] for r in rows))
     return plans[0], plans[1]
@@ -366,7 +370,7 @@ def test_deep_pages_skip_rows_on_an_index_alone(big_database, query):
 
     assert query.offset >= DEEP_OFFSET
     where, params = _where(TICKET, query, None)
-    sql = page_sql('"ticket"', where, _order_by(TICKET, query.sort), False, deep=True)
+    sql = page_sql('"ticket"', where, _order_by(TICKET, query.sort), deep=True)
     with psycopg.connect(big_database, autocommit=True) as conn:
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, [*params, query.limit, query.offset]))
     assert "Index Only Scan" in plan and "Seq Scan" not in plan, plan
@@ -379,7 +383,7 @@ def test_deep_pages_hold_the_rows_the_plain_query_finds(io_loop, big_database, q
     from medusa_v2.store.postgres import _order_by, _where, page_sql
 
     where, params = _where(TICKET, query, None)
-    plain = page_sql('"ticket"', where, _order_by(TICKET, query.sort), False)
+    plain = page_sql('"ticket"', where, _order_by(TICKET, query.sort))
     with psycopg.connect(big_database, autocommit=True) as conn:
         expected = [r[0] for r in conn.execute(plain, [*params, query.limit, query.offset])]
     store = store_from_url(big_database + "?pool_min_size=1")

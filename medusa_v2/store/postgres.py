@@ -619,17 +619,21 @@ class PostgresStore(Store):
         deep_ok = schema.unique_id(decl)  # a deep page finds its rows by id alone
         # The count and the page come from one statement: one snapshot, one round trip.
         # An empty page (past the end) still yields the count, with NULL row columns.
-        if parent is None and not query.q:
-            # Exact, from the trigger-kept totals (ddl_postgres.totals_statements), in this statement's snapshot.
-            count_sql, count_params = _counted(decl, query.filters)
+        if query.q:
+            sql = search_sql(decl, table, where, query.sort)
+            args = [*params, query.limit, query.offset]
         else:
-            count_sql, count_params = f"SELECT COUNT(*) FROM {table}{where}", params
-        sql = (
-            f"WITH page AS ({page_sql(table, where, order, bool(query.q), query.offset >= DEEP_OFFSET and deep_ok)})"
-            f" SELECT ({count_sql})::BIGINT AS medusa_count, page.*"
-            " FROM (SELECT 1) AS one LEFT JOIN page ON TRUE"
-        )
-        args = [*params, query.limit, query.offset, *count_params]
+            if parent is None:
+                # Exact, from the trigger-kept totals (ddl_postgres.totals_statements), in this statement's snapshot.
+                count_sql, count_params = _counted(decl, query.filters)
+            else:
+                count_sql, count_params = f"SELECT COUNT(*) FROM {table}{where}", params
+            sql = (
+                f"WITH page AS ({page_sql(table, where, order, query.offset >= DEEP_OFFSET and deep_ok)})"
+                f" SELECT ({count_sql})::BIGINT AS medusa_count, page.*"
+                " FROM (SELECT 1) AS one LEFT JOIN page ON TRUE"
+            )
+            args = [*params, query.limit, query.offset, *count_params]
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> RowPage:
             if parent is not None:
@@ -677,7 +681,7 @@ class PostgresStore(Store):
                     terms, params = filter_terms(part.filters, "%s")
                     where = " WHERE " + " AND ".join(terms) if terms else ""
                     order = _order_by(decl, part.sort, part.reverse)
-                    sql = page_sql(table, where, order, False, part.offset >= DEEP_OFFSET and deep_ok)
+                    sql = page_sql(table, where, order, part.offset >= DEEP_OFFSET and deep_ok)
                     cur = await conn.execute(sql, [*params, part.limit, part.offset])
                     columns = [c.name for c in cur.description or ()]
                     found = await cur.fetchall()
@@ -1271,27 +1275,41 @@ async def _existing(cur: psycopg.AsyncCursor[Any], table: str, ids: Sequence[Any
     return {r[0] if isinstance(r, tuple) else r["id"] for r in await cur.fetchall()}
 
 
-def page_sql(table: str, where: str, order: str, searching: bool, deep: bool = False) -> str:
+def page_sql(table: str, where: str, order: str, deep: bool = False) -> str:
     """Return the statement reading one page (LIMIT and OFFSET left as parameters).
-
-    With `q`, the matching rows are found first, in a subquery the planner cannot
-    merge (OFFSET 0), then sorted: otherwise, its guess that a substring matches
-    ~1% of the rows makes it walk the sort order's index filtering every row until
-    it has a page, which for a rare term means most of the table (a full scan at a
-    million rows, instead of a few trigram index pages).
 
     A deep page (`deep`: offset DEEP_OFFSET or more) skips rows on the ids alone,
     an index-only scan of the sort order's index (which ends with id), and reads
     only the page's rows in full.
     """
-    if searching:
-        return f"SELECT * FROM (SELECT * FROM {table}{where} OFFSET 0) AS found ORDER BY {order} LIMIT %s OFFSET %s"
     if deep:
         return (
             f"SELECT * FROM {table} WHERE id IN (SELECT id FROM {table}{where} ORDER BY {order} LIMIT %s OFFSET %s)"
             f" ORDER BY {order}"
         )
     return f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT %s OFFSET %s"
+
+
+def search_sql(decl: Declaration, table: str, where: str, sort: Sequence[tuple[str, bool]]) -> str:
+    """Return the statement counting a list with q and reading its page (LIMIT and OFFSET left as parameters).
+
+    The matches are found once, in a MATERIALIZED set the planner cannot merge into
+    the sort (its guess that a substring matches ~1% of the rows would make it walk
+    the sort order's index filtering every row until it has a page: for a rare term,
+    most of the table, instead of a few trigram index pages). The set is narrow (the
+    key and the sort columns); the count and the page both read it, and only the
+    page's rows are read in full. An empty page still yields the count (NULL row).
+    """
+    key = ["id"] if schema.unique_id(decl) else [decl.parent_column, "id"]
+    kept = ", ".join(_name(c) for c in dict.fromkeys([*key, *(name for name, _ in sort)]))
+    joined = " AND ".join(f"t.{_name(c)} = ids.{_name(c)}" for c in key)
+    return (
+        f"WITH found AS MATERIALIZED (SELECT {kept} FROM {table}{where}),"
+        f" ids AS (SELECT {kept} FROM found ORDER BY {_order_by(decl, sort)} LIMIT %s OFFSET %s),"
+        f" page AS (SELECT t.* FROM {table} AS t JOIN ids ON {joined} ORDER BY {_order_by(decl, sort, table='t')})"
+        " SELECT (SELECT COUNT(*) FROM found)::BIGINT AS medusa_count, page.*"
+        " FROM (SELECT 1) AS one LEFT JOIN page ON TRUE"
+    )
 
 
 def _like_pattern(q: str) -> str:
@@ -1333,21 +1351,22 @@ def _counted(decl: Declaration, filters: Any) -> tuple[str, list[Any]]:
     return f"SELECT COALESCE(SUM(_total), 0) FROM {_name(decl.name + schema.TOTALS_SUFFIX)}{where}", params
 
 
-def _order_by(decl: Declaration, sort: Sequence[tuple[str, bool]], reverse: bool = False) -> str:
+def _order_by(decl: Declaration, sort: Sequence[tuple[str, bool]], reverse: bool = False, table: str = "") -> str:
     """Return the ORDER BY list: the requested keys, then id in the last key's direction (all turned if `reverse`).
 
     As in SQLite: NULLs first ascending, last descending (said only for nullable
     columns: their index is built NULLS FIRST, and its backward scan gives DESC NULLS
     LAST; a NOT NULL column keeps the default, which its plain index serves both
-    ways); the id makes the order total.
+    ways); the id makes the order total. `table`: the columns' qualifier, if needed.
     """
     nullable = {f.name for f in decl.fields if getattr(f, "nullable", False)}
+    at = f"{table}." if table else ""
     terms: list[str] = []
     for name, asked in sort:
         desc = asked != reverse
         nulls = (" NULLS LAST" if desc else " NULLS FIRST") if name in nullable else ""
-        terms.append(f"{_name(name)} {'DESC' if desc else 'ASC'}{nulls}")
+        terms.append(f"{at}{_name(name)} {'DESC' if desc else 'ASC'}{nulls}")
         if name == "id":
             return ", ".join(terms)  # unique: later keys could not change the order
-    terms.append("id DESC" if (bool(sort) and sort[-1][1]) != reverse else "id ASC")
+    terms.append(f"{at}id DESC" if (bool(sort) and sort[-1][1]) != reverse else f"{at}id ASC")
     return ", ".join(terms)
