@@ -55,3 +55,11 @@ def assert_304_headers(r):
     assert r.headers["Access-Control-Allow-Origin"] == "*"
     exposed = {h.strip().lower() for h in r.headers["Access-Control-Expose-Headers"].split(",")}
     assert {"etag", "link", "x-medusa-server", "x-pagination-count"} <= exposed
+
+
+def expected_order(rows, sort):
+    """Return rows in the stores' list order: keys with NULLs first ascending, then id in the last key's direction."""
+    out = sorted(rows, key=lambda r: r["id"], reverse=bool(sort) and sort[-1][1])
+    for name, desc in reversed(sort):
+        out.sort(key=lambda r: (r[name] is not None, r[name] if r[name] is not None else 0), reverse=desc)
+    return out

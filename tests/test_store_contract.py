@@ -11,6 +11,7 @@ import itertools
 import random
 
 import pytest
+from conftest import expected_order
 
 from medusa_v2.errors import ApiError
 from medusa_v2.listing import ListQuery
@@ -256,14 +257,6 @@ def test_counts_under_any_filters_stay_exact_through_every_kind_of_write(io_loop
             live.update(chosen)
         if step % 12 == 11:
             check()
-
-
-def expected_order(rows, sort):
-    """Return rows in the stores' order: each key with NULLs first ascending, then id in the last key's direction."""
-    out = sorted(rows, key=lambda r: r["id"], reverse=bool(sort) and sort[-1][1])
-    for name, desc in reversed(sort):
-        out.sort(key=lambda r: (r[name] is not None, r[name] if r[name] is not None else 0), reverse=desc)
-    return out
 
 
 def test_every_page_of_any_filters_and_sort_is_the_sorted_slice(io_loop, store):

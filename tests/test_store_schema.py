@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import random
 import secrets
 import sqlite3
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import expected_order
 
 from medusa_v2.declaration import Declaration, Field
 from medusa_v2.listing import ListQuery
@@ -284,6 +286,50 @@ def test_many_notes_at_once_share_the_group_commit(io_loop, database_url):
         rows = run(io_loop, many())
         assert sorted(r["id"] for r in rows) == list(range(1, 21))
         assert run(io_loop, store.list_rows(NOTE, ListQuery(), (TICKET, t["id"]))).count == 20
+    finally:
+        run(io_loop, store.close())
+
+
+KINDS = ["bolt", "nut", "washer"]
+PART_NO = Declaration(
+    "part_no",
+    (
+        Field("id", str, writable=False, settable_on_create=True, pattern=r"p[0-9]+", max=10, sortable=True),
+        Field("maker", str, default=None, nullable=True, min=1, max=20, sortable=True, filter="many"),
+        Field("size", int, default=None, nullable=True, min=0, max=10**6, sortable=True, filter="one"),
+        Field("kind", str, default="bolt", choices=("bolt", "nut", "washer"), filter="many"),
+        Field("created_at", str, writable=False, sortable=True),
+        Field("updated_at", str, writable=False, sortable=True),
+    ),
+)
+
+
+def test_an_embedders_resource_gets_exact_counts_and_planned_pages(io_loop, database_url):
+    """String ids, nullable filters of any kind, a filter not sortable: counts and every page as for ticket."""
+    store = opened(io_loop, database_url, [PART_NO])
+    rng = random.Random(11)
+    makers, sizes = ["acme", "bosch", "ikea"], [0, 7, 10**6]
+    try:
+        for i in range(60):
+            values = {"maker": rng.choice([None, *makers]), "size": rng.choice([None, *sizes])}
+            run(io_loop, store.insert_row(PART_NO, {"id": f"p{i:03d}", "kind": rng.choice(KINDS), **values}, NOW))
+        for i in rng.sample(range(60), 15):  # moves between combinations, and deletes
+            if i % 3:
+                run(io_loop, store.update_row(PART_NO, f"p{i:03d}", {"maker": rng.choice(makers), "size": 7}, NOW))
+            else:
+                run(io_loop, store.delete_row(PART_NO, f"p{i:03d}"))
+        rows = run(io_loop, store.list_rows(PART_NO, ListQuery(limit=1000))).rows
+        values = {"maker": makers, "size": sizes, "kind": KINDS}
+        for _ in range(20):
+            names = rng.sample(list(values), rng.randint(0, 2))
+            filters = {n: tuple(rng.sample(values[n], 2 if n != "size" else 1)) for n in names}
+            sort = tuple((n, rng.random() < 0.5) for n in rng.sample(["maker", "size", "id", "updated_at"], 2))
+            want = [r["id"] for r in expected_order(rows, sort) if all(r[n] in v for n, v in filters.items())]
+            for limit in (3, 8):
+                for page in range(1, len(want) // limit + 2):
+                    query = ListQuery(page=page, limit=limit, sort=sort, filters=filters)
+                    found = run(io_loop, store.list_rows(PART_NO, query))
+                    assert (found.count, ids(found)) == (len(want), want[(page - 1) * limit : page * limit]), query
     finally:
         run(io_loop, store.close())
 
