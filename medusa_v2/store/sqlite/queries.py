@@ -48,8 +48,14 @@ def read_page(
 ) -> tuple[int, list[str], list[Any]]:
     """Count a list's matching rows, then read its page: (count, column names, rows), in the caller's snapshot."""
     if parent is not None or query.q:
-        where, params = _where(decl, query, parent)
-        count = db.execute(f"SELECT COUNT(*) FROM {_name(decl.name)}{where}", params).fetchone()[0]
+        source, params = _source(decl, query, parent)
+        where, more = _where(decl, query, parent)
+        if _indexed_search(query, parent) and not where:
+            search = _name(decl.name + "_search")
+            sql, params = f"SELECT COUNT(*) FROM {search}{_MATCH.format(search)}", params
+        else:
+            sql, params = f"SELECT COUNT(*) FROM {source}{where}", [*params, *more]
+        count = db.execute(sql, params).fetchone()[0]
         whole = pages.whole(query.filters, query.sort, query.offset, query.limit, count)
         return count, *_read(db, decl, whole, query, parent)
     # A top-level list without q: counted from its totals (ddl.totals_sql), per group of
@@ -79,9 +85,9 @@ def _read(
     columns: list[str] = []
     tuples: list[Any] = []
     for part in parts:
-        where, params = _where(decl, query, parent, part.filters)
+        source, params = _source(decl, query, parent)
+        where, more = _where(decl, query, parent, part.filters)
         order = _order_by(part.sort, part.reverse)
-        source = table
         if part.filters and parent is None and not query.q:
             source = f"{table} {_index_for(db, decl, part)}"
         if part.offset >= _DEEP_OFFSET and schema.unique_id(decl):
@@ -92,8 +98,8 @@ def _read(
                 f" ORDER BY {order} LIMIT ? OFFSET ?) ORDER BY {order}"
             )
         else:
-            sql = f"SELECT * FROM {source}{where} ORDER BY {order} LIMIT ? OFFSET ?"
-        cursor = db.execute(sql, [*params, part.limit, part.offset])
+            sql = f"SELECT {table}.* FROM {source}{where} ORDER BY {order} LIMIT ? OFFSET ?"
+        cursor = db.execute(sql, [*params, *more, part.limit, part.offset])
         columns = [d[0] for d in cursor.description]
         found = cursor.fetchall()
         tuples.extend(reversed(found) if part.reverse else found)
@@ -133,7 +139,7 @@ def _filters(filters: Any) -> tuple[str, list[Any]]:
 
 
 def _where(decl: Declaration, query: ListQuery, parent: Parent | None, filters: Any = None) -> tuple[str, list[Any]]:
-    """Return ` WHERE ...` and its parameters for a list's parent, filters (or a part's) and q."""
+    """Return ` WHERE ...` and its parameters for a list's parent, filters (or a part's) and a q not indexed."""
     terms: list[str] = []
     params: list[Any] = []
     if parent is not None:
@@ -142,22 +148,45 @@ def _where(decl: Declaration, query: ListQuery, parent: Parent | None, filters: 
     more, values = filter_terms(query.filters if filters is None else filters, "?")
     terms.extend(more)
     params.extend(values)
-    if query.q:
-        search = _name(decl.name + "_search")
-        if len(query.q) >= 3 and parent is None:
-            # A double-quoted FTS5 string is one phrase: operators and quotes in q are literal.
-            # The index keys rows by id, or by the implicit rowid of a table with string ids.
-            key = "id" if decl.id_field.type is int else "rowid"
-            terms.append(f"{key} IN (SELECT rowid FROM {search} WHERE {search} MATCH ?)")
-            params.append('"' + query.q.replace('"', '""') + '"')
-        else:
-            # Trigrams cannot find 1-2 characters; and under one parent, its few rows
-            # (found by the parent index) are cheaper to check than every match in the
-            # whole table. Compare folded text; instr: % and _ are literal.
-            fields = [f.name for f in decl.search_fields]
-            terms.append("(" + " OR ".join(f"instr(medusa_fold({_name(f)}), ?) > 0" for f in fields) + ")")
-            params.extend([_fold(query.q)] * len(fields))
+    if query.q and not _indexed_search(query, parent):
+        # Trigrams cannot find 1-2 characters; and under one parent, its few rows
+        # (found by the parent index) are cheaper to check than every match in the
+        # whole table. Compare folded text; instr: % and _ are literal.
+        fields = [f.name for f in decl.search_fields]
+        terms.append("(" + " OR ".join(f"instr(medusa_fold({_name(f)}), ?) > 0" for f in fields) + ")")
+        params.extend([_fold(query.q)] * len(fields))
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
+
+
+_MATCH = " WHERE {0} MATCH ?"
+
+
+def _indexed_search(query: ListQuery, parent: Parent | None) -> bool:
+    """Return whether a list's q is found by the search index (else by checking each row: _where)."""
+    return bool(query.q) and len(query.q or "") >= 3 and parent is None
+
+
+def _source(decl: Declaration, query: ListQuery, parent: Parent | None) -> tuple[str, list[Any]]:
+    """Return the FROM of a list's rows and its parameters: the table, or the search's matches joined to it.
+
+    The matches drive (CROSS JOIN keeps them the outer loop): each is looked up by
+    its key, and the filters are checked on the row. `key IN (SELECT rowid ...)`
+    made SQLite gather every match first and then probe them from a filter's index,
+    two to three times slower for a word in most rows. A double-quoted FTS5 string
+    is one phrase: operators and quotes in q are literal. The index keys rows by id,
+    or by the implicit rowid of a table with string ids.
+    """
+    table = _name(decl.name)
+    if not _indexed_search(query, parent):
+        return table, []
+    search = _name(decl.name + "_search")
+    key = "id" if decl.id_field.type is int else "rowid"
+    found = f"(SELECT rowid AS medusa_match FROM {search}{_MATCH.format(search)}) AS medusa_found"
+    return f"{found} CROSS JOIN {table} ON {table}.{key} = medusa_found.medusa_match", [_phrase(query.q or "")]
+
+
+def _phrase(q: str) -> str:
+    return '"' + q.replace('"', '""') + '"'
 
 
 def _row_key(decl: Declaration, id: Any, parent: Parent | None) -> tuple[str, tuple[Any, ...]]:
