@@ -211,7 +211,7 @@ class _PostgresDatabase:
     # Every table but schema_version emptied and every sequence (ids) restarted, in one
     # round trip. DELETE, not TRUNCATE: a test leaves a few rows, and deleting a few
     # rows is much cheaper than the new files TRUNCATE makes for every table and index.
-    # The totals per filter values (NAME__totals) are kept: their triggers bring them
+    # The totals (NAME__totals, NAME__count) are kept: their triggers bring them
     # back to zero as the rows go; and resource_schema: it describes the tables, which stay.
     RESET = """
     DO $$
@@ -220,7 +220,7 @@ class _PostgresDatabase:
         FOR r IN SELECT tablename FROM pg_tables
                   WHERE schemaname = current_schema()
                     AND tablename NOT IN ('schema_version', 'resource_schema')
-                    AND right(tablename, 8) <> '__totals' LOOP
+                    AND right(tablename, 8) <> '__totals' AND right(tablename, 7) <> '__count' LOOP
             EXECUTE 'DELETE FROM ' || quote_ident(r.tablename);
         END LOOP;
         FOR r IN SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema() LOOP

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .schema import Plan, Spec, totals_table
+from .schema import COUNT_SUFFIX, Plan, Spec, totals_table
 from .sql import check_expression, literal, quote_name
 
 
@@ -117,7 +117,9 @@ def totals_statements(spec: Spec) -> list[str]:
     count is the SUM over the shards, in the reader's snapshot. Inserts and deletes
     add per statement (an import's COPY adds once per batch); an update that changes
     a filter field moves one row's count; both lock rows in key order (no deadlock
-    between two writers on one shard).
+    between two writers on one shard). NAME__count holds the rows in all per shard
+    (an unfiltered count reads at most TOTAL_SHARDS rows, not every combination);
+    inserts and deletes add to it in the same statement trigger, after the totals.
     """
     table = totals_table(spec)
     if table is None:
@@ -132,6 +134,8 @@ def totals_statements(spec: Spec) -> list[str]:
     def key(row: str) -> str:
         return totals_key(row, fields)
 
+    every = quote_name(name + COUNT_SUFFIX)
+
     def add_all(rows: str, sign: str) -> str:
         values = "".join(f"r.{quote_name(f)}, " for f in fields)
         group = f" GROUP BY {', '.join(f'r.{quote_name(f)}' for f in fields)}" if fields else ""
@@ -139,6 +143,8 @@ def totals_statements(spec: Spec) -> list[str]:
             f"INSERT INTO {totals} AS t (_key, _shard, {names}_total)"
             f" SELECT {key('r')}, pg_backend_pid() % {TOTAL_SHARDS}, {values}{sign}COUNT(*) FROM {rows} AS r{group}"
             f" ORDER BY 1 ON CONFLICT (_key, _shard) DO UPDATE SET _total = t._total + EXCLUDED._total;"
+            f" INSERT INTO {every} AS t (_shard, _total) SELECT pg_backend_pid() % {TOTAL_SHARDS}, {sign}COUNT(*)"
+            f" FROM {rows} ON CONFLICT (_shard) DO UPDATE SET _total = t._total + EXCLUDED._total;"
         )
 
     def add_one(row: str, delta: int) -> str:
@@ -155,6 +161,7 @@ def totals_statements(spec: Spec) -> list[str]:
         f"CREATE TABLE {totals} (_key {_TEXT} NOT NULL, _shard INTEGER NOT NULL, {columns}"
         "_total BIGINT NOT NULL, PRIMARY KEY (_key, _shard))",
         *(f"CREATE INDEX {quote_name(f'{table}_{f}')} ON {totals} ({quote_name(f)})" for f in fields),
+        f"CREATE TABLE {every} (_shard INTEGER PRIMARY KEY, _total BIGINT NOT NULL)",
         f"""CREATE FUNCTION {count}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF TG_OP <> 'TRUNCATE' AND current_setting('medusa_v2.bulk_import', true) = 'on' THEN
@@ -165,6 +172,7 @@ def totals_statements(spec: Spec) -> list[str]:
                 {add_all("old_rows", "-")}
             ELSE
                 DELETE FROM {totals};
+                DELETE FROM {every};
             END IF;
             RETURN NULL;
         END $$""",
@@ -198,6 +206,7 @@ def totals_statements(spec: Spec) -> list[str]:
         f" SELECT {key('r')}, 0, {''.join(f'r.{quote_name(f)}, ' for f in fields)}COUNT(*) FROM {on} AS r"
         + (f" GROUP BY {', '.join(f'r.{quote_name(f)}' for f in fields)}" if fields else "")
     )
+    statements.append(f"INSERT INTO {every} (_shard, _total) SELECT 0, COUNT(*) FROM {on}")
     return statements
 
 
@@ -213,6 +222,7 @@ def _drop_totals_statements(spec: Spec) -> list[str]:
     # Its triggers go with the functions they execute.
     return [
         f"DROP TABLE IF EXISTS {quote_name(table)}",
+        f"DROP TABLE IF EXISTS {quote_name(spec['name'] + COUNT_SUFFIX)}",
         f"DROP FUNCTION IF EXISTS {quote_name(f'{table}_count')}() CASCADE",
         f"DROP FUNCTION IF EXISTS {quote_name(f'{table}_move')}() CASCADE",
     ]

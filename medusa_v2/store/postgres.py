@@ -1152,6 +1152,12 @@ async def _add_totals(cur: psycopg.AsyncCursor[Any], decl: Declaration, counts: 
     changed = [(values, n) for values, n in counts.items() if n]
     if not changed:
         return
+    every = _name(decl.name + schema.COUNT_SUFFIX)
+    await cur.execute(
+        f"INSERT INTO {every} AS t (_shard, _total) VALUES (0, %s)"
+        " ON CONFLICT (_shard) DO UPDATE SET _total = t._total + EXCLUDED._total",
+        (sum(n for _, n in changed),),
+    )
     types = {f.name: "bigint" if f.type is int else "text" for f in decl.fields}
     arrays = [[values[i] for values, _ in changed] for i in range(len(dims))]
     unnest = ", ".join([*(f"%s::{types[d]}[]" for d in dims), "%s::bigint[]"])
@@ -1345,9 +1351,11 @@ _NEXT_MICROSECOND = """to_char(updated_at::timestamp + interval '1 microsecond',
 
 
 def _counted(decl: Declaration, filters: Any) -> tuple[str, list[Any]]:
-    """Return the query of a top-level list's exact count under its filters, from its totals."""
+    """Return the query of a top-level list's exact count under its filters, from its totals (all: its count)."""
     terms, params = filter_terms(filters, "%s")
-    where = " WHERE " + " AND ".join(terms) if terms else ""
+    if not terms:
+        return f"SELECT COALESCE(SUM(_total), 0) FROM {_name(decl.name + schema.COUNT_SUFFIX)}", []
+    where = " WHERE " + " AND ".join(terms)
     return f"SELECT COALESCE(SUM(_total), 0) FROM {_name(decl.name + schema.TOTALS_SUFFIX)}{where}", params
 
 

@@ -39,6 +39,7 @@ from .base import StoreUnavailable
 SPEC_FORMAT = 1  # bumped if the spec's own shape changes (recorded specs are then re-read)
 MAX_NAME = 63  # PostgreSQL's identifier limit, for both stores' sake
 TOTALS_SUFFIX = "__totals"  # a top-level resource's totals per filter values: NAME__totals (totals_table)
+COUNT_SUFFIX = "__count"  # and its rows in all (an unfiltered list's count): NAME__count
 
 
 class SchemaError(StoreUnavailable):

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from ..schema import Plan, SchemaError, Spec, totals_table
+from ..schema import COUNT_SUFFIX, Plan, SchemaError, Spec, totals_table
 from ..sql import check_expression, literal, quote_name
 
 
@@ -149,8 +149,10 @@ def totals_sql(spec: Spec) -> list[str]:
 
     One row per combination of the filter fields' values, keyed by their quoted
     values (NULL included), with an index per field for the sums under a filter.
-    Totals that drop to 0 stay. The triggers' names start with `TABLE_total_`
-    (bulk.py sets them aside during an import and counts again).
+    Totals that drop to 0 stay. Beside it, NAME__count holds the rows in all, one
+    row read for an unfiltered list instead of a sum over every combination. The
+    triggers' names start with `TABLE_total_` (bulk.py sets them aside during an
+    import and counts again).
     """
     table = totals_table(spec)
     if table is None:
@@ -174,12 +176,17 @@ def totals_sql(spec: Spec) -> list[str]:
     def remove(row: str) -> str:
         return f"UPDATE {totals} SET _total = _total - 1 WHERE _key = {key(row)};"
 
+    count = quote_name(spec["name"] + COUNT_SUFFIX)
     statements = [
         f"CREATE TABLE {totals} (_key TEXT PRIMARY KEY, {columns}_total INTEGER NOT NULL) WITHOUT ROWID",
         *(f"CREATE INDEX {quote_name(f'{table}_{f}')} ON {totals} ({quote_name(f)})" for f in fields),
-        f"CREATE TRIGGER {quote_name(spec['name'] + '_total_insert')} AFTER INSERT ON {on} BEGIN {add('new')} END",
+        f"CREATE TABLE {count} (_one INTEGER PRIMARY KEY CHECK (_one = 1), _total INTEGER NOT NULL)",
+        f"INSERT INTO {count} (_one, _total) VALUES (1, 0)",
+        f"CREATE TRIGGER {quote_name(spec['name'] + '_total_insert')} AFTER INSERT ON {on}"
+        f" BEGIN {add('new')} UPDATE {count} SET _total = _total + 1; END",
         # Also fires for the rows ON DELETE CASCADE removes with their parent.
-        f"CREATE TRIGGER {quote_name(spec['name'] + '_total_delete')} AFTER DELETE ON {on} BEGIN {remove('old')} END",
+        f"CREATE TRIGGER {quote_name(spec['name'] + '_total_delete')} AFTER DELETE ON {on}"
+        f" BEGIN {remove('old')} UPDATE {count} SET _total = _total - 1; END",
     ]
     if fields:
         changed = " OR ".join(f"new.{quote_name(f)} IS NOT old.{quote_name(f)}" for f in fields)
@@ -205,6 +212,10 @@ def count_totals(db: sqlite3.Connection, spec: Spec) -> None:
         f" SELECT {key}, {names + ', ' if fields else ''}COUNT(*) FROM {quote_name(spec['name'])}"
         + (f" GROUP BY {names}" if fields else "")
     )
+    db.execute(
+        f"UPDATE {quote_name(spec['name'] + COUNT_SUFFIX)} SET _total = (SELECT COALESCE(SUM(_total), 0)"
+        f" FROM {quote_name(table)})"
+    )
 
 
 def _drop_totals_sql(spec: Spec) -> list[str]:
@@ -215,6 +226,7 @@ def _drop_totals_sql(spec: Spec) -> list[str]:
     return [
         *(f"DROP TRIGGER IF EXISTS {quote_name(t)}" for t in triggers),
         f"DROP TABLE IF EXISTS {quote_name(table)}",
+        f"DROP TABLE IF EXISTS {quote_name(spec['name'] + COUNT_SUFFIX)}",
     ]
 
 

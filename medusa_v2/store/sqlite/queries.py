@@ -70,8 +70,10 @@ def read_page(
         groups = [(tuple(row[:-1]), row[-1]) for row in found]
         count = sum(n for _, n in groups)
         parts = pages.split(query.filters, query.sort, query.offset, query.limit, keys, groups)
-    else:
+    elif where:
         count = db.execute(f"SELECT COALESCE(SUM(_total), 0) FROM {totals}{where}", params).fetchone()[0]
+    else:
+        count = db.execute(f"SELECT _total FROM {_name(decl.name + schema.COUNT_SUFFIX)}").fetchone()[0]
     if parts is None:
         parts = pages.whole(query.filters, query.sort, query.offset, query.limit, count)
     return count, *_read(db, decl, parts, query, None)
@@ -121,8 +123,9 @@ def _index_for(db: sqlite3.Connection, decl: Declaration, part: pages.Part) -> s
     names = list(part.filters)
     sums = ", ".join(f"SUM(CASE WHEN {term} THEN _total ELSE 0 END)" for term in filter_terms(part.filters, "?")[0])
     params = [v for name in names for v in part.filters[name] if v is not None]
-    found = db.execute(f"SELECT SUM(_total), {sums} FROM {_name(decl.name + schema.TOTALS_SUFFIX)}", params).fetchone()
-    rows, single = found[0] or 0, found[1:]
+    totals = _name(decl.name + schema.TOTALS_SUFFIX)
+    single = db.execute(f"SELECT {sums} FROM {totals}", params).fetchone()
+    (rows,) = db.execute(f"SELECT _total FROM {_name(decl.name + schema.COUNT_SUFFIX)}").fetchone()
     best = min(range(len(names)), key=lambda i: single[i])
     key = part.sort[0][0] if part.sort else "id"
     if pages.walk_cost(part, rows) <= (single[best] or 0) + WALK * part.count:
