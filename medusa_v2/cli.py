@@ -211,7 +211,6 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
     import os
     import time
 
-    from .routes import stored_declarations
     from .store import StoreUnavailable, open_store
     from .transfer import (
         TransferError,
@@ -222,6 +221,7 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
         progress_stream,
         summary,
     )
+    from .url_table import stored_declarations
 
     try:
         resources = mounted_resources(settings)

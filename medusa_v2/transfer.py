@@ -140,7 +140,7 @@ def _isatty(stream: IO[str]) -> bool:
 
 def mounted_resources(settings: Any) -> list[type[Resource]]:
     """Return the Resource classes the daemon mounts for these settings (TransferError naming a bad one)."""
-    from .routes import mounted_resources as mounted
+    from .url_table import mounted_resources as mounted
 
     try:
         return mounted(settings)[0]
@@ -266,7 +266,7 @@ def _plan(resources: Iterable[type[Resource]] | None) -> list[_Node]:
     set of resources that cannot be written as lines (see the module's docstring).
     """
     if resources is None:
-        from .routes import builtin_resources
+        from .url_table import builtin_resources
 
         resources = builtin_resources().values()
     decls: list[Declaration] = [cls.declaration for cls in resources if cls.declaration is not None]
