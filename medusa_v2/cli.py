@@ -211,6 +211,7 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
     import os
     import time
 
+    from .progress import progress_stream
     from .store import StoreUnavailable, open_store
     from .transfer import (
         TransferError,
@@ -218,7 +219,6 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
         import_jsonl,
         input_size,
         mounted_resources,
-        progress_stream,
         summary,
     )
     from .url_table import stored_declarations
