@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .errors import ApiError
-    from .routes import get_apiv2_handlers
+    from .url_table import get_apiv2_handlers
 
 
 def __getattr__(name: str) -> Any:
@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return ApiError
     if name == "get_apiv2_handlers":
-        from .routes import get_apiv2_handlers
+        from .url_table import get_apiv2_handlers
 
         return get_apiv2_handlers
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

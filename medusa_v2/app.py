@@ -12,9 +12,9 @@ from .accesslog import log_request  # also imported from here by embedders (exam
 from .context import ApiContext
 from .fastpath import ApiApplication
 from .resource import Resource
-from .routes import get_apiv2_handlers
 from .settings import Settings
 from .store import Store
+from .url_table import get_apiv2_handlers
 
 
 def api_root(settings: Settings) -> str:

@@ -211,7 +211,7 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
     import os
     import time
 
-    from .routes import stored_declarations
+    from .progress import progress_stream
     from .store import StoreUnavailable, open_store
     from .transfer import (
         TransferError,
@@ -219,9 +219,9 @@ def _transfer(settings: object, args: argparse.Namespace) -> int:
         import_jsonl,
         input_size,
         mounted_resources,
-        progress_stream,
         summary,
     )
+    from .url_table import stored_declarations
 
     try:
         resources = mounted_resources(settings)

@@ -5,7 +5,7 @@
 settings in `DEFAULTS`. Everything else is derived from those lines: config.ini's
 CONFIGSPEC and its section/key names (config.py), the checks `Settings` runs, which
 values are secret (never shown, logged or echoed in an error), and the GET /config
-view, the PATCH /config whitelist and their OpenAPI schema (runtime.py).
+view, the PATCH /config whitelist and their OpenAPI schema (config_endpoint.py).
 
 A key's type is the type of its default (str, bool, int, float, or a tuple of
 strings for a comma list). A key that is declared inconsistently (a number without

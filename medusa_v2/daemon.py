@@ -24,11 +24,11 @@ import tornado.web
 from . import __version__
 from .accesslog import LOG_FORMAT, LoopBufferedHandler
 from .app import make_app
+from .config_endpoint import ConfigWatcher
 from .fastpath import ApiApplication
-from .routes import declarations_for
-from .runtime import ConfigWatcher
 from .settings import Settings
 from .store import StoreUnavailable, open_store
+from .url_table import declarations_for
 
 log = logging.getLogger("medusa_v2.daemon")
 MAX_HEADER_BYTES = 64 * 1024  # the request line and headers; beyond it the connection is closed

@@ -19,7 +19,7 @@ from .accesslog import log_request
 from .context import ApiContext
 from .handler import RequestView
 from .resource import Resource
-from .routes import ENDPOINTS, get_apiv2_handlers
+from .url_table import ENDPOINTS, get_apiv2_handlers
 
 tornado_access = logging.getLogger("tornado.access")
 

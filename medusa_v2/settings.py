@@ -7,7 +7,7 @@ when the object is created (and again by `replace`), so code that receives a
 
 `Settings` is also the table of config.ini keys: each field is one `key(...)` line
 (section, type through the default, bounds, secret / shown / settable at runtime),
-and config.py and runtime.py derive what they need from `KEYS` (see configkey.py).
+and config.py and config_endpoint.py derive what they need from `KEYS` (see configkey.py).
 """
 
 from __future__ import annotations

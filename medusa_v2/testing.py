@@ -322,8 +322,8 @@ def _quoted(value: str | list[str] | tuple[str, ...]) -> str:
 @pytest.fixture
 def store(io_loop: Any, settings: Any, resources: Any) -> Any:
     """Open the configured store (with the tables of the mounted resources) for the test; close it afterwards."""
-    from .routes import declarations_for
     from .store import store_from_url
+    from .url_table import declarations_for
 
     opened = store_from_url(settings.database_url)
     declarations = declarations_for(settings, resources)

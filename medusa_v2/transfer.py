@@ -47,22 +47,30 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
-import sys
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
-from .casing import to_camel
 from .codec import encode_json_text
-from .declaration import MISSING, Declaration
-from .invalid import InvalidRequest
 from .listing import ListQuery
-from .store.base import IMPORT_LOOKAHEAD, AlreadyExists, Item, Store, Tree, scoped_ids
+from .progress import Progress, isatty
+from .store.base import IMPORT_LOOKAHEAD, AlreadyExists, Item, Store, Tree
+from .transfer_item import TransferError, parse_item
+from .transfer_plan import DEFAULT_RESOURCE, MARKER, TransferNode, plan_for, zero_counts
 
 if TYPE_CHECKING:
     from .resource import Resource
+
+__all__ = [
+    "BATCH",
+    "IMPORT_BATCH",
+    "TransferError",
+    "export_jsonl",
+    "import_jsonl",
+    "input_size",
+    "mounted_resources",
+    "parse_item",
+    "summary",
+]
 
 BATCH = 1000  # top-level items per store call of an export: bounded memory, few round trips
 # Top-level items per store call of an import. Larger than an export's: the store writes each
@@ -70,241 +78,16 @@ BATCH = 1000  # top-level items per store call of an export: bounded memory, few
 # costs both of them a wait for the GIL (batches of 1,000 against 5,000: docs/benchmarks.md,
 # Import).
 IMPORT_BATCH = 5000
-MARKER = "resource"  # the key naming a line's top-level resource
-DEFAULT_RESOURCE = "ticket"  # the resource of a line without MARKER (every line of the original format)
-TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at"})
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z", re.ASCII)
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII
-)
-# A timestamp valid in any month (days 1-28, year 1 on): taken without a datetime
-# (every row has two); other days are checked by one (_kept_timestamp).
-_ANY_MONTH_TIMESTAMP = re.compile(
-    r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z\Z", re.ASCII
-)
-
-
-class TransferError(Exception):
-    """An import or export cannot go on; the message says where and why (one line)."""
-
-
-class Progress:
-    """A one-line progress bar (count, rate, ETA) on a terminal; silent elsewhere."""
-
-    def __init__(self, stream: IO[str] | None, unit: str, total: int | None = None) -> None:
-        self.stream = stream if stream is not None and _isatty(stream) else None
-        self.unit = unit
-        self.total = total
-        self.start = time.monotonic()
-        self._shown = 0.0
-
-    def update(self, count: int, fraction: float | None = None, *, force: bool = False) -> None:
-        """Redraw at most five times a second; `fraction` done (else count / total)."""
-        if self.stream is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._shown < 0.2:
-            return
-        self._shown = now
-        elapsed = max(now - self.start, 1e-9)
-        rate = count / elapsed
-        if fraction is None and self.total:
-            fraction = min(count / self.total, 1.0)
-        line = f"{count:,} {self.unit}  {rate:,.0f}/s"
-        if fraction is not None and fraction > 0:
-            width = 24
-            filled = int(width * fraction)
-            eta = elapsed * (1 - fraction) / fraction
-            line = f"[{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%}  {line}  ETA {eta:,.0f}s"
-        self.stream.write("\r" + line + "\033[K")
-        self.stream.flush()
-
-    def done(self, count: int) -> None:
-        """Draw the final state and end the line."""
-        if self.stream is None:
-            return
-        self.update(count, 1.0 if self.total is not None or count else None, force=True)
-        self.stream.write("\n")
-        self.stream.flush()
-
-
-def _isatty(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-# -- what moves: the tree of mounted stored resources --
 
 
 def mounted_resources(settings: Any) -> list[type[Resource]]:
     """Return the Resource classes the daemon mounts for these settings (TransferError naming a bad one)."""
-    from .routes import mounted_resources as mounted
+    from .url_table import mounted_resources as mounted
 
     try:
         return mounted(settings)[0]
     except ValueError as exc:
         raise TransferError(str(exc)) from None
-
-
-def collection_key(decl: Declaration) -> str:
-    """Return the key of a child resource's array inside its parent's item (`message` -> `messages`)."""
-    return to_camel(decl.name) + "s"
-
-
-_NONE_LIST: list[Any] = []  # a child array absent from its parent item: read as empty (never changed)
-_ABSENT: Any = object()  # a line without MARKER
-
-
-class _Node:
-    """One stored resource of a transfer: its tree, its key in its parent's item, its parsers."""
-
-    def __init__(self, tree: Tree, children: Sequence[_Node]) -> None:
-        self.tree = tree
-        self.decl: Declaration = tree.decl
-        self.name = self.decl.name
-        self.key = collection_key(self.decl)
-        self.children = tuple(children)
-        self.leaf = not self.children
-        self.keys = tuple(child.key for child in self.children)
-        self.no_kids: tuple[Sequence[Item], ...] = tuple(() for _ in self.children)  # shared: never changed
-        try:
-            self.shape = _FastShape(self.decl)
-        except ValueError as exc:
-            raise TransferError(str(exc)) from None
-
-    def walk(self) -> Iterable[_Node]:
-        """Yield this node, then every node below it."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-    # -- export --
-
-    def attach(self, doc: dict[str, Any], kids: Sequence[Sequence[Item]], counts: dict[str, int]) -> dict[str, Any]:
-        """Put the items under `doc` into it, one array per child resource; count them."""
-        for child, items in zip(self.children, kids, strict=True):
-            if not items:
-                doc[child.key] = []
-                continue
-            counts[child.name] += len(items)
-            if child.leaf:
-                doc[child.key] = [item for item, _ in items]
-            else:
-                doc[child.key] = [child.attach(item, below, counts) for item, below in items]  # type: ignore[arg-type]
-        return doc
-
-    # -- import --
-
-    def parse(self, doc: Any, plain: bool, parent_id: Any = None, prefix: str = "") -> Item:
-        """Validate one item and those under it; return it as (row, kids) for the store.
-
-        Every line goes through here: an item with no child items (most of them)
-        returns after one check per child resource.
-        """
-        arrays: list[Any] = []
-        some = False
-        if self.keys and type(doc) is dict:
-            pop = doc.pop
-            for key in self.keys:
-                items = pop(key, _NONE_LIST)
-                if type(items) is not list:
-                    raise TransferError(f"{prefix}{key}: must be an array")
-                if items:
-                    some = True
-                arrays.append(items)
-        row = (self.shape.row(doc, parent_id) if plain and type(doc) is dict else None) or parse_item(
-            self.decl, doc, parent_id, prefix
-        )
-        if not some:
-            return row, self.no_kids
-        own_id = row["id"]
-        kids: list[list[Item]] = []
-        for child, items in zip(self.children, arrays, strict=True):
-            if not items:
-                kids.append([])
-            elif child.leaf:
-                shape, decl, key = child.shape, child.decl, child.key
-                out: list[Item] = []
-                for i, item in enumerate(items):
-                    fast = shape.row(item, own_id) if plain and type(item) is dict else None
-                    out.append((fast or parse_item(decl, item, own_id, f"{prefix}{key}[{i}]."), ()))
-                kids.append(out)
-            else:
-                kids.append(
-                    [child.parse(item, plain, own_id, f"{prefix}{child.key}[{i}].") for i, item in enumerate(items)]
-                )
-        return row, tuple(kids)
-
-    def count(self, items: Sequence[Item], counts: dict[str, int]) -> None:
-        """Add the items and everything under them to `counts`, per resource."""
-        counts[self.name] += len(items)
-        for at, child in enumerate(self.children):
-            if child.leaf:
-                counts[child.name] += sum(len(kids[at]) for _, kids in items)
-            else:
-                child.count([item for _, kids in items for item in kids[at]], counts)
-
-    def holds(self, item: Item, resource: str, id: Any, parent_id: Any) -> bool:
-        """Return whether `item`, or an item under it, is the row `id` of `resource` (under `parent_id`)."""
-        row, kids = item
-        if self.name == resource and row["id"] == id:
-            if parent_id is None or row.get(self.decl.parent_field or "") == parent_id:
-                return True
-        return any(
-            child.holds(below, resource, id, parent_id)
-            for child, items in zip(self.children, kids, strict=False)
-            for below in items
-        )
-
-
-def _plan(resources: Iterable[type[Resource]] | None) -> list[_Node]:
-    """Return the top-level nodes of the stored resources among `resources`: ticket first, then as mounted.
-
-    None: the built-in resources (ticket and message). Raises TransferError for a
-    set of resources that cannot be written as lines (see the module's docstring).
-    """
-    if resources is None:
-        from .routes import builtin_resources
-
-        resources = builtin_resources().values()
-    decls: list[Declaration] = [cls.declaration for cls in resources if cls.declaration is not None]
-    names = [decl.name for decl in decls]
-    for decl in decls:
-        if names.count(decl.name) > 1:
-            raise TransferError(f"resource {decl.name!r} is mounted twice")
-        if decl.parent is not None and decl.parent.name not in names:
-            raise TransferError(f"resource {decl.name!r} needs its parent {decl.parent.name!r} mounted too")
-
-    def node(decl: Declaration) -> _Node:
-        below = [d for d in decls if d.parent is not None and d.parent.name == decl.name]
-        if below and scoped_ids(decl):
-            raise TransferError(
-                f"resource {decl.name!r}: its ids are unique only under its parent, so the rows nested under "
-                f"it ({', '.join(d.name for d in below)}) cannot be told apart"
-            )
-        children = [node(d) for d in below]
-        taken = {f.json_name for f in decl.fields}
-        for child in children:
-            if child.key in taken:
-                raise TransferError(
-                    f"resource {decl.name!r}: the array of {child.name!r} ({child.key!r}) would be named"
-                    " like a field or another array"
-                )
-            taken.add(child.key)
-        return _Node(Tree(decl, tuple(child.tree for child in children)), children)
-
-    tops = sorted((d for d in decls if d.parent is None), key=lambda d: d.name != DEFAULT_RESOURCE)
-    plan = [node(d) for d in tops]
-    for top in plan:
-        if MARKER in top.decl.by_json:
-            raise TransferError(f"resource {top.name!r}: its field {MARKER!r} would be read as the line's resource")
-    return plan
-
-
-def _counts(plan: Sequence[_Node]) -> dict[str, int]:
-    return {node.name: 0 for top in plan for node in top.walk()}
 
 
 # -- export --
@@ -323,12 +106,12 @@ async def export_jsonl(
     built-in ticket and message). Top-level items go one per line, with everything
     nested under them.
     """
-    plan = _plan(resources)
+    plan = plan_for(resources)
     total = None
     if _isatty_or_none(progress):
         total = sum([(await store.list_rows(top.decl, ListQuery(limit=1))).count for top in plan])
     bar = Progress(progress, _unit(plan), total)
-    counts = _counts(plan)
+    counts = zero_counts(plan)
     nodes = {id(top.tree): top for top in plan}
     lines_written = 0
     async for tree, batch in store.export_rows([top.tree for top in plan], batch_size=BATCH, as_json=True):
@@ -364,15 +147,18 @@ async def export_jsonl(
     return counts
 
 
-def _unit(plan: Sequence[_Node]) -> str:
+def _unit(plan: Sequence[TransferNode]) -> str:
     return plan[0].name + "s" if len(plan) == 1 else "lines"
 
 
 def _isatty_or_none(stream: IO[str] | None) -> bool:
-    return stream is not None and _isatty(stream)
+    return stream is not None and isatty(stream)
 
 
 # -- import --
+
+
+_ABSENT: Any = object()  # a line without MARKER
 
 
 def _refuse_constant(name: str) -> Any:
@@ -394,206 +180,10 @@ def _decode_line(text: str) -> Any:
     return doc
 
 
-def _reason(errors: Mapping[str, str], prefix: str = "") -> str:
-    return "; ".join(f"{prefix}{name}: {why}" for name, why in sorted(errors.items()))
-
-
-def parse_item(decl: Declaration, doc: Any, parent_id: Any = None, prefix: str = "") -> dict[str, Any]:
-    """Validate one exported item as POST would, plus its kept id and timestamps; return a store row.
-
-    Raises TransferError(reason) naming every bad field.
-    """
-    if not isinstance(doc, dict):
-        raise TransferError(f"{prefix or 'the line'} must be a JSON object".lstrip())
-    body = dict(doc)
-    kept: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for f in decl.fields:
-        if f.writable:
-            continue
-        if f.settable_on_create and f.type is str:
-            # A string id: POST requires it and checks its pattern (parse_create below).
-            if f.json_name not in body:
-                errors[f.json_name] = "required field (an import keeps ids and timestamps)"
-            continue
-        value = body.pop(f.json_name, MISSING)
-        if f.name == decl.parent_field:
-            if value is not MISSING and (type(value) is not type(parent_id) or value != parent_id):
-                errors[f.json_name] = f"must be the id of the item it is listed under ({parent_id}) or omitted"
-            kept[f.name] = parent_id
-        elif value is MISSING:
-            errors[f.json_name] = "required field (an import keeps ids and timestamps)"
-        elif f.name in TIMESTAMP_FIELDS:
-            normalised = rfc3339_utc(value) if isinstance(value, str) else None
-            if normalised is None:
-                errors[f.json_name] = "must be an RFC 3339 timestamp, like 2026-11-27T20:11:02.123456Z"
-            else:
-                kept[f.name] = normalised
-        else:
-            try:
-                kept[f.name] = f.check(value)
-            except ValueError as exc:
-                errors[f.json_name] = str(exc)
-    try:
-        values = decl.parse_create(body)
-    except InvalidRequest as exc:
-        for name, why in (exc.errors or {"body": exc.message}).items():
-            errors.setdefault(name, why)
-        values = {}
-    if errors:
-        raise TransferError(_reason(errors, prefix))
-    created, updated = kept.get("created_at"), kept.get("updated_at")
-    if created is not None and updated is not None and updated < created:
-        raise TransferError(f"{prefix}updatedAt: must not be earlier than createdAt")
-    values.update(kept)
-    return values
-
-
-def rfc3339_utc(value: str) -> str | None:
-    """Return an RFC 3339 timestamp as the store writes them (UTC, microseconds, `Z`); None if it is not one.
-
-    Any offset (`Z`, `+01:00`), `t`/`z` in either case, and 0 to 9 fraction digits
-    (beyond microseconds they are dropped) are accepted, as other tools write them.
-    """
-    if _kept_timestamp(value):
-        return value
-    found = _RFC3339.match(value)
-    if found is None:
-        return None
-    year, month, day, hour, minute, second, fraction, zone = found.groups()
-    try:
-        if zone in ("Z", "z"):
-            offset = UTC
-        else:
-            sign = -1 if zone[0] == "-" else 1
-            offset = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
-        moment = datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour),
-            int(minute),
-            int(second),
-            int((fraction or "").ljust(6, "0")[:6]),
-            tzinfo=offset,
-        ).astimezone(UTC)
-    except (ValueError, OverflowError):  # no such date or time (a leap second, month 13), or before year 1
-        return None
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
-        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
-    )
-
-
-def _kept_timestamp(value: str) -> bool:
-    """Return whether `value` is a timestamp as the store writes them (RFC 3339 UTC, microseconds)."""
-    if _ANY_MONTH_TIMESTAMP.match(value):
-        return True
-    if not _TIMESTAMP.match(value):
-        return False
-    try:
-        datetime.fromisoformat(value[:-1])
-    except ValueError:
-        return False
-    return True
-
-
-class _FastShape:
-    """A quick check of an item that has every field and plain values.
-
-    Accepts only what `parse_item` accepts; anything else (a missing or unknown
-    field, a wrong value, text the fast checks cannot vouch for) returns None and
-    goes through `parse_item`, which says exactly what is wrong. The fields are
-    grouped by the check they get, so each loop makes one kind of check (the
-    import parses every line through here).
-    """
-
-    def __init__(self, decl: Declaration) -> None:
-        from .declaration import INT64_MAX, INT64_MIN
-
-        self.keys = frozenset(f.json_name for f in decl.fields)
-        self.keys_without_parent = frozenset(f.json_name for f in decl.fields if f.name != decl.parent_field)
-        self.parent: tuple[str, str] | None = None
-        # (json name, name, low, high, nullable): an int in [low, high]; text of that length.
-        self.ints: list[tuple[str, str, int, int, bool]] = []
-        self.texts: list[tuple[str, str, int, int, bool]] = []
-        self.choices: list[tuple[str, str, tuple[Any, ...], bool]] = []  # one of these values
-        self.times: list[tuple[str, str]] = []  # kept timestamps
-        self.patterns: list[tuple[str, re.Pattern[str]]] = []  # text that must also match (string ids)
-        for f in decl.fields:
-            if f.pattern is not None:
-                self.patterns.append((f.name, re.compile(f.pattern)))
-            if f.name == decl.parent_field:
-                self.parent = (f.json_name, f.name)
-            elif f.name in TIMESTAMP_FIELDS and not f.writable:
-                self.times.append((f.json_name, f.name))
-            elif not f.writable and not f.settable_on_create and f.name != "id":
-                raise ValueError(f"{decl.name}.{f.name}: an import does not know how to keep this field")
-            elif f.choices is not None:
-                self.choices.append((f.json_name, f.name, tuple(f.choices), f.nullable))
-            elif f.type is int:
-                low = f.min if f.min is not None else INT64_MIN
-                high = f.max if f.max is not None else INT64_MAX
-                self.ints.append((f.json_name, f.name, low, high, f.nullable))
-            else:
-                low = f.min if f.min is not None else 0
-                high = f.max if f.max is not None else 1 << 62
-                self.texts.append((f.json_name, f.name, low, high, f.nullable))
-
-    def row(self, doc: dict[str, Any], parent_id: Any) -> dict[str, Any] | None:
-        keys = doc.keys()
-        if keys != self.keys and keys != self.keys_without_parent:
-            return None
-        row: dict[str, Any] = {}
-        if self.parent is not None:
-            json_name, name = self.parent
-            value = doc.get(json_name, parent_id)
-            if type(value) is not type(parent_id) or value != parent_id:
-                return None
-            row[name] = parent_id
-        for json_name, name, low, high, nullable in self.ints:
-            value = doc[json_name]
-            if value is None:
-                if not nullable:
-                    return None
-            elif type(value) is not int or not low <= value <= high:
-                return None
-            row[name] = value
-        for json_name, name, low, high, nullable in self.texts:
-            value = doc[json_name]
-            if value is None:
-                if not nullable:
-                    return None
-            elif type(value) is not str or not low <= len(value) <= high:
-                return None
-            row[name] = value
-        for json_name, name, choices, nullable in self.choices:
-            value = doc[json_name]
-            if value is None:
-                if not nullable:
-                    return None
-            elif type(value) is not str or value not in choices:
-                return None
-            row[name] = value
-        for json_name, name in self.times:
-            value = doc[json_name]
-            if type(value) is not str or not _kept_timestamp(value):
-                return None
-            row[name] = value
-        if self.patterns:
-            for name, pattern in self.patterns:
-                value = row[name]
-                if value is not None and pattern.fullmatch(value) is None:
-                    return None
-        if row.get("updated_at", "") < row.get("created_at", ""):
-            return None
-        return row
-
-
 class _Batches:
     """Read, validate and batch the input lines; remember where each id came from."""
 
-    def __init__(self, lines: Iterable[bytes], plan: Sequence[_Node], bar: Progress, size: int | None) -> None:
+    def __init__(self, lines: Iterable[bytes], plan: Sequence[TransferNode], bar: Progress, size: int | None) -> None:
         self.lines = lines
         self.plan = plan
         self.tops = {top.name: top for top in plan}
@@ -601,16 +191,16 @@ class _Batches:
         self.bar = bar
         self.size = size
         self.count = 0  # lines (top-level items)
-        self.counts = _counts(plan)
+        self.counts = zero_counts(plan)
         # The last few batches with the line of each item: a store may read up to
         # IMPORT_LOOKAHEAD batches ahead of the one it writes, and an error names the
         # line of the id it refused (looked up only then: see line_of).
-        self.recent: collections.deque[tuple[_Node, list[Item], list[int]]] = collections.deque(
+        self.recent: collections.deque[tuple[TransferNode, list[Item], list[int]]] = collections.deque(
             maxlen=IMPORT_LOOKAHEAD + 3
         )
 
     async def __aiter__(self) -> AsyncIterator[tuple[Tree, list[Item]]]:
-        node: _Node | None = None
+        node: TransferNode | None = None
         batch: list[Item] = []
         numbers: list[int] = []  # the line of each item of the batch
         read = 0
@@ -639,7 +229,7 @@ class _Batches:
             yield node.tree, batch
         self.bar.done(self.count)
 
-    def _complete(self, node: _Node, batch: list[Item], numbers: list[int]) -> None:
+    def _complete(self, node: TransferNode, batch: list[Item], numbers: list[int]) -> None:
         self.recent.append((node, batch, numbers))
         self.count += len(batch)
         node.count(batch, self.counts)
@@ -652,7 +242,7 @@ class _Batches:
                     return number
         return None
 
-    def parse_line(self, raw: bytes, number: int) -> tuple[_Node, Item]:
+    def parse_line(self, raw: bytes, number: int) -> tuple[TransferNode, Item]:
         try:
             try:
                 text = raw.decode("utf-8")
@@ -676,7 +266,7 @@ class _Batches:
         except TransferError as exc:
             raise TransferError(f"line {number}: {exc}") from None
 
-    def _top(self, marker: Any) -> _Node:
+    def _top(self, marker: Any) -> TransferNode:
         """Return the top-level resource a line's marker names (none: a ticket)."""
         if marker is _ABSENT:
             if self.default is None:
@@ -709,7 +299,7 @@ async def import_jsonl(
     meanwhile (Store.import_rows). Raises TransferError (`line N: reason`) when a
     line is invalid or an id is taken; the store then has nothing of this run.
     """
-    plan = _plan(resources)
+    plan = plan_for(resources)
     bar = Progress(progress, _unit(plan))
     batches = _Batches(lines, plan, bar, size)
     try:
@@ -743,8 +333,3 @@ def input_size(stream: IO[bytes]) -> int | None:
     import stat
 
     return info.st_size if stat.S_ISREG(info.st_mode) else None
-
-
-def progress_stream() -> IO[str] | None:
-    """Return stderr when it is a terminal (the bar is drawn there), else None."""
-    return sys.stderr if _isatty(sys.stderr) else None

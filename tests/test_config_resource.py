@@ -20,7 +20,7 @@ from configobj import ConfigObj
 from daemon_process import Daemon  # noqa: E402  (tests/ is on sys.path)
 
 from medusa_v2.config import load_config
-from medusa_v2.runtime import ConfigWatcher
+from medusa_v2.config_endpoint import ConfigWatcher
 from medusa_v2.testing import API_KEY, PASSWORD, SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,8 +270,8 @@ async def test_head_config_is_get_without_the_body(client):
 
 
 def test_an_emptied_api_key_applies_at_once_and_an_emptied_secret_does_not(settings, store):
+    from medusa_v2.config_endpoint import apply_runtime
     from medusa_v2.context import ApiContext
-    from medusa_v2.runtime import apply_runtime
 
     api = ApiContext(settings, store)
     apply_runtime(api, settings.replace(api_key="", encryption_secret=""))

@@ -17,8 +17,8 @@ from configobj import ConfigObj
 from validate import Validator
 
 from medusa_v2.config import CONFIGSPEC, ConfigError, configspec, load_config
+from medusa_v2.config_endpoint import describe
 from medusa_v2.configkey import Key, key, keys_of
-from medusa_v2.runtime import describe
 from medusa_v2.settings import KEYS, Settings, SettingsError
 
 NUMBERS = [spec for spec in KEYS if spec.type in (int, float)]

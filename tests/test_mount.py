@@ -16,9 +16,9 @@ from medusa_v2.listing import Page
 from medusa_v2.mount import mount
 from medusa_v2.resource import Resource
 from medusa_v2.resources import BUILTIN
-from medusa_v2.routes import get_apiv2_handlers
 from medusa_v2.store import store_from_url
 from medusa_v2.testing import Client
+from medusa_v2.url_table import get_apiv2_handlers
 
 
 class HostAuth(tornado.web.RequestHandler):

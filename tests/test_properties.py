@@ -199,7 +199,7 @@ MESSAGE_KEYS = ["id", "ticketId", "author", "body", "createdAt", "updatedAt"]
 def test_the_import_fast_check_accepts_only_what_the_full_check_accepts(keys, data):
     from medusa_v2.resources.message import MESSAGE
     from medusa_v2.resources.ticket import TICKET
-    from medusa_v2.transfer import TransferError, _FastShape, parse_item
+    from medusa_v2.transfer_item import FastShape, TransferError, parse_item
 
     decl, parent = (TICKET, None) if keys is TICKET_KEYS else (MESSAGE, 7)
     doc = data.draw(st.fixed_dictionaries({k: VALID[k] for k in keys}))
@@ -210,7 +210,7 @@ def test_the_import_fast_check_accepts_only_what_the_full_check_accepts(keys, da
         del doc[data.draw(st.sampled_from(keys))]
     elif change == "add":
         doc[data.draw(st.sampled_from(["colour", "messages", "Title"]))] = data.draw(WRONG)
-    fast = _FastShape(decl).row(doc, parent)
+    fast = FastShape(decl).row(doc, parent)
     try:
         full = parse_item(decl, dict(doc), parent)
     except TransferError:

@@ -1,4 +1,4 @@
-"""Runtime settings: GET/PATCH /config, and picking up config.ini changes in every worker.
+"""The /config endpoint (GET/PATCH), and picking up config.ini changes in every worker.
 
 `GET /config` shows the keys the table (`Settings`, settings.py) declares `shown`.
 `PATCH /config` changes those it declares `runtime` (CORS origins, body limit, login

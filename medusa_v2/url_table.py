@@ -1,4 +1,9 @@
-"""The URL table: built in one place from resource declarations and config.ini."""
+"""The URL table: the Tornado rules of the API, built in one place from resource declarations and config.ini.
+
+Not to be confused with `ApiHandler.routes` (a handler's route kind -> verbs) or
+`resource.ROUTES` (route kind -> verb -> resource method): this module turns those
+classes into URL rules (`get_apiv2_handlers`).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,13 @@ from collections.abc import Iterable
 import tornado.web
 
 from .codec import encode_json, etag_of
+from .config_endpoint import ConfigHandler
 from .context import ApiContext
 from .declaration import Declaration
 from .endpoints import AuthenticateHandler, HealthHandler, NotFoundHandler, OpenAPIHandler
 from .handler import ApiHandler
 from .openapi import OPENAPI_PATH, build_openapi
 from .resource import Resource, ResourceHandler
-from .runtime import ConfigHandler
 from .settings import Settings
 
 
