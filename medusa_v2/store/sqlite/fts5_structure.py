@@ -40,6 +40,7 @@ _FTS5_STRUCTURE_ROWID = 10  # the %_data row of an FTS5 index's structure record
 _FTS5_LEVELS = 64  # FTS5_MAX_LEVEL
 _FTS5_MERGE_AT = SEARCH_AUTOMERGE  # a level with this many segments is merged (automerge; crisismerge's default too)
 _PROBE_TERMS = 8  # terms of the index read before and after a move (`check`)
+SAMPLES = 64  # rows (and the first) looked up in the index before and after a move (`check`)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Placed:
 
     search: str
     original: bytes
+    samples: Sequence[tuple[int, str]]
     probe: list[tuple[Any, ...]]
 
 
@@ -57,14 +59,15 @@ def tested(db: sqlite3.Connection) -> bool:
     return tuple(int(part) for part in version.split(".")[:2]) in TESTED_SQLITE
 
 
-def place(db: sqlite3.Connection, search: str, rows: int) -> Placed | None:
+def place(db: sqlite3.Connection, search: str, rows: int, samples: Sequence[tuple[int, str]]) -> Placed | None:
     """Settle a freshly built index of `rows` rows (in `db`'s open transaction); return it if moved.
 
     Each segment of R rows goes to a level of its own from the lowest L with
     16 ** (L + 1) >= R up, the oldest highest. Anything else ends in 'optimize':
     the switch off, an untested SQLite, a record that cannot be rewritten so
     (another format, too many segments; after 'optimize', its one segment is
-    moved if it can be).
+    moved if it can be). `samples`: (id, a text of that row) spread over the
+    index's ids, for `check`.
     """
     if not (ENABLED and tested(db)):
         optimize(db, search)
@@ -80,7 +83,7 @@ def place(db: sqlite3.Connection, search: str, rows: int) -> Placed | None:
         moved = _structure_on_levels(record, _level_for(rows)) if record is not None else None
     if record is None or moved is None:
         return None
-    placed = Placed(search, record, _probe(db, search))
+    placed = Placed(search, record, samples, _probe(db, search, samples))
     db.execute(f"UPDATE {_name(search + '_data')} SET block = ? WHERE id = {_FTS5_STRUCTURE_ROWID}", (moved,))
     return placed
 
@@ -88,17 +91,18 @@ def place(db: sqlite3.Connection, search: str, rows: int) -> Placed | None:
 def check(path: str, placed: Sequence[Placed]) -> list[str]:
     """Read each moved index of the database at `path` afresh; put back and 'optimize' any that reads differently.
 
-    The self-check: on a new connection (no FTS5 state cached), the first terms
-    of the index with their row and occurrence counts (fts5vocab) must be what
-    they were before the move, and FTS5 must accept the record. Return the
-    search tables that failed it (and were optimized instead).
+    The self-check: on a new connection (no FTS5 state cached), FTS5 must accept
+    the record, the first terms of the index must have the row and occurrence
+    counts (fts5vocab) they had before the move, and each sample row must be
+    found (or not) by a phrase of its own text as before. Return the search
+    tables that failed it (and were optimized instead).
     """
     failed = []
     probe = sqlite3.connect(path, isolation_level=None)
     try:
         for item in placed:
             try:
-                same = _probe(probe, item.search) == item.probe
+                same = _probe(probe, item.search, item.samples) == item.probe
             except sqlite3.DatabaseError:
                 same = False
             if not same:
@@ -132,14 +136,19 @@ def _record(db: sqlite3.Connection, search: str) -> bytes | None:
     return found[0] if found is not None else None
 
 
-def _probe(db: sqlite3.Connection, search: str) -> list[tuple[Any, ...]]:
-    """Return the first terms of an index with their row and occurrence counts (FTS5's fts5vocab)."""
+def _probe(db: sqlite3.Connection, search: str, samples: Sequence[tuple[int, str]]) -> list[tuple[Any, ...]]:
+    """Return what an index says of its first terms (FTS5's fts5vocab) and of each sample row."""
     vocab = _name(f"medusa_probe_{search}")
     db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{vocab} USING fts5vocab(main, {_name(search)}, 'row')")
     try:
-        return [tuple(row) for row in db.execute(f"SELECT term, doc, cnt FROM temp.{vocab} LIMIT {_PROBE_TERMS}")]
+        found = [tuple(row) for row in db.execute(f"SELECT term, doc, cnt FROM temp.{vocab} LIMIT {_PROBE_TERMS}")]
     finally:
         db.execute(f"DROP TABLE temp.{vocab}")
+    sql = f"SELECT count(*) FROM {_name(search)} WHERE {_name(search)} MATCH ? AND rowid = ?"
+    for rowid, text in samples:
+        phrase = '"' + text[:24].replace('"', '""') + '"'
+        found.append((rowid, db.execute(sql, (phrase, rowid)).fetchone()[0]))
+    return found
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:

@@ -180,8 +180,9 @@ class _SearchBuild:
                 if self.closing:
                     return
                 self._stage(resource)
+                samples = self._samples(resource)
                 self._index(resource)
-                moved = fts5_structure.place(self._side(), search, self.indexed[resource])
+                moved = fts5_structure.place(self._side(), search, self.indexed[resource], samples)
                 if moved is not None:
                     placed.append(moved)
                 self._side().execute(
@@ -219,6 +220,29 @@ class _SearchBuild:
             _insert_values(self._side(), self._staged(resource), fields, list(map(pick, waiting)), most=len(waiting))
             self.indexed[resource] += len(waiting)
             waiting.clear()
+
+    def _samples(self, resource: str) -> list[tuple[int, str]]:
+        """Return staged rows spread over their ids, first and last included, each with its longest search text.
+
+        What `fts5_structure.check` looks up in the moved index: each segment holds
+        a range of ids, so these reach the first and the last and most between.
+        """
+        side, staged = self._side(), self._staged(resource)
+        low, high = side.execute(f"SELECT min(id), max(id) FROM {staged}").fetchone()
+        if low is None:
+            return []
+        columns = ", ".join(_name(f) for f in self.tables[resource][1][1:])
+        found: dict[int, str] = {}
+        spread = fts5_structure.SAMPLES
+        for k in range(spread + 1):
+            at = low + (high - low) * k // spread
+            row = side.execute(
+                f"SELECT id, {columns} FROM {staged} WHERE id >= ? ORDER BY id LIMIT 1", (at,)
+            ).fetchone()
+            texts = [text for text in row[1:] if isinstance(text, str) and len(text) >= 3]
+            if texts:
+                found[row[0]] = max(texts, key=len)
+        return sorted(found.items())
 
     def _index(self, resource: str) -> None:
         """Index every staged row of `resource` in one statement, by id."""
