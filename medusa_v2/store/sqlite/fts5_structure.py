@@ -15,9 +15,9 @@ each built segment up to such a level in the structure record.
 The switch and the fallback: `ENABLED` (on), and only on an SQLite version in
 `TESTED_SQLITE` (the ones the tests check this against, each with FTS5's own
 'integrity-check' after every import path: tests/test_fts5_import.py). Off, on
-another version, on a record this module does not read exactly, or when the
-self-check (`check`) finds the index reads differently after the move, the import
-runs FTS5's documented 'optimize' instead: a correct index, merged once more at
+another version, on a record this module cannot rewrite (it reads format 1 only,
+exactly), or when the self-check (`check`) finds the index reads differently after
+the move, the import runs FTS5's documented 'optimize' instead: a correct index, merged once more at
 the import's end and again after some hundreds of later writes.
 """
 
@@ -33,7 +33,7 @@ from .migrations import SEARCH_AUTOMERGE
 
 ENABLED = True  # False: every import uses FTS5's documented 'optimize' (see the module's docstring)
 # (major, minor) SQLite versions the structure record is rewritten on; any other uses 'optimize'.
-# Kept in step with the versions tests/test_fts5_import.py runs on (docs/schema.md, Search).
+# Kept in step with the versions tests/test_fts5_import.py runs on (docs/schema.md, The search index of an import).
 TESTED_SQLITE = ((3, 40), (3, 51))
 
 _FTS5_STRUCTURE_ROWID = 10  # the %_data row of an FTS5 index's structure record
@@ -65,18 +65,20 @@ def place(db: sqlite3.Connection, search: str, rows: int, samples: Sequence[tupl
     Each segment of R rows goes to a level of its own from the lowest L with
     16 ** (L + 1) >= R up, the oldest highest. Anything else ends in 'optimize':
     the switch off, an untested SQLite, a record that cannot be rewritten so
-    (another format, too many segments; after 'optimize', its one segment is
-    moved if it can be). `samples`: (id, a text of that row) spread over the
-    index's ids, for `check`.
+    (another format, a merge under way, too many segments; after 'optimize',
+    its one segment is moved if it can be). `samples`: (id, a text of that
+    row) spread over the index's ids, for `check`.
     """
     if not (ENABLED and tested(db)):
         optimize(db, search)
         return None
     record = _record(db, search)
-    read = _structure_segments(record) if record is not None else None
-    if record is None or read is None or not read[1]:
+    if record is None:  # nothing indexed
         return None
-    moved = _structure_on_levels(record, _level_for(rows // len(read[1])))
+    read = _structure_segments(record)
+    if read is not None and not read[1]:
+        return None
+    moved = _structure_on_levels(record, _level_for(rows // len(read[1]))) if read is not None else None
     if moved is None:
         optimize(db, search)
         record = _record(db, search)
