@@ -96,7 +96,7 @@ def check(path: str, placed: Sequence[Placed]) -> list[str]:
     The self-check: on a new connection (no FTS5 state cached), FTS5 must accept
     the record, the first terms of the index must have the row and occurrence
     counts (fts5vocab) they had before the move, and each sample row must be
-    found (or not) by a phrase of its own text as before. Return the search
+    found (or not) by the first trigram of its text as before. Return the search
     tables that failed it (and were optimized instead).
     """
     failed = []
@@ -148,7 +148,7 @@ def _probe(db: sqlite3.Connection, search: str, samples: Sequence[tuple[int, str
         db.execute(f"DROP TABLE temp.{vocab}")
     sql = f"SELECT count(*) FROM {_name(search)} WHERE {_name(search)} MATCH ? AND rowid = ?"
     for rowid, text in samples:
-        phrase = '"' + text[:24].replace('"', '""') + '"'
+        phrase = '"' + text[:3].replace('"', '""') + '"'  # one trigram: one term looked up per segment
         found.append((rowid, db.execute(sql, (phrase, rowid)).fetchone()[0]))
     return found
 
