@@ -551,10 +551,10 @@ async def test_a_scratch_file_left_by_a_killed_import_is_deleted_by_the_next(io_
 
 def search_segments(store, search="ticket_search"):
     """(level, segment id, first page, last page) of each segment of a search index."""
-    import medusa_v2.store.sqlite.search_build as search_build
+    from medusa_v2.store.sqlite import fts5_structure
 
     record = store.db.execute(f"SELECT block FROM {search}_data WHERE id = 10").fetchone()[0]
-    read = search_build._structure_segments(record)
+    read = fts5_structure._structure_segments(record)
     assert read is not None
     return read[1]
 
@@ -600,7 +600,7 @@ async def test_writes_after_a_fresh_import_do_not_soon_merge_the_whole_search_in
 
 def structure_record(levels, writes=7):
     """An FTS5 structure record (format 1): `levels` lists each level's (segment id, first, last page)s."""
-    from medusa_v2.store.sqlite.search_build import _put_varint
+    from medusa_v2.store.sqlite.fts5_structure import _put_varint
 
     total = sum(len(level) for level in levels)
     body = [_put_varint(len(levels)), _put_varint(total), _put_varint(writes)]
@@ -610,7 +610,7 @@ def structure_record(levels, writes=7):
 
 
 def test_a_built_index_segments_go_on_levels_of_their_own_or_are_refused():
-    from medusa_v2.store.sqlite.search_build import _structure_on_levels, _structure_segments
+    from medusa_v2.store.sqlite.fts5_structure import _structure_on_levels, _structure_segments
 
     three = [(1, 1, 11), (2, 1, 12), (3, 1, 300)]
     moved = _structure_on_levels(structure_record([three]), 5)

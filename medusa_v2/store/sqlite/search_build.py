@@ -1,4 +1,4 @@
-"""The staged FTS5 search build of an import into empty tables, and FTS5 structure records."""
+"""The staged FTS5 search build of an import into empty tables."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 from ...declaration import Declaration
 from ..base import StoreUnavailable
 from ..sql import quote_name as _name
+from . import fts5_structure
 from .inserts import _insert_values
 from .migrations import SEARCH_AUTOMERGE
 
@@ -42,7 +43,9 @@ class _SearchBuild:
     in one statement: in id order, FTS5 flushes a segment only when its terms
     outgrow `hashsize` (a statement per batch flushed one segment per statement,
     which 'optimize' then had to merge, at a large CPU cost). Its few segments are
-    put on levels of their own (`_settle`), and the build commits.
+    put on levels of their own (`fts5_structure.place`; FTS5's 'optimize' when
+    that is switched off or untested), the build commits and, if they were moved,
+    reads them back afresh (`fts5_structure.check`).
     `move_into` then recreates each search table in the import's transaction and
     copies its shadow tables in, row for row. The copy is FTS5's own on-disk
     format written by the same SQLite library from the same statements, so it is
@@ -93,7 +96,7 @@ class _SearchBuild:
             side.execute("BEGIN")
             for search, sql in self.create.items():
                 side.execute(sql)
-                # No merging while loading: `_settle` places the segments.
+                # No merging while loading: `fts5_structure.place` settles the segments.
                 side.execute(f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', 0)")
                 for option, value in _SEARCH_BUILD_OPTIONS.items():
                     side.execute(f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES (?, ?)", (option, value))
@@ -171,13 +174,17 @@ class _SearchBuild:
                 if len(self.waiting[resource]) >= _TEXT_CHUNK:
                     self._stage(resource)
             ended = True
+            placed = []
             # The smaller index first: the larger one ends last, beside the import's sorts.
             for resource, (search, _, _) in sorted(self.tables.items(), key=lambda item: self.indexed[item[0]]):
                 if self.closing:
                     return
                 self._stage(resource)
+                samples = self._samples(resource)
                 self._index(resource)
-                self._settle(search, self.indexed[resource])
+                moved = fts5_structure.place(self._side(), search, self.indexed[resource], samples)
+                if moved is not None:
+                    placed.append(moved)
                 self._side().execute(
                     f"INSERT INTO {_name(search)} ({_name(search)}, rank) VALUES ('automerge', ?)", (SEARCH_AUTOMERGE,)
                 )
@@ -190,6 +197,8 @@ class _SearchBuild:
             self._side().execute("COMMIT")
             self._side().close()
             self.side = None
+            if placed and not self.closing:
+                fts5_structure.check(self.path, placed)
         except BaseException as exc:
             self.error = exc
             while not ended and self.inbox.get() is not None:  # the import never waits on a dead build
@@ -212,6 +221,29 @@ class _SearchBuild:
             self.indexed[resource] += len(waiting)
             waiting.clear()
 
+    def _samples(self, resource: str) -> list[tuple[int, str]]:
+        """Return staged rows spread over their ids, first and last included, each with its longest search text.
+
+        What `fts5_structure.check` looks up in the moved index: each segment holds
+        a range of ids, so these reach the first and the last and most between.
+        """
+        side, staged = self._side(), self._staged(resource)
+        low, high = side.execute(f"SELECT min(id), max(id) FROM {staged}").fetchone()
+        if low is None:
+            return []
+        columns = ", ".join(_name(f) for f in self.tables[resource][1][1:])
+        found: dict[int, str] = {}
+        spread = fts5_structure.SAMPLES
+        for k in range(spread + 1):
+            at = low + (high - low) * k // spread
+            row = side.execute(
+                f"SELECT id, {columns} FROM {staged} WHERE id >= ? ORDER BY id LIMIT 1", (at,)
+            ).fetchone()
+            texts = [text for text in row[1:] if isinstance(text, str) and len(text) >= 3]
+            if texts:
+                found[row[0]] = max(texts, key=len)
+        return sorted(found.items())
+
     def _index(self, resource: str) -> None:
         """Index every staged row of `resource` in one statement, by id."""
         search, fields, _ = self.tables[resource]
@@ -221,40 +253,6 @@ class _SearchBuild:
         )
         self._side().execute(f"DROP TABLE {self._staged(resource)}")
 
-    def _settle(self, search: str, rows: int) -> None:
-        """Put the build's segments on the levels FTS5's own merging would keep them on.
-
-        The build leaves its segments on level 0, where a later POST's automerge
-        would rewrite them all (a slow POST); merged into one by 'optimize', the
-        segment sat on level 1, where the 16th segment that later writes merge into
-        it (after some hundreds of writes) made FTS5 merge the whole index in that
-        write, a pause growing with the index (docs/benchmarks.md, Import). An index
-        grown by N writes holds its oldest rows on level ~log16(N), merged again only
-        after about N more writes. So each segment of R rows goes to a level of its
-        own from the lowest L with 16 ** (L + 1) >= R up, the oldest highest, in the
-        structure record (FTS5's format 1, `_structure_on_levels`). A record that
-        cannot be rewritten so (another format, too many segments) is merged by
-        'optimize' first; any other record is left as it is.
-        """
-        table = _name(search + "_data")
-        side = self._side()
-
-        def structure() -> bytes | None:
-            found = side.execute(f"SELECT block FROM {table} WHERE id = {_FTS5_STRUCTURE_ROWID}").fetchone()
-            return found[0] if found is not None else None
-
-        record = structure()
-        read = _structure_segments(record) if record is not None else None
-        if record is None or read is None or not read[1]:
-            return
-        moved = _structure_on_levels(record, _level_for(rows // len(read[1])))
-        if moved is None:
-            side.execute(f"INSERT INTO {_name(search)} ({_name(search)}) VALUES ('optimize')")
-            record = structure()
-            moved = _structure_on_levels(record, _level_for(rows)) if record is not None else None
-        if moved is not None:
-            side.execute(f"UPDATE {table} SET block = ? WHERE id = {_FTS5_STRUCTURE_ROWID}", (moved,))
-
     def _discard(self) -> None:
         side, self.side = self.side, None
         if side is not None:
@@ -263,94 +261,3 @@ class _SearchBuild:
         for leftover in (self.path, self.path + "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
-
-
-_FTS5_STRUCTURE_ROWID = 10  # the %_data row of an FTS5 index's structure record
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    """Read an SQLite varint (as FTS5 writes them) at `at`; return it and the offset past it."""
-    value = 0
-    for n in range(8):
-        byte = data[at + n]
-        value = (value << 7) | (byte & 0x7F)
-        if byte < 0x80:
-            return value, at + n + 1
-    return (value << 8) | data[at + 8], at + 9
-
-
-def _put_varint(value: int) -> bytes:
-    """Write a small (< 2**56) non-negative SQLite varint."""
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    return bytes(reversed(out))
-
-
-def _structure_segments(record: bytes) -> tuple[int, list[tuple[int, int, int, int]]] | None:
-    """Read an FTS5 structure record: its write counter and (level, segment id, first, last leaf page)s.
-
-    Format 1 (fts5_index.c): a 4-byte cookie, then varints: the number of levels,
-    of segments and the write counter, and for each level the segments in an
-    ongoing merge, its number of segments and each one's id, first and last leaf
-    page. None for anything else (a newer format, a merge under way, bytes left).
-    """
-    if record[4:8] == b"\xff\x00\x00\x01":  # format 2 (contentless-delete tables)
-        return None
-    found: list[tuple[int, int, int, int]] = []
-    try:
-        levels, at = _varint(record, 4)
-        segments, at = _varint(record, at)
-        writes, at = _varint(record, at)
-        for level in range(levels):
-            merging, at = _varint(record, at)
-            count, at = _varint(record, at)
-            if merging:
-                return None
-            for _ in range(count):
-                segid, at = _varint(record, at)
-                first, at = _varint(record, at)
-                last, at = _varint(record, at)
-                found.append((level, segid, first, last))
-    except IndexError:
-        return None
-    return (writes, found) if at == len(record) and segments == len(found) else None
-
-
-_FTS5_LEVELS = 64  # FTS5_MAX_LEVEL
-_FTS5_MERGE_AT = SEARCH_AUTOMERGE  # a level with this many segments is merged (automerge; crisismerge's default too)
-
-
-def _level_for(rows: int) -> int:
-    """Return the lowest level L with 16 ** (L + 1) >= rows: where an index grown by `rows` writes keeps them."""
-    level = 0
-    while _FTS5_MERGE_AT ** (level + 1) < rows:
-        level += 1
-    return level
-
-
-def _structure_on_levels(record: bytes, lowest: int) -> bytes | None:
-    """Return an FTS5 structure record with its segments moved up to levels `lowest` and over, or None.
-
-    One segment per level while the levels last (FTS5 has 64), the oldest (first
-    listed) highest; else evenly, fewer than _FTS5_MERGE_AT per level. None unless
-    the record is format 1 (`_structure_segments`) with every segment on level 0,
-    `lowest` is above it, and they fit.
-    """
-    read = _structure_segments(record)
-    if read is None or not read[1] or any(level for level, *_ in read[1]) or not 0 < lowest < _FTS5_LEVELS:
-        return None
-    writes, found = read
-    per_level = -(-len(found) // (_FTS5_LEVELS - lowest))
-    if per_level >= _FTS5_MERGE_AT:
-        return None
-    groups = [found[at : at + per_level] for at in range(0, len(found), per_level)]
-    groups.reverse()  # the oldest segments on the highest level
-    out = [record[:4], _put_varint(lowest + len(groups)), _put_varint(len(found)), _put_varint(writes)]
-    out.append(b"\x00\x00" * lowest)
-    for group in groups:
-        out.append(b"\x00" + _put_varint(len(group)))
-        out.extend(_put_varint(value) for _, *segment in group for value in segment)
-    return b"".join(out)
