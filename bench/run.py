@@ -338,7 +338,7 @@ CATEGORIES = [
     ("access log", ("log_request (medusa_v2/app.py", "medusa_v2/accesslog.py")),
     ("authentication", ("medusa_v2/auth.py",)),
     ("store (SQLite)", ("medusa_v2/store/sqlite/",)),
-    ("store (PostgreSQL: ours + psycopg + pool)", ("medusa_v2/store/postgres.py", "psycopg/", "psycopg_pool/")),
+    ("store (PostgreSQL: ours + psycopg + pool)", ("medusa_v2/store/postgres/", "psycopg/", "psycopg_pool/")),
     ("JSON encode + ETag", ("medusa_v2/codec.py",)),
     ("list query parsing + Link", ("medusa_v2/listing.py",)),
     ("tornado: write/finish/flush", ("finish (tornado/web.py", "flush (tornado/web.py", "write (tornado/iostream.py")),

@@ -214,11 +214,11 @@ async def test_a_batch_that_loses_its_connection_fails_every_read_with_503_and_r
 async def test_a_big_import_leaves_the_tables_analysed_and_vacuumed(fresh_database, monkeypatch):
     import psycopg
 
-    import medusa_v2.store.postgres as pg
+    import medusa_v2.store.postgres.bulk as pg_bulk
     from medusa_v2.resources.message import MESSAGE
     from medusa_v2.store.base import Tree, timestamp
 
-    monkeypatch.setattr(pg, "ANALYZE_AFTER", 50)
+    monkeypatch.setattr(pg_bulk, "ANALYZE_AFTER", 50)  # read by import_rows, in bulk.py
     store = store_from_url(fresh_database)
     await store.open()
     try:

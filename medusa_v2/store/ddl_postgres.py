@@ -1,6 +1,6 @@
 """PostgreSQL rendering of derived schemas (schema.py): create a resource's tables, or migrate them.
 
-As the built-in tables (postgres.py, migration 2): text in the "C" collation, ids
+As the built-in tables (postgres/migrations.py, migration 2): text in the "C" collation, ids
 from a sequence that never goes back, NULLs first in the indexes of nullable
 columns, and `q` served by a pg_trgm GIN index per search field. Statements run on
 the caller's cursor inside the migration's transaction (under its advisory lock).
@@ -98,7 +98,7 @@ def _index_sql(spec: Spec, index: str) -> str:
 
 
 def _search_sql(table: str, field: str) -> str:
-    # In the default collation: the one ILIKE folds case with (postgres._where).
+    # In the default collation: the one ILIKE folds case with (postgres.queries._where).
     return (
         f"CREATE INDEX IF NOT EXISTS {quote_name(f'{table}_{field}_trgm')} ON {quote_name(table)}"
         f' USING gin ({quote_name(field)} COLLATE "default" gin_trgm_ops)'
