@@ -1,8 +1,9 @@
 """The embedded SQLite store: one WAL database file, its connection, transactions and rows.
 
 The store owns the connection and what runs on it; the SQL of reads is in
-queries.py, the group commit of inserts in group_commit.py, export and import in
-bulk.py, forward migrations in migrations.py.
+queries.py, the group commit of writes in group_commit.py, export and import in
+bulk.py, forward migrations in migrations.py, revocations and login failures in
+auth.py, Idempotency-Key records in idempotency.py.
 
 Calls run on the event loop thread: statements here are short indexed look-ups and
 single-row writes (tens of microseconds), cheaper than a thread hop per request.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import queue
 import sqlite3
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -28,10 +28,7 @@ from ..base import (
     IMPORT_LOOKAHEAD,
     AlreadyExists,
     Check,
-    IdempotentResponse,
     Item,
-    KeyInFlight,
-    KeyMismatch,
     NotFound,
     Parent,
     RowPage,
@@ -43,14 +40,16 @@ from ..base import (
 )
 from ..sql import quote_name as _name
 from . import migrations
+from .auth import AuthState
 from .bulk import _bulk_connection, _close_bulk, _Failed, _Import, export_pages
 from .connection import BUSY_TIMEOUT_MS, _busy, _create_private, path_from_url
 from .group_commit import GroupCommit
 from .id_counter import _assign_id
+from .idempotency import IdempotencyKeys
 from .queries import _fold, _get_sql, _row_key, read_page
 
 
-class SQLiteStore(Store):
+class SQLiteStore(AuthState, IdempotencyKeys, Store):
     """The default store, in one SQLite file beside config.ini."""
 
     def __init__(self, path: str) -> None:
@@ -173,67 +172,6 @@ class SQLiteStore(Store):
             self.db.execute("SELECT version FROM schema_version").fetchone()
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
-
-    async def revoke_token(self, jti: str, expires_at: float) -> None:
-        """Insert the revocation; purge revocations whose tokens have expired anyway."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO revoked_token (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING",
-                (jti, expires_at),
-            )
-        self._revocation_checks.clear()  # a check later in this loop iteration must see it
-
-    async def purge_expired(self, now: float, *, keys_before: float, failures_before: float) -> None:
-        """Forget what no longer matters (see Store.purge_expired)."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM revoked_token WHERE expires_at < ?", (now,))
-            db.execute("DELETE FROM idempotency_key WHERE created_at < ?", (keys_before,))
-            db.execute("DELETE FROM login_failure WHERE at < ?", (failures_before,))
-
-    async def is_token_revoked(self, jti: str) -> bool:
-        """Look the jti up in the revocation table, once per jti and event-loop iteration.
-
-        The requests one loop iteration serves share one look-up (a browser's parallel
-        requests share one token), so an answer is at most one iteration old: another
-        process's revocation is seen from this process's next iteration on (a few
-        milliseconds under load), as PostgreSQL's NOTIFY reaches the others about a
-        millisecond after the commit. The answers are forgotten at the next iteration,
-        and at once when this store revokes a token.
-        """
-        checks = self._revocation_checks
-        found = checks.get(jti)
-        if found is not None:
-            return found
-        try:
-            found = self.db.execute("SELECT 1 FROM revoked_token WHERE jti = ?", (jti,)).fetchone() is not None
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        if not checks:
-            asyncio.get_running_loop().call_soon(checks.clear)
-        checks[jti] = found
-        return found
-
-    async def login_failures(self, client: str, since: float) -> Sequence[float]:
-        """Return the client's failure times in the window."""
-        try:
-            rows = self.db.execute(
-                "SELECT at FROM login_failure WHERE client = ? AND at >= ? ORDER BY at",
-                (client, since),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return [r[0] for r in rows]
-
-    async def record_login_failure(self, client: str, at: float, forget_before: float) -> None:
-        """Insert one failure and drop this client's stale ones in the same transaction."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM login_failure WHERE client = ? AND at < ?", (client, forget_before))
-            db.execute("INSERT INTO login_failure (client, at) VALUES (?, ?)", (client, at))
-
-    async def clear_login_failures(self, client: str) -> None:
-        """Delete the client's failures."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM login_failure WHERE client = ?", (client,))
 
     # -- resource rows --
 
@@ -540,49 +478,3 @@ class SQLiteStore(Store):
         """Open the store's own connection again after an exclusive import (left closed if it cannot)."""
         with contextlib.suppress(StoreUnavailable):
             await self.open()
-
-    # -- idempotency keys --
-
-    async def claim_idempotency_key(
-        self, scope: str, key: str, fingerprint: str, now: float, *, expire_before: float, stale_before: float
-    ) -> IdempotentResponse | None:
-        """Purge expired keys, then claim this one or report how it is taken."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM idempotency_key WHERE created_at < ?", (expire_before,))
-            row = db.execute(
-                "SELECT fingerprint, created_at, status, headers, body FROM idempotency_key"
-                " WHERE scope = ? AND key = ?",
-                (scope, key),
-            ).fetchone()
-            if row is not None:
-                stored_fingerprint, created_at, status, headers, body = row
-                if stored_fingerprint != fingerprint:
-                    raise KeyMismatch(key)
-                if status is not None:
-                    return IdempotentResponse(status, json.loads(headers), bytes(body) if body is not None else b"")
-                if created_at >= stale_before:
-                    raise KeyInFlight(key)
-                # Held by a request that never finished (its process died): take it over.
-                db.execute("DELETE FROM idempotency_key WHERE scope = ? AND key = ?", (scope, key))
-            db.execute(
-                "INSERT INTO idempotency_key (scope, key, fingerprint, created_at) VALUES (?, ?, ?, ?)",
-                (scope, key, fingerprint, now),
-            )
-            return None
-
-    async def complete_idempotency_key(self, scope: str, key: str, response: IdempotentResponse) -> None:
-        """Store the response to replay."""
-        with self.transaction() as db:
-            self._complete(db, scope, key, response)
-
-    @staticmethod
-    def _complete(db: sqlite3.Connection, scope: str, key: str, response: IdempotentResponse) -> None:
-        db.execute(
-            "UPDATE idempotency_key SET status = ?, headers = ?, body = ? WHERE scope = ? AND key = ?",
-            (response.status, json.dumps(dict(response.headers)), response.body, scope, key),
-        )
-
-    async def release_idempotency_key(self, scope: str, key: str) -> None:
-        """Delete the in-flight key (a finished one is kept)."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM idempotency_key WHERE scope = ? AND key = ? AND status IS NULL", (scope, key))
