@@ -217,9 +217,7 @@ async def test_every_answer_is_the_same_on_both_paths(client, pair):
         request("HEAD", f"{api}/ticket", KEY),
         request("HEAD", f"{api}/ticket/999", KEY),
         request("OPTIONS", f"{api}/ticket/{one}", f"Origin: {ORIGIN}"),
-        # Refused by tornado's HTTP server, before any application.
-        request("GET", f"{api}/ticket", KEY, host="bad host"),
-        request("GET", f"{api}/ticket/{one}?" + "x=1&" * 3000, KEY),  # too many fields
+        request("GET", f"{api}/ticket", KEY, host="bad host"),  # refused by tornado's HTTP server itself
     ]
     statuses = set()
     for cases, by_fast_path in ((answered_fast, 1), (handed_over, 0)):
