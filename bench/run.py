@@ -1218,11 +1218,12 @@ Changes (every existing test still passes):
   more in Tornado's RequestHandler machinery (its set-up, `clear()`, `finish()`,
   `flush()`, the `_execute` coroutine) than in anything of ours. Measured side by side
   here, a bare `HTTPMessageDelegate` answers 1.5-1.8x the requests of the bare
-  RequestHandler ceiling. `ApiApplication` (the daemon's app) answers GETs on resource
-  routes whose answer is a 200 or 304 from a delegate of its own, with the same
-  functions ResourceHandler uses; every other case (errors, HEAD, bodies, Basic
-  credentials, gzip) goes to ResourceHandler unchanged, and tests/test_fastpath.py
-  checks that both paths give byte-identical answers. Embedders' own Applications
+  RequestHandler ceiling. `ApiApplication` (the daemon's app) answers GETs without a
+  body on resource routes from a delegate of its own, which writes the answer
+  `ResourceView.respond` makes for ResourceHandler too, errors included; what it
+  cannot take (HEAD, bodies, gzip) goes to ResourceHandler before any work, so no
+  request runs twice, and tests/test_fastpath.py checks that both paths give
+  byte-identical answers. Embedders' own Applications
   keep the RequestHandler path. Lists also skip the intermediate row dicts (value
   tuples paired with the JSON names) and the encoder's cycle check.
 - **Import**: into empty tables (restore, migration, seeding), indexes and triggers

@@ -1,6 +1,6 @@
 """The one exception type a resource raises to answer with an HTTP error.
 
-It is a tornado HTTPError so tornado hands it to `write_error` with its status.
+It is a tornado HTTPError, so tornado knows its status too; `answer.error_answer` renders it.
 """
 
 from __future__ import annotations

@@ -1,17 +1,14 @@
-"""A short path for the commonest answers: successful GETs on resource routes.
+"""A short path for GETs on resource routes: the same answer, written without a RequestHandler.
 
 Tornado's RequestHandler costs about as much per request as its HTTP server does:
 a bare `HTTPMessageDelegate` answers clearly more requests per second than a bare
-RequestHandler (docs/benchmarks.md, "A fast path for GETs"). So
-`ApiApplication` answers a GET on a resource route itself, with the same functions
-ResourceHandler uses (`list_answer`, `retrieve_answer`, `default_headers`, the
-Authenticator), when the answer is a 200 or a 304. Anything else goes, untouched, to
-ResourceHandler: a body, HEAD, Basic credentials (a failed one counts towards the
-login throttle, so it must be checked once), an oversized request, and every
-failure (401, 400, 404, 503, a bug), which ResourceHandler then answers as it always
-does. Nothing the fast path does before handing over has an effect a client could
-see, so there is one contract; tests/test_fastpath.py compares both paths answer by
-answer.
+RequestHandler (docs/benchmarks.md, "A fast path for GETs"). So `ApiApplication`
+answers a GET without a body on a resource route itself: `ResourceView.respond`
+makes the answer, whatever it is (200, 304, 401, 404, 503...), exactly as it does
+for ResourceHandler, and this module only writes it. A request it cannot take (a
+body, a host's live settings, a store not opened yet, a path that is not UTF-8)
+goes to ResourceHandler before anything is done with it: no request runs twice.
+tests/test_fastpath.py compares both paths answer by answer.
 
 An app built by something else (an embedder's `tornado.web.Application` holding our
 URL table), and an ApiApplication with gzip or a `log_function` of its own (which may
@@ -21,6 +18,7 @@ read any RequestHandler attribute), take ResourceHandler for everything.
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
 from typing import Any
 
 import tornado
@@ -28,18 +26,19 @@ import tornado.httputil
 import tornado.web
 
 from .accesslog import log_request
-from .auth import credential
-from .errors import ApiError
-from .handler import default_headers, not_modified
-from .resource import ResourceHandler, ResourceView, list_answer, retrieve_answer
+from .answer import Answer
+from .handler import default_headers
+from .resource import ResourceHandler, ResourceView
 
 _SERVER = "TornadoServer/" + tornado.version  # what RequestHandler.clear() sends
-_OK = tornado.httputil.ResponseStartLine("", 200, "OK")
-_NOT_MODIFIED = tornado.httputil.ResponseStartLine("", 304, "Not Modified")
+# Each status's start line, its reason as RequestHandler.set_status gives it, made once.
+_START_LINES = MappingProxyType(
+    {code: tornado.httputil.ResponseStartLine("", code, reason) for code, reason in tornado.httputil.responses.items()}
+)
 
 
 class ApiApplication(tornado.web.Application):
-    """A tornado Application that answers successful resource GETs on the fast path."""
+    """A tornado Application that answers resource GETs on the fast path."""
 
     fast_answers = 0  # requests answered on the fast path (the rest went to the handlers)
 
@@ -76,7 +75,9 @@ class ApiApplication(tornado.web.Application):
 
 
 class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
-    """Answer one GET on a resource route, or hand it to ResourceHandler."""
+    """Write the answer to one GET on a resource route, or hand the GET, untouched, to ResourceHandler."""
+
+    application: ApiApplication
 
     def __init__(
         self,
@@ -92,12 +93,14 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
         self.path_args = path_args
         self.path_kwargs = path_kwargs
         self.api = kwargs["api"]
+        self.kind = kwargs["kind"]
         self.resource = kwargs["resource"]
         self.declaration = self.resource.declaration
+        self.verbs, self.allow = self.resource.verb_tables[self.kind]
+        self.identity = None
         self._query = None
         self.fallback: tornado.httputil.HTTPMessageDelegate | None = None
-        self.status = 200
-        self.answer: tuple[bytes, dict[str, str]] | None = None
+        self.answer: Answer | None = None
 
     # -- tornado's HTTPMessageDelegate --
 
@@ -106,18 +109,20 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
         start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
         headers: tornado.httputil.HTTPHeaders,
     ) -> Any:
-        """Decide, from the head alone, whether this request may take the fast path."""
-        kind = self.kwargs["kind"]
+        """Answer from the head alone, or hand over before doing anything."""
+        path = self._text_path()
         if (
-            self.api.opened
+            path is not None
+            and self.api.opened
             and self.api.provider is None  # a host's live settings: ResourceHandler refreshes them
-            and "GET" in self.resource.verbs[kind]
             and "Transfer-Encoding" not in headers
             and headers.get("Content-Length", "0") == "0"
-            and not self._by_basic(headers)
         ):
-            return self._try(start_line, headers, kind)
-        return self._hand_over(start_line, headers)
+            return self._respond(path)
+        self.fallback = tornado.web.Application.get_handler_delegate(
+            self.application, self.request, ResourceHandler, self.kwargs, self.path_args, self.path_kwargs
+        )
+        return self.fallback.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Any:
         """Only a handed-over request has a body."""
@@ -126,26 +131,29 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
         return None
 
     def finish(self) -> None:
-        """Write the answer (the request has been read in full)."""
+        """Write the answer (the request has been read in full), as RequestHandler would."""
         if self.fallback is not None:
             self.fallback.finish()
             return
-        assert self.answer is not None
-        body, extra = self.answer
+        answer = self.answer
+        assert answer is not None
         connection = self.request.connection
         assert connection is not None
         headers = tornado.httputil.HTTPHeaders()
+        # RequestHandler.clear()'s headers, in its order: both paths send the same bytes.
         headers["Server"] = _SERVER
+        headers["Content-Type"] = ""  # its value comes from default_headers
         headers["Date"] = self.application.date_header()
-        default_headers(headers, self.api, self.resource.allow[self.kwargs["kind"]], self.request.headers)
-        for name, value in extra.items():
+        default_headers(headers, self.api, self.allow, self.request.headers)
+        for name, value in answer.headers.items():
             headers[name] = value
-        if self.status == 304:
+        start = _START_LINES.get(answer.status) or tornado.httputil.ResponseStartLine("", answer.status, "Unknown")
+        if answer.body is None:
             del headers["Content-Type"]
-            connection.write_headers(_NOT_MODIFIED, headers)
+            connection.write_headers(start, headers)
         else:
-            headers["Content-Length"] = str(len(body))
-            connection.write_headers(_OK, headers, body)
+            headers["Content-Length"] = str(len(answer.body))
+            connection.write_headers(start, headers, answer.body)
         connection.finish()
         self.application.fast_answers += 1
         self.application.log_request(self)  # type: ignore[arg-type]
@@ -159,45 +167,16 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
 
     def get_status(self) -> int:
         """Return the answer's status code."""
-        return self.status
+        return self.answer.status if self.answer is not None else 200
 
     # -- the work --
 
-    def _by_basic(self, headers: tornado.httputil.HTTPHeaders) -> bool:
+    def _text_path(self) -> dict[str, str] | None:
+        """Return the path arguments as text, or None when they are not UTF-8 (tornado's own 400)."""
         try:
-            return credential(headers, self.first_query_value("api_key"))[0] == "basic"
-        except ApiError:
-            return True  # a query that is not UTF-8: ResourceHandler answers the 400
+            return {k: v.decode("utf-8") for k, v in (self.path_kwargs or {}).items() if v is not None}
+        except UnicodeDecodeError:
+            return None
 
-    async def _try(
-        self,
-        start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
-        headers: tornado.httputil.HTTPHeaders,
-        kind: str,
-    ) -> None:
-        try:
-            self.check_request_size()
-            await self.api.auth.authenticate(headers, self.first_query_value("api_key"), self.request.remote_ip or "")
-            path = {k: v.decode("utf-8") for k, v in (self.path_kwargs or {}).items() if v is not None}
-            ids = self.parse_ids(path, self.resource.id_fields)
-            answer = await (list_answer if kind == "collection" else retrieve_answer)(self, ids)
-        except Exception:
-            # Whatever it is (401, 400, 404, 503, a bug), ResourceHandler answers it
-            # from the start, as it would have without this path.
-            waiter = self._hand_over(start_line, headers)
-            if waiter is not None:
-                await waiter
-            return
-        self.answer = answer
-        if not_modified(headers, answer[1]["ETag"]):
-            self.status = 304
-
-    def _hand_over(
-        self,
-        start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
-        headers: tornado.httputil.HTTPHeaders,
-    ) -> Any:
-        self.fallback = tornado.web.Application.get_handler_delegate(
-            self.application, self.request, ResourceHandler, self.kwargs, self.path_args, self.path_kwargs
-        )
-        return self.fallback.headers_received(start_line, headers)
+    async def _respond(self, path: dict[str, str]) -> None:
+        self.answer = await self.respond(path)

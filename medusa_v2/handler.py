@@ -5,13 +5,16 @@ methods it supports. From that one table come the dispatch, `Allow`, the 405 ans
 and the CORS method list. The base owns authentication, CORS, the error format,
 JSON in and out, pagination headers, ETags and conditional requests: a resource
 method only parses, calls the store and returns data.
+
+`RequestView` is what a request needs whichever path answers it (admission, reading
+the request, building an `Answer`); `ApiHandler` is the RequestHandler that writes
+answers, the fast path (fastpath.py) the other writer.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import traceback
 import urllib.parse
 from collections.abc import Awaitable, Mapping, Sequence
 from types import TracebackType
@@ -21,6 +24,10 @@ import tornado.httputil
 import tornado.iostream
 import tornado.web
 
+from .answer import GZIP_SUFFIX as GZIP_SUFFIX  # re-exported: their home until medusa_v2.answer
+from .answer import Answer, error_answer, expected
+from .answer import etag_matches as etag_matches
+from .answer import not_modified as not_modified
 from .auth import Identity
 from .casing import camelize
 from .codec import encode_json as encode_json  # re-exported, as below: their home until medusa_v2.codec
@@ -29,8 +36,6 @@ from .codec import etag_of as etag_of
 from .context import ApiContext
 from .declaration import Declaration, Field
 from .errors import ApiError
-from .invalid import InvalidRequest
-from .store import StoreUnavailable
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
@@ -51,27 +56,6 @@ IF_MATCH_PARAMETER: dict[str, Any] = {
 }
 """The If-Match header in the OpenAPI document, for every write that takes it."""
 
-GZIP_SUFFIX = '-gzip"'
-"""Ends the ETag of an answer sent gzipped: another encoding, another tag (RFC 9110 8.8.3)."""
-
-
-def etag_matches(header: str, etag: str, *, weak: bool) -> bool:
-    """Return whether an If-Match / If-None-Match value names `etag` (or is `*`).
-
-    A gzipped answer's tag names the same representation: it matches as the plain one.
-    """
-    if header.strip() == "*":
-        return True
-    for candidate in header.split(","):
-        candidate = candidate.strip()
-        if weak and candidate.startswith("W/"):
-            candidate = candidate[2:]
-        if candidate.endswith(GZIP_SUFFIX):
-            candidate = candidate[: -len(GZIP_SUFFIX)] + '"'
-        if candidate == etag:
-            return True
-    return False
-
 
 def default_headers(
     headers: Any, api: ApiContext, allow: str, request_headers: Mapping[str, str], compressing: bool = False
@@ -90,12 +74,6 @@ def default_headers(
         allowed = api.allow_origin(request_headers.get("Origin"))
         if allowed is not None:
             headers["Access-Control-Allow-Origin"] = allowed
-
-
-def not_modified(request_headers: Mapping[str, str], etag: str) -> bool:
-    """Return whether a GET's If-None-Match names `etag` (answer 304)."""
-    inm = request_headers.get("If-None-Match")
-    return inm is not None and etag_matches(inm, etag, weak=True)
 
 
 def redact_uri(uri: str) -> str:
@@ -144,15 +122,102 @@ class _AnyMethod(tuple[str, ...]):
 
 
 class RequestView:
-    """What answering a request needs from it, shared by ApiHandler and the fast path.
+    """A request being answered, whichever path writes the answer (ApiHandler or the fast path).
 
-    Needs `api` (the ApiContext), `request` (tornado's HTTPServerRequest) and `_query`
-    (None until the query is first decoded).
+    Needs `api` (the ApiContext), `application`, `request` (tornado's
+    HTTPServerRequest), the route's `verbs` and `allow`, `identity` (None until
+    admitted) and `_query` (None until the query is first decoded).
     """
 
     api: ApiContext
+    application: tornado.web.Application
     request: tornado.httputil.HTTPServerRequest
+    verbs: frozenset[str]
+    allow: str
+    identity: Identity | None
+    public: ClassVar[frozenset[str]] = frozenset()  # verbs that need no credentials
     _query: dict[str, list[str]] | None
+
+    # -- admission: what every request passes before its method runs --
+
+    async def admit(self) -> None:
+        """Refuse what is not allowed before the body is read: 414, 431, 405, 401, 400, 413, 415."""
+        method = self.request.method
+        self.check_request_size()
+        if method == "OPTIONS":
+            return
+        if not self.api.opened:
+            await self.api.open()
+        if method not in self.verbs:
+            raise self._not_allowed()
+        if method not in self.public:
+            self.identity = await self.api.auth.authenticate(
+                self.request.headers, self.first_query_value("api_key"), self.request.remote_ip or ""
+            )
+        if method in BODY_METHODS:
+            self._check_body_headers()
+
+    def _check_body_headers(self) -> None:
+        headers = self.request.headers
+        length = headers.get("Content-Length")
+        if length is not None:
+            if not length.isdigit():
+                raise ApiError(400, "Invalid Content-Length header")
+            if int(length) > self.body_limit():
+                raise self._too_large()
+        has_body = bool(headers.get("Transfer-Encoding")) or (length is not None and int(length) > 0)
+        if has_body:
+            ctype, _, params = headers.get("Content-Type", "").partition(";")
+            charset = re.search(r"charset\s*=\s*\"?([\w-]+)", params, re.I)
+            if not _JSON_TYPE.match(ctype.strip().lower()) or (
+                charset and charset.group(1).lower() not in ("utf-8", "utf8")
+            ):
+                raise ApiError(415, "Unsupported Content-Type: send the body as application/json (UTF-8)")
+
+    def body_limit(self) -> int:
+        """Return the largest body this handler reads (`[API] max_body_size`)."""
+        return self.api.settings.max_body_size
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"Request body too large: the limit is {self.body_limit()} bytes")
+
+    def _not_allowed(self) -> ApiError:
+        return ApiError(
+            405, f"Method {self.request.method} not allowed; allowed: {self.allow}", headers={"Allow": self.allow}
+        )
+
+    # -- answers --
+
+    def reply(self, status: int, body: bytes | None, headers: Mapping[str, str] | None = None) -> Answer:
+        """Return an answer; its ETag names the gzipped representation when gzip will send one."""
+        headers = headers or {}
+        if body is not None and "ETag" in headers and self.gzipped(len(body)):
+            headers = {**headers, "ETag": headers["ETag"][:-1] + GZIP_SUFFIX}
+        return Answer(status, headers, body)
+
+    def cacheable(self, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """Return 200 with the body, or 304 (its headers, no body) when If-None-Match names its ETag."""
+        answer = self.reply(200, body, headers)
+        if not_modified(self.request.headers, headers["ETag"]):
+            return Answer(304, answer.headers, None)
+        return answer
+
+    def failed(self, exc: Exception) -> Answer:
+        """Return the error answer to `exc`, and log it when it is a bug rather than a refusal."""
+        if not expected(exc):
+            self.api.log.error("Uncaught exception in %s", self._request_summary(), exc_info=exc)
+        head = self.request.method == "HEAD"
+        return error_answer(exc, allow=self.allow, head=head, developer=self.api.settings.developer)
+
+    def gzipped(self, length: int) -> bool:
+        """Return whether tornado's gzip transform will compress a JSON answer of `length` bytes."""
+        return (
+            tornado.web.GZipContentEncoding in self.application.transforms
+            and "gzip" in self.request.headers.get("Accept-Encoding", "")
+            and length >= tornado.web.GZipContentEncoding.MIN_LENGTH
+        )
+
+    # -- reading the request --
 
     def parse_ids(self, path: Mapping[str, str], fields: Mapping[str, Field]) -> dict[str, Any]:
         """Return the path identifiers parsed by their resources' id fields, or raise 400."""
@@ -224,7 +289,6 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
     # Route kind -> the verbs this handler answers (besides OPTIONS), e.g.
     # {"single": ("POST", "DELETE")}; a verb's tornado method must exist.
     routes: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    public: ClassVar[frozenset[str]] = frozenset()  # verbs that need no credentials
     declaration: Declaration | None = None
     # Route kind -> verbs_and_allow(its verbs): derived from `routes` once per class.
     verb_tables: ClassVar[Mapping[str, tuple[frozenset[str], str]]] = {}
@@ -262,7 +326,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
                 connection._read_finished = True  # type: ignore[union-attr]
 
     def compute_etag(self) -> str | None:
-        """Leave ETags to the resource runners (tornado would hash every GET body)."""
+        """Leave ETags to the answers (tornado would hash every GET body)."""
         return None
 
     def verb_table(self, kind: str) -> tuple[frozenset[str], str]:
@@ -283,38 +347,8 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
     # -- the request pipeline --
 
     async def prepare(self) -> None:
-        """Refuse what is not allowed before the body is read: 405, 401, 400, 413, 415."""
-        method = self.request.method
-        self.check_request_size()
-        if method == "OPTIONS":
-            return
-        if not self.api.opened:
-            await self.api.open()
-        if method not in self.verbs:
-            raise self._not_allowed()
-        if method not in self.public:
-            self.identity = await self.api.auth.authenticate(
-                self.request.headers, self.first_query_value("api_key"), self.request.remote_ip or ""
-            )
-        if method in BODY_METHODS:
-            self._check_body_headers()
-
-    def _check_body_headers(self) -> None:
-        headers = self.request.headers
-        length = headers.get("Content-Length")
-        if length is not None:
-            if not length.isdigit():
-                raise ApiError(400, "Invalid Content-Length header")
-            if int(length) > self.body_limit():
-                raise self._too_large()
-        has_body = bool(headers.get("Transfer-Encoding")) or (length is not None and int(length) > 0)
-        if has_body:
-            ctype, _, params = headers.get("Content-Type", "").partition(";")
-            charset = re.search(r"charset\s*=\s*\"?([\w-]+)", params, re.I)
-            if not _JSON_TYPE.match(ctype.strip().lower()) or (
-                charset and charset.group(1).lower() not in ("utf-8", "utf8")
-            ):
-                raise ApiError(415, "Unsupported Content-Type: send the body as application/json (UTF-8)")
+        """Refuse what is not allowed before the body is read (see RequestView.admit)."""
+        await self.admit()
 
     def data_received(self, chunk: bytes) -> None:
         """Collect the body up to max_body_size; beyond it, remember and discard.
@@ -331,18 +365,6 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
             self._body_parts = []
             return
         self._body_parts.append(chunk)
-
-    def body_limit(self) -> int:
-        """Return the largest body this handler reads (`[API] max_body_size`)."""
-        return self.api.settings.max_body_size
-
-    def _too_large(self) -> ApiError:
-        return ApiError(413, f"Request body too large: the limit is {self.body_limit()} bytes")
-
-    def _not_allowed(self) -> ApiError:
-        return ApiError(
-            405, f"Method {self.request.method} not allowed; allowed: {self.allow}", headers={"Allow": self.allow}
-        )
 
     async def options(self, **_: str) -> None:
         """Answer a preflight or an OPTIONS call: 204 with Allow, no credentials needed.
@@ -386,73 +408,46 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         return self._send(status, encode_json(camelize(value)), headers)
 
     def _send(self, status: int, body: bytes | None, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
-        self.set_status(status)
-        if headers and body is not None and "ETag" in headers and self.gzipped(len(body)):
-            headers = {**headers, "ETag": headers["ETag"][:-1] + GZIP_SUFFIX}
-        if headers:
-            table = self._headers
-            for name, value in headers.items():
-                if name in _SAFE_HEADERS:
-                    table[name] = value  # our own digits and hex: set_header's checks skipped
-                else:
-                    self.set_header(name, value)
-        if body is None:
+        return self.write_answer(self.reply(status, body, headers))
+
+    def send_cacheable(self, body: bytes, headers: dict[str, str]) -> Awaitable[None]:
+        """Answer 200 with the body, or 304 when If-None-Match names its ETag."""
+        return self.write_answer(self.cacheable(body, headers))
+
+    def write_answer(self, answer: Answer) -> Awaitable[None]:
+        """Finish with an answer: its status, its headers over every answer's, its body."""
+        if answer.status != self._status_code:  # an error tornado began keeps its reason phrase
+            self.set_status(answer.status)
+        table = self._headers
+        for name, value in answer.headers.items():
+            if name in _SAFE_HEADERS:
+                table[name] = value  # our own digits and hex: set_header's checks skipped
+            else:
+                self.set_header(name, value)
+        if answer.body is None:
             self.clear_header("Content-Type")
             return self.finish()
-        return self.finish(body)
-
-    async def send_cacheable(self, body: bytes, headers: dict[str, str]) -> None:
-        """Answer 200 with the body, or 304 when If-None-Match names its ETag."""
-        if not_modified(self.request.headers, headers["ETag"]):
-            if self.gzipped(len(body)):  # the tag the client holds for this encoding
-                headers["ETag"] = headers["ETag"][:-1] + GZIP_SUFFIX
-            await self._send(304, None, headers)
-            return
-        await self._send(200, body, headers)
-
-    def gzipped(self, length: int) -> bool:
-        """Return whether tornado's gzip transform will compress a JSON answer of `length` bytes."""
-        return (
-            tornado.web.GZipContentEncoding in self.application.transforms
-            and "gzip" in self.request.headers.get("Accept-Encoding", "")
-            and length >= tornado.web.GZipContentEncoding.MIN_LENGTH
-        )
+        return self.finish(answer.body)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Render every error as `{"error": ...}` with its headers; no traceback unless developer."""
+        """Answer an error tornado caught (a handler's or its own) as `failed` renders it."""
         exc_info: tuple[type[BaseException], BaseException, TracebackType] | None = kwargs.get("exc_info")
-        exc = exc_info[1] if exc_info else None
-        if isinstance(exc, InvalidRequest):
-            # Validation's plain error (no tornado below this layer): tornado began a 500.
-            self.set_status(exc.status)
-            doc = exc.body()
-        elif isinstance(exc, ApiError):
-            doc = exc.body()
-            for name, value in exc.headers.items():
-                self.set_header(name, value)
-        elif isinstance(exc, tornado.web.HTTPError) or exc is None:
-            doc = {"error": self._reason}
-        elif isinstance(exc, StoreUnavailable):
-            # Raised by a store call outside a resource method (auth, health).
-            self.set_status(503)
-            self.set_header("Retry-After", "1")
-            doc = {"error": "The store is unavailable; retry shortly"}
-        else:
-            doc = {"error": "Internal server error"}
-            if self.api.settings.developer and exc_info:
-                doc["traceback"] = traceback.format_exception(*exc_info)
-        if status_code == 405 and "Allow" not in self._headers:
-            self.set_header("Allow", self.allow)
-        if self.request.method == "HEAD":
-            self.finish()
-            return
-        self.finish(encode_json(doc))
+        head = self.request.method == "HEAD"
+        answer = error_answer(
+            exc_info[1] if exc_info else None,
+            allow=self.allow,
+            head=head,
+            developer=self.api.settings.developer,
+            status=status_code,
+            reason=self._reason,
+        )
+        self.write_answer(answer)
 
     def log_exception(
         self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Log unexpected errors with a summary that holds no credentials and no body."""
-        if isinstance(value, (tornado.web.HTTPError, InvalidRequest, StoreUnavailable)):
+        if expected(value):
             return  # answered as a 4xx/503; the access log has the line
         if isinstance(value, tornado.iostream.StreamClosedError) and self._finished:
             return  # the client left before its answer was written; the access log has the line

@@ -1,6 +1,6 @@
 """The error validation raises: plain Python, so declarations, list queries and the store need no Tornado.
 
-The HTTP layer (`ApiHandler.write_error`) answers it as it answers `ApiError(400, ...)`:
+The HTTP layer (`answer.error_answer`) answers it as it answers `ApiError(400, ...)`:
 status 400, body `{"error": message}` plus `errors` when fields are named.
 """
 

@@ -9,16 +9,17 @@ answers with the status, ETag, Location and pagination headers the contract name
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 from urllib.parse import quote
 
 from . import idempotency
+from .answer import Answer, etag_matches
 from .casing import camelize
 from .codec import encode_json, etag_of
 from .declaration import Declaration, Field
 from .errors import ApiError
-from .handler import ApiHandler, RequestView, etag_matches, verbs_and_allow
+from .handler import ApiHandler, RequestView, verbs_and_allow
 from .listing import ListQuery, Page, link_header, pagination_headers, parse_list_query
 from .store.base import IdempotentResponse
 
@@ -119,10 +120,33 @@ class Resource:
 
 
 class ResourceView(RequestView):
-    """A request on a resource route: the resource, and how its answers are encoded."""
+    """A request on a resource route: the resource, and how it becomes an answer.
 
+    `respond` is the one place a resource request becomes its answer (status,
+    headers, body), errors included; ResourceHandler and the fast path only write it.
+    """
+
+    kind: str
     resource: Resource
     declaration: Declaration | None
+
+    async def respond(self, path: Mapping[str, str] | None, *, admitted: bool = False) -> Answer | None:
+        """Return this request's answer: admission, then the resource method, any error rendered.
+
+        `path` None: admit only, as the body is still to come (None back: admitted).
+        `admitted`: admission already passed (the body has arrived).
+        """
+        try:
+            if not admitted:
+                await self.admit()
+            if path is None:
+                return None
+            method = ROUTES[self.kind][self.request.method]  # admission let only these through
+            run = getattr(self, "answer_" + method)
+            answer: Answer = await run(self.parse_ids(path, self.resource.id_fields))
+            return answer
+        except Exception as exc:
+            return self.failed(exc)
 
     def represent(self, value: Any) -> bytes:
         """Encode what the resource returned (declared items are JSON-ready already)."""
@@ -134,9 +158,25 @@ class ResourceView(RequestView):
 
         A resource defines only some of them, and only those are ever called: a verb
         reaches its method only when `Resource.verbs` (the methods the class defines)
-        lists it, in prepare() (else 405) and on the fast path alike.
+        lists it (admission answers 405 otherwise).
         """
         return cast(ResourceMethods, self.resource)
+
+    async def answer_list(self, ids: dict[str, Any]) -> Answer:
+        """Answer a list: one page, its ETag, pagination headers and Link."""
+        query: ListQuery = parse_list_query(self.declaration, self.query)
+        page: Page = await self.methods.list(query, **ids)
+        body = self.represent(list(page.items))
+        headers = pagination_headers(query, page.count)
+        headers["Link"] = link_header(self.absolute_origin() + self.request.path, self.query, query, page.count)
+        # The count is part of what a list says, not only its items (think of a page past the end).
+        headers["ETag"] = etag_of(body, b"\n" + headers["X-Pagination-Count"].encode())
+        return self.cacheable(body, headers)
+
+    async def answer_retrieve(self, ids: dict[str, Any]) -> Answer:
+        """Answer an item with its ETag (304 when the client holds it)."""
+        body = self.represent(await self.methods.retrieve(**ids))
+        return self.cacheable(body, {"ETag": etag_of(body)})
 
 
 class ResourceHandler(ResourceView, ApiHandler):
@@ -153,42 +193,42 @@ class ResourceHandler(ResourceView, ApiHandler):
         return self.resource.verb_tables[kind]
 
     async def prepare(self) -> None:
-        """Answer a GET without a body here, once it is allowed and authenticated.
+        """Admit the request; answer a GET or HEAD without a body here, whole.
 
         Bodies are streamed, so after prepare() tornado would wait for the end of a
         body that a GET (or HEAD) does not have (two more event-loop turns per request).
         """
-        await super().prepare()
-        if self.bodiless and not self._finished and self.request.method in ("GET", "HEAD"):
-            await self._run(self.path_kwargs)
+        whole = self.bodiless and self.request.method in ("GET", "HEAD")
+        await self._answer(self.path_kwargs if whole else None)
 
     async def get(self, **path: str) -> None:
-        """Dispatch GET to list or retrieve."""
-        await self._run(path)
+        """Answer a GET that came with a body (read and ignored)."""
+        await self._answer(path, admitted=True)
 
     async def head(self, **path: str) -> None:
         """Answer as GET does; tornado sends the headers (Content-Length included) without the body."""
-        await self._run(path)
+        await self._answer(path, admitted=True)
 
     async def post(self, **path: str) -> None:
-        """Dispatch POST to create."""
-        await self._run(path)
+        """Answer POST (create) once its body has arrived."""
+        await self._answer(path, admitted=True)
 
     async def put(self, **path: str) -> None:
-        """Dispatch PUT to replace."""
-        await self._run(path)
+        """Answer PUT (replace) once its body has arrived."""
+        await self._answer(path, admitted=True)
 
     async def patch(self, **path: str) -> None:
-        """Dispatch PATCH to update."""
-        await self._run(path)
+        """Answer PATCH (update) once its body has arrived."""
+        await self._answer(path, admitted=True)
 
     async def delete(self, **path: str) -> None:
-        """Dispatch DELETE to delete."""
-        await self._run(path)
+        """Answer DELETE."""
+        await self._answer(path, admitted=True)
 
-    async def _run(self, path: Mapping[str, str]) -> None:
-        method = ROUTES[self.kind][self.request.method]  # prepare() let only these through
-        await _RUNNERS[method](self, self.parse_ids(path, self.resource.id_fields))
+    async def _answer(self, path: Mapping[str, str] | None, *, admitted: bool = False) -> None:
+        answer = await self.respond(path, admitted=admitted)
+        if answer is not None:
+            await self.write_answer(answer)
 
     def precondition(self) -> Precondition | None:
         """Return the If-Match check for a write, or None without If-Match."""
@@ -215,106 +255,67 @@ class ResourceHandler(ResourceView, ApiHandler):
             return decl.parse_replace(body)
         return decl.parse_update(body)
 
+    async def answer_create(self, ids: dict[str, Any]) -> Answer:
+        """Answer 201 with the created item, its Location and ETag (once per Idempotency-Key)."""
+        origin = self.absolute_origin()  # a bad Host is 400 before anything is created
+        key = idempotency.parse_key(self.request.headers)
+        if key is None:
+            response = await self._create(ids)
+        else:
+            principal = self.identity.username if self.identity is not None else ""
+            response = await idempotency.once(
+                self.api.store,
+                self.api.clock(),
+                idempotency.scope(principal, self.request.path),
+                key,
+                self.json_body(),
+                lambda: self._create(ids),
+                self._respond_from_row(),
+            )
+        # Kept with the id alone (older records: a whole URL), the Location is this request's:
+        # a replay through another origin or proxy gets its own, never the first caller's Host.
+        created = response.headers["Location"].rsplit("/", 1)[-1]
+        location = origin + self.request.path.rstrip("/") + "/" + created
+        return self.reply(response.status, response.body, {**response.headers, "Location": location})
 
-async def list_answer(view: ResourceView, ids: dict[str, int]) -> tuple[bytes, dict[str, str]]:
-    """Return a list's body and headers (ETag, pagination, Link)."""
-    query: ListQuery = parse_list_query(view.declaration, view.query)
-    page: Page = await view.methods.list(query, **ids)
-    body = view.represent(list(page.items))
-    headers = pagination_headers(query, page.count)
-    headers["Link"] = link_header(view.absolute_origin() + view.request.path, view.query, query, page.count)
-    # The count is part of what a list says, not only its items (think of a page past the end).
-    headers["ETag"] = etag_of(body, b"\n" + headers["X-Pagination-Count"].encode())
-    return body, headers
+    async def _create(self, ids: dict[str, Any]) -> IdempotentResponse:
+        values = self.parse_values("create")
+        return self._created(await self.methods.create(values, **ids))
 
+    def _created(self, created: Mapping[str, Any]) -> IdempotentResponse:
+        """Return the 201 of a created item (Location kept as its id: the replaying request's origin is added)."""
+        body = self.represent(created)
+        return IdempotentResponse(201, {"Location": quote(str(created["id"]), safe=""), "ETag": etag_of(body)}, body)
 
-async def retrieve_answer(view: ResourceView, ids: dict[str, int]) -> tuple[bytes, dict[str, str]]:
-    """Return an item's body and its ETag."""
-    body = view.represent(await view.methods.retrieve(**ids))
-    return body, {"ETag": etag_of(body)}
+    def _respond_from_row(self) -> Callable[[Mapping[str, Any]], IdempotentResponse] | None:
+        """Return how the store builds the 201 from the row it inserts (a stored resource's own create only)."""
+        from .resources.stored import StoredResource  # it builds on this module
 
+        decl = self.declaration
+        if decl is None or getattr(type(self.resource), "create", None) is not StoredResource.create:
+            return None  # an override may return something else than the row's representation
+        return lambda row: self._created(decl.to_json(row))
 
-async def _run_list(self: ResourceHandler, ids: dict[str, int]) -> None:
-    await self.send_cacheable(*await list_answer(self, ids))
+    async def answer_replace(self, ids: dict[str, Any]) -> Answer:
+        """Answer 204 with the new ETag."""
+        values = self.parse_values("replace")
+        state = await self.methods.replace(values, self.precondition(), **ids)
+        return self.reply(204, None, {"ETag": etag_of(self.represent(state))})
 
+    async def answer_update(self, ids: dict[str, Any]) -> Answer:
+        """Answer 200 with exactly the accepted fields and the new state's ETag."""
+        values = self.parse_values("update")
+        state = await self.methods.update(values, self.precondition(), **ids)
+        if self.declaration is not None:
+            names = {self.declaration.by_name[name].json_name for name in values}
+            shown = state
+        else:
+            names = {k for k in camelize(dict.fromkeys(values))}
+            shown = camelize(state)
+        accepted = {k: v for k, v in shown.items() if k in names}
+        return self.reply(200, encode_json(accepted), {"ETag": etag_of(encode_json(shown))})
 
-async def _run_retrieve(self: ResourceHandler, ids: dict[str, int]) -> None:
-    await self.send_cacheable(*await retrieve_answer(self, ids))
-
-
-async def _run_create(self: ResourceHandler, ids: dict[str, Any]) -> None:
-    origin = self.absolute_origin()  # a bad Host is 400 before anything is created
-    key = idempotency.parse_key(self.request.headers)
-    if key is None:
-        response = await _create(self, ids)
-    else:
-        principal = self.identity.username if self.identity is not None else ""
-        response = await idempotency.once(
-            self.api.store,
-            self.api.clock(),
-            idempotency.scope(principal, self.request.path),
-            key,
-            self.json_body(),
-            lambda: _create(self, ids),
-            _respond_from_row(self),
-        )
-    # Kept with the id alone (older records: a whole URL), the Location is this request's:
-    # a replay through another origin or proxy gets its own, never the first caller's Host.
-    created = response.headers["Location"].rsplit("/", 1)[-1]
-    location = origin + self.request.path.rstrip("/") + "/" + created
-    await self._send(response.status, response.body, {**response.headers, "Location": location})
-
-
-async def _create(self: ResourceHandler, ids: dict[str, Any]) -> IdempotentResponse:
-    values = self.parse_values("create")
-    return _created(self, await self.methods.create(values, **ids))
-
-
-def _created(self: ResourceView, created: Mapping[str, Any]) -> IdempotentResponse:
-    """Return the 201 of a created item (Location kept as its id: the replaying request's origin is added)."""
-    body = self.represent(created)
-    return IdempotentResponse(201, {"Location": quote(str(created["id"]), safe=""), "ETag": etag_of(body)}, body)
-
-
-def _respond_from_row(self: ResourceHandler) -> Callable[[Mapping[str, Any]], IdempotentResponse] | None:
-    """Return how the store builds the 201 from the row it inserts (a stored resource's own create only)."""
-    from .resources.stored import StoredResource  # it builds on this module
-
-    decl = self.declaration
-    if decl is None or getattr(type(self.resource), "create", None) is not StoredResource.create:
-        return None  # an override may return something else than the row's representation
-    return lambda row: _created(self, decl.to_json(row))
-
-
-async def _run_replace(self: ResourceHandler, ids: dict[str, int]) -> None:
-    values = self.parse_values("replace")
-    state = await self.methods.replace(values, self.precondition(), **ids)
-    await self._send(204, None, {"ETag": etag_of(self.represent(state))})
-
-
-async def _run_update(self: ResourceHandler, ids: dict[str, int]) -> None:
-    values = self.parse_values("update")
-    state = await self.methods.update(values, self.precondition(), **ids)
-    if self.declaration is not None:
-        names = {self.declaration.by_name[name].json_name for name in values}
-        shown = state
-    else:
-        names = {k for k in camelize(dict.fromkeys(values))}
-        shown = camelize(state)
-    accepted = {k: v for k, v in shown.items() if k in names}
-    await self._send(200, encode_json(accepted), {"ETag": etag_of(encode_json(shown))})
-
-
-async def _run_delete(self: ResourceHandler, ids: dict[str, int]) -> None:
-    await self.methods.delete(self.precondition(), **ids)
-    await self._send(204, None)
-
-
-_RUNNERS: dict[str, Callable[[ResourceHandler, dict[str, int]], Awaitable[None]]] = {
-    "list": _run_list,
-    "retrieve": _run_retrieve,
-    "create": _run_create,
-    "replace": _run_replace,
-    "update": _run_update,
-    "delete": _run_delete,
-}
+    async def answer_delete(self, ids: dict[str, Any]) -> Answer:
+        """Answer 204."""
+        await self.methods.delete(self.precondition(), **ids)
+        return self.reply(204, None)

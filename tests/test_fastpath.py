@@ -1,11 +1,13 @@
-"""The fast path for resource GETs answers exactly as ResourceHandler does.
+"""The fast path for resource GETs writes exactly the answer ResourceHandler writes.
 
 Two servers share one store: one runs the daemon's application class (with the fast
 path), the other a plain `tornado.web.Application` holding the same URL table, as an
 embedder would (every request through ResourceHandler). Each request below goes to
-both as the same bytes; status, headers (bar Date) and body must be identical. The
-requests cover what the fast path answers itself (200, 304) and everything it must
-hand over: every error, HEAD, bodies, Basic credentials, odd queries and heads.
+both as the same bytes; the status line, the headers (in order, bar Date) and the
+body must be identical. The requests cover what the fast path answers (200, 304 and
+its errors: 400, 401, 404, 405, 414, 431, 500, 503), with the CORS allow-list in
+force, and what it hands over untouched: HEAD, OPTIONS, bodies, a path not UTF-8.
+Every request runs its resource method once, whichever path answers it.
 """
 
 from __future__ import annotations
@@ -24,21 +26,63 @@ from conftest import API_KEY, PASSWORD, USERNAME
 
 from medusa_v2.app import make_app
 from medusa_v2.daemon import _Tracking
+from medusa_v2.errors import ApiError
 from medusa_v2.fastpath import ApiApplication, FastGet
-from medusa_v2.resource import ResourceHandler
+from medusa_v2.listing import Page
+from medusa_v2.resource import Resource, ResourceHandler
+from medusa_v2.routes import builtin_resources
+from medusa_v2.store import StoreUnavailable
 
 ORIGIN = "https://ui.example.org"
 
 
+class Counter(Resource):
+    """An embedder's resource that counts its calls: items 1-99 exist, others fail as named."""
+
+    name = "counter"
+    calls: list[str] = []  # set afresh by the `pair` fixture
+
+    async def list(self, query, **ids):
+        self.calls.append("list")
+        return Page([{"id": 1}], 1)
+
+    async def retrieve(self, counter_id):
+        self.calls.append("retrieve")
+        if counter_id == 500:
+            raise RuntimeError("kaboom in retrieve")
+        if counter_id == 503:
+            raise StoreUnavailable("the store is down")
+        if counter_id >= 100:
+            raise ApiError(404, f"Counter {counter_id} not found")
+        return {"id": counter_id, "seenBy": "counter"}
+
+    async def delete(self, precondition, counter_id):
+        self.calls.append("delete")
+
+
+class Sink(Resource):
+    """A resource without GET: its routes answer a GET 405."""
+
+    name = "sink"
+
+    async def create(self, values):
+        return {"id": 1}
+
+
 @pytest.fixture
 def config_values(config_values):
-    config_values["GUI"] = {**config_values.get("GUI", {}), "cors_origins": [ORIGIN]}
+    # Where config.py reads it (docs/configuration.md, [API]): the allow-list is in force.
+    config_values["API"] = {**config_values.get("API", {}), "cors_origins": [ORIGIN]}
     return config_values
 
 
 @pytest.fixture
-def pair(io_loop, settings, store, clock):
-    """Start the fast app and the plain app; return their ports."""
+def pair(io_loop, settings, store, clock, monkeypatch):
+    """Start the fast app and the plain app (built-ins, Counter and Sink mounted); return their ports."""
+    assert settings.cors_origins == (ORIGIN,)
+    monkeypatch.setattr(Counter, "calls", [])
+    known = builtin_resources()
+    resources = [*(known[name] for name in settings.resources), Counter, Sink]
     servers = []
 
     def start(app: tornado.web.Application) -> int:
@@ -48,23 +92,23 @@ def pair(io_loop, settings, store, clock):
         servers.append(server)
         return port
 
-    fast = make_app(settings, store, clock=clock, app_class=_Tracking)
-    plain = make_app(settings, store, clock=clock, app_class=tornado.web.Application)
+    fast = make_app(settings, store, clock=clock, resources=resources, app_class=_Tracking)
+    plain = make_app(settings, store, clock=clock, resources=resources, app_class=tornado.web.Application)
     assert isinstance(fast, ApiApplication) and not isinstance(plain, ApiApplication)
     yield fast, start(fast), start(plain)
     for server in servers:
         server.stop()
 
 
-async def raw(port: int, head: str, body: bytes = b"") -> tuple[int, list[tuple[str, str]], bytes]:
-    """Send one request as bytes (Connection: close); return status, headers, body."""
+async def raw(port: int, head: str, body: bytes = b"") -> tuple[str, list[tuple[str, str]], bytes]:
+    """Send one request as bytes (Connection: close); return the status line, headers in order, body."""
     stream = await tornado.tcpclient.TCPClient().connect("127.0.0.1", port)
     stream.write(head.replace("\n", "\r\n").encode("latin-1") + b"\r\n" + body)
     data = await stream.read_until_close()
     top, _, payload = data.partition(b"\r\n\r\n")
     lines = top.decode("latin-1").split("\r\n")
     headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
-    return int(lines[0].split(" ")[1]), sorted(headers), payload  # type: ignore[return-value]
+    return lines[0], headers, payload  # type: ignore[return-value]
 
 
 def request(method: str, target: str, *headers: str, host: str = "localhost") -> str:
@@ -73,11 +117,13 @@ def request(method: str, target: str, *headers: str, host: str = "localhost") ->
 
 
 async def same(fast_port: int, plain_port: int, head: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """Send `head` to both apps; assert both answers are the same bytes, bar the Date; return it."""
     fast = await raw(fast_port, head, body)
     plain = await raw(plain_port, head, body)
     drop_date = lambda headers: [(k, v) for k, v in headers if k != "Date"]  # noqa: E731
     assert (fast[0], drop_date(fast[1]), fast[2]) == (plain[0], drop_date(plain[1]), plain[2]), head
-    return fast[0], dict(fast[1]), fast[2]
+    assert len(fast[1]) - len(drop_date(fast[1])) <= 1, head
+    return int(fast[0].split(" ")[1]), dict(fast[1]), fast[2]
 
 
 async def seed(client) -> dict[str, str]:
@@ -134,16 +180,15 @@ async def test_every_answer_is_the_same_on_both_paths(client, pair):
         request("GET", f"{api}/ticket?limit=1", KEY, host="api.example.org:8081"),
         request("GET", f"{api}/ticket/{one}?api%5Fkey={API_KEY}"),  # tornado decodes names
         request("GET", f"{api}/ticket?colour=red", KEY),  # not a parameter of ours: ignored
-    ]
-    handed_over = [
+        # Errors: the fast path writes the answer the pipeline made, as ResourceHandler does.
         request("GET", f"{api}/ticket/999", KEY),
         request("GET", f"{api}/ticket/abc", KEY),
         request("GET", f"{api}/ticket/0", KEY),
         request("GET", f"{api}/ticket/99999999999999999999", KEY),
-        request("GET", f"{api}/ticket/%FF", KEY),
         request("GET", f"{api}/ticket/999/message", KEY),
         request("GET", f"{api}/ticket/{one}/message/999", KEY),
         request("GET", f"{api}/ticket/{one}"),
+        request("GET", f"{api}/ticket/{one}", f"Origin: {ORIGIN}"),
         request("GET", f"{api}/ticket/{one}", "X-Api-Key: wrong"),
         request("GET", f"{api}/ticket/{one}?api_key=wrong"),
         request("GET", f"{api}/ticket/{one}", "X-Auth: Bearer not-a-token"),
@@ -152,25 +197,40 @@ async def test_every_answer_is_the_same_on_both_paths(client, pair):
         request("GET", f"{api}/ticket/{one}?api_key=", f"Authorization: Basic {basic_bad}"),
         request("GET", f"{api}/ticket?page=0", KEY),
         request("GET", f"{api}/ticket?limit=abc", KEY),
-        request("GET", f"{api}/ticket?sort=nope", KEY),
+        request("GET", f"{api}/ticket?sort=nope", KEY, f"Origin: {ORIGIN}"),
         request("GET", f"{api}/ticket?state=open&state=closed&state=bogus", KEY),
         request("GET", f"{api}/ticket?q=%FF", KEY),
         request("GET", f"{api}/ticket?limit=1&limit=2", KEY),
-        request("GET", f"{api}/ticket", KEY, host="bad host"),
-        request("GET", f"{api}/ticket/{one}?" + "x=1&" * 3000, KEY),
+        request("GET", f"{api}/ticket/{one}?x=" + "a" * 8200, KEY),  # 414
         request("GET", f"{api}/ticket/{one}", KEY, *[f"X-Filler-{i}: {'y' * 100}" for i in range(200)]),
+        request("GET", f"{api}/sink", KEY, f"Origin: {ORIGIN}"),
+        request("GET", f"{api}/sink/1", KEY),
+        request("GET", f"{api}/sink"),
+        request("GET", f"{api}/counter/1", KEY, f"Origin: {ORIGIN}"),
+        request("GET", f"{api}/counter/404", KEY),
+        request("GET", f"{api}/counter/500", KEY, f"Origin: {ORIGIN}"),
+        request("GET", f"{api}/counter/503", KEY),
+    ]
+    handed_over = [
+        request("GET", f"{api}/ticket/%FF", KEY),  # tornado refuses a path that is not UTF-8 itself
         request("HEAD", f"{api}/ticket/{one}", KEY),
         request("HEAD", f"{api}/ticket", KEY),
+        request("HEAD", f"{api}/ticket/999", KEY),
         request("OPTIONS", f"{api}/ticket/{one}", f"Origin: {ORIGIN}"),
+        request("GET", f"{api}/ticket", KEY, host="bad host"),  # refused by tornado's HTTP server itself
     ]
+    statuses = set()
     for cases, by_fast_path in ((answered_fast, 1), (handed_over, 0)):
         for head in cases:
             before = app.fast_answers
-            await same(fast, plain, head)
-            assert app.fast_answers - before == by_fast_path, head
-    # A GET with a body goes to ResourceHandler too (which reads and ignores it).
+            status, _, _ = await same(fast, plain, head)
+            assert app.fast_answers - before == by_fast_path, (status, head[:200])
+            statuses.add(status)
+    assert statuses >= {200, 204, 304, 400, 401, 404, 405, 414, 431, 500, 503}
+    # A GET with a body goes to ResourceHandler (which reads and ignores it).
+    before = app.fast_answers
     status, _, _ = await same(fast, plain, request("GET", f"{api}/ticket/{one}", KEY, "Content-Length: 2"), b"{}")
-    assert status == 200
+    assert status == 200 and app.fast_answers == before
     assert app.inflight == 0  # every request, fast or handed over, was logged once
 
 
@@ -192,6 +252,40 @@ async def test_answers_cover_the_contract_headers(client, pair):
     assert (status, body) == (304, b"") and "Content-Type" not in headers and headers["Etag"] == s["etag"]
     status, headers, body = await same(fast, plain, request("GET", "/api/v2/ticket?limit=1", KEY))
     assert headers["X-Pagination-Count"] == "2" and 'rel="next"' in headers["Link"]
+    # The CORS allow-list: a listed Origin is echoed, another gets none; both vary on Origin.
+    for origin, allowed in ((ORIGIN, ORIGIN), ("https://evil.example", None)):
+        for path in (f"/api/v2/ticket/{s['one']}", "/api/v2/ticket/999"):
+            status, headers, _ = await same(fast, plain, request("GET", path, KEY, f"Origin: {origin}"))
+            assert headers.get("Access-Control-Allow-Origin") == allowed and "Origin" in headers["Vary"], path
+
+
+@pytest.mark.gen_test
+async def test_a_resource_method_runs_once_per_request_on_every_path(client, pair, caplog):
+    app, fast, plain = pair
+    caplog.set_level(logging.CRITICAL, "medusa_v2")  # the 500's traceback is expected here
+    api = "/api/v2/counter"
+    cases = [
+        (request("GET", f"{api}/1", KEY), 200, "retrieve"),
+        (request("GET", f"{api}/1", KEY, "If-None-Match: *"), 304, "retrieve"),
+        (request("GET", api, KEY), 200, "list"),
+        (request("GET", f"{api}/404", KEY), 404, "retrieve"),
+        (request("GET", f"{api}/500", KEY), 500, "retrieve"),
+        (request("GET", f"{api}/503", KEY), 503, "retrieve"),
+        (request("HEAD", f"{api}/1", KEY), 200, "retrieve"),
+        (request("HEAD", f"{api}/404", KEY), 404, "retrieve"),
+        (request("DELETE", f"{api}/1", KEY), 204, "delete"),
+        (request("GET", f"{api}/1"), 401, None),
+        (request("POST", api, KEY), 405, None),
+    ]
+    for port in (fast, plain):
+        for head, code, method in cases:
+            Counter.calls.clear()
+            status, _, _ = await raw(port, head)
+            assert int(status.split(" ")[1]) == code, head
+            assert Counter.calls == ([method] if method else []), head
+        Counter.calls.clear()
+        status, _, _ = await raw(port, request("GET", f"{api}/404", KEY, "Content-Length: 2"), b"{}")
+        assert int(status.split(" ")[1]) == 404 and Counter.calls == ["retrieve"]
 
 
 @pytest.mark.gen_test
@@ -199,7 +293,7 @@ async def test_a_kept_alive_connection_serves_fast_and_handed_over_requests(clie
     _, fast, _ = pair
     s = await seed(client)
     stream = await tornado.tcpclient.TCPClient().connect("127.0.0.1", fast)
-    for path, code in [(s["one"], 200), ("999", 404), (s["one"], 200), ("abc", 400), (s["two"], 200)]:
+    for path, code in [(s["one"], 200), ("999", 404), (s["one"], 200), ("abc", 400), ("%FF", 400), (s["two"], 200)]:
         stream.write(f"GET /api/v2/ticket/{path} HTTP/1.1\r\nHost: x\r\n{KEY}\r\n\r\n".encode())
         top = await stream.read_until(b"\r\n\r\n")
         assert top.startswith(f"HTTP/1.1 {code} ".encode()), top
