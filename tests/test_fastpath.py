@@ -23,6 +23,7 @@ import tornado.tcpclient
 import tornado.testing
 import tornado.web
 from conftest import API_KEY, PASSWORD, USERNAME
+from medusa_v2.routes import builtin_resources
 
 from medusa_v2.app import make_app
 from medusa_v2.daemon import _Tracking
@@ -30,7 +31,6 @@ from medusa_v2.errors import ApiError
 from medusa_v2.fastpath import ApiApplication, FastGet
 from medusa_v2.listing import Page
 from medusa_v2.resource import Resource, ResourceHandler
-from medusa_v2.routes import builtin_resources
 from medusa_v2.store import StoreUnavailable
 
 ORIGIN = "https://ui.example.org"
