@@ -31,7 +31,7 @@ from .answer import not_modified as not_modified
 from .auth import Identity
 from .casing import camelize
 from .codec import encode_json as encode_json  # re-exported, as below: their home until medusa_v2.codec
-from .codec import encode_json_text as encode_json_text  # (runtime.py and embedders import them from here)
+from .codec import encode_json_text as encode_json_text  # (config_endpoint.py and embedders import them from here)
 from .codec import etag_of as etag_of
 from .context import ApiContext
 from .declaration import Declaration, Field

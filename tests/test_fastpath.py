@@ -23,7 +23,6 @@ import tornado.tcpclient
 import tornado.testing
 import tornado.web
 from conftest import API_KEY, PASSWORD, USERNAME
-from medusa_v2.routes import builtin_resources
 
 from medusa_v2.app import make_app
 from medusa_v2.daemon import _Tracking
@@ -32,6 +31,7 @@ from medusa_v2.fastpath import ApiApplication, FastGet
 from medusa_v2.listing import Page
 from medusa_v2.resource import Resource, ResourceHandler
 from medusa_v2.store import StoreUnavailable
+from medusa_v2.url_table import builtin_resources
 
 ORIGIN = "https://ui.example.org"
 
