@@ -304,6 +304,59 @@ PART_NO = Declaration(
 )
 
 
+MEMO = Declaration(
+    "memo",
+    (
+        Field("id", int, writable=False, min=1, sortable=True),
+        Field("text", str, required=True, min=1, max=50),
+        Field("created_at", str, writable=False),
+        Field("updated_at", str, writable=False),
+    ),
+)
+
+
+def test_a_resource_without_filters_is_counted_too(io_loop, database_url):
+    """No filter fields: its totals are one combination, kept by writes and by an import."""
+    from medusa_v2.store.base import Tree
+
+    store = opened(io_loop, database_url, [MEMO])
+    try:
+        made = [run(io_loop, store.insert_row(MEMO, {"text": f"m{i}"}, NOW)) for i in range(3)]
+        run(io_loop, store.delete_row(MEMO, made[0]["id"]))
+        stamp = timestamp(NOW)
+        rows = [({"id": 100 + i, "text": "in", "created_at": stamp, "updated_at": stamp}, ()) for i in range(2)]
+
+        async def batches():
+            yield Tree(MEMO), rows
+
+        assert run(io_loop, store.import_rows([Tree(MEMO)], batches())) == 2
+        page = run(io_loop, store.list_rows(MEMO, ListQuery(limit=2, page=2, sort=(("id", True),))))
+        assert (page.count, ids(page)) == (4, [made[2]["id"], made[1]["id"]])
+    finally:
+        run(io_loop, store.close())
+
+
+def test_a_filter_on_id_is_answered(io_loop, database_url):
+    """`id` may be a filter: no derived index exists for it, and none is named."""
+    label = Declaration(
+        "label",
+        (
+            Field("id", int, writable=False, min=1, sortable=True, filter="one"),
+            Field("color", str, default="red", choices=("red", "blue"), filter="one"),
+            Field("created_at", str, writable=False),
+            Field("updated_at", str, writable=False),
+        ),
+    )
+    store = opened(io_loop, database_url, [label])
+    try:
+        for i in range(12):
+            run(io_loop, store.insert_row(label, {"color": ("red", "blue")[i % 2]}, NOW))
+        page = run(io_loop, store.list_rows(label, ListQuery(filters={"id": (5,), "color": ("red",)})))
+        assert (page.count, ids(page)) == (1, [5])
+    finally:
+        run(io_loop, store.close())
+
+
 def test_an_embedders_resource_gets_exact_counts_and_planned_pages(io_loop, database_url):
     """String ids, nullable filters of any kind, a filter not sortable: counts and every page as for ticket."""
     store = opened(io_loop, database_url, [PART_NO])
@@ -698,6 +751,69 @@ def test_builtins_are_recorded_and_untouched_on_an_existing_database(io_loop, fr
         store = opened(io_loop, other, [TICKET, MESSAGE])
         run(io_loop, store.close())
         assert catalog(other) == existing
+
+
+def test_the_totals_migration_keeps_what_an_embedder_changed_in_ticket(io_loop, fresh_url, database_backend):
+    """A database whose ticket an embedder had extended before the totals migration opens and keeps its field."""
+    ticket_v2 = dataclasses.replace(
+        TICKET, fields=(*TICKET.fields, Field("estimate", int, default=0, min=0, max=1000, sortable=True))
+    )
+    # ticket_v2's spec as the release before the totals recorded it
+    before = json.loads(json.dumps(BUILTIN_V1["ticket"]))
+    before["columns"].append({"name": "estimate", "type": "int", "null": False, "default": 0, "min": 0, "max": 1000})
+    before["indexes"]["ticket_estimate"] = ["estimate", "id"]
+    if database_backend == "sqlite":
+        from medusa_v2.store.sqlite import MIGRATIONS, ddl, split_statements
+        from medusa_v2.store.sqlite.migrations import TOTALS_MIGRATION
+
+        db = sqlite3.connect(path_from_url(fresh_url), isolation_level=None)
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (?)", (TOTALS_MIGRATION - 1,))
+        for script in MIGRATIONS[: TOTALS_MIGRATION - 1]:
+            for statement in split_statements(script):
+                db.execute(statement)
+        db.executemany(
+            "INSERT INTO resource_schema (name, version, spec) VALUES (?, 1, ?)",
+            [(name, json.dumps(spec)) for name, spec in BUILTIN_V1.items()],
+        )
+        ddl.migrate(db, BUILTIN_V1["ticket"], before, plan(BUILTIN_V1["ticket"], before))
+        db.close()
+    else:
+        import psycopg
+
+        from medusa_v2.store import ddl_postgres
+        from medusa_v2.store.postgres import MIGRATIONS, TOTALS_MIGRATION, split_statements
+
+        with psycopg.connect(fresh_url.partition("?")[0], autocommit=True) as conn:
+            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version VALUES (%s)", (TOTALS_MIGRATION - 1,))
+            for script in MIGRATIONS[: TOTALS_MIGRATION - 1]:
+                for statement in split_statements(script):
+                    conn.execute(statement)
+            for name, spec in BUILTIN_V1.items():
+                conn.execute(
+                    "INSERT INTO resource_schema (name, version, spec) VALUES (%s, 1, %s)", (name, json.dumps(spec))
+                )
+            for statement in ddl_postgres.migrate_statements(
+                BUILTIN_V1["ticket"], before, plan(BUILTIN_V1["ticket"], before)
+            ):
+                conn.execute(statement)
+    sql(fresh_url, "UPDATE resource_schema SET version = 2, spec = ? WHERE name = 'ticket'", (json.dumps(before),))
+    sql(
+        fresh_url,
+        "INSERT INTO ticket (id, title, state, estimate, created_at, updated_at)"
+        " VALUES (7, 'old', 'closed', 900, 'a', 'b')",
+    )
+    store = opened(io_loop, fresh_url, [ticket_v2, dataclasses.replace(MESSAGE, parent=ticket_v2)])
+    try:
+        assert run(io_loop, store.get_row(ticket_v2, 7))["estimate"] == 900
+        add_ticket(io_loop, store)
+        assert run(io_loop, store.list_rows(ticket_v2, ListQuery())).count == 2
+        page = run(io_loop, store.list_rows(ticket_v2, ListQuery(filters={"state": ("closed",)})))
+        assert (page.count, ids(page)) == (1, [7])
+    finally:
+        run(io_loop, store.close())
+    assert recorded(fresh_url, "ticket")[1] == derive(ticket_v2)
 
 
 def test_a_field_added_to_ticket_is_an_add_column_migration(io_loop, fresh_url):

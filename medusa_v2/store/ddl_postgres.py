@@ -136,15 +136,19 @@ def totals_statements(spec: Spec) -> list[str]:
 
     every = quote_name(name + COUNT_SUFFIX)
 
+    # Rows locked in the keys' byte order, as the update trigger and an import lock them.
+    order = f' ORDER BY {key("r")} COLLATE "C"' if fields else ""
+
     def add_all(rows: str, sign: str) -> str:
         values = "".join(f"r.{quote_name(f)}, " for f in fields)
         group = f" GROUP BY {', '.join(f'r.{quote_name(f)}' for f in fields)}" if fields else ""
         return (
             f"INSERT INTO {totals} AS t (_key, _shard, {names}_total)"
             f" SELECT {key('r')}, pg_backend_pid() % {TOTAL_SHARDS}, {values}{sign}COUNT(*) FROM {rows} AS r{group}"
-            f" ORDER BY 1 ON CONFLICT (_key, _shard) DO UPDATE SET _total = t._total + EXCLUDED._total;"
+            f"{order}"
+            " ON CONFLICT (_key, _shard) DO UPDATE SET _total = t._total + EXCLUDED._total;"
             f" INSERT INTO {every} AS t (_shard, _total) SELECT pg_backend_pid() % {TOTAL_SHARDS}, {sign}COUNT(*)"
-            f" FROM {rows} ON CONFLICT (_shard) DO UPDATE SET _total = t._total + EXCLUDED._total;"
+            f" FROM {rows} HAVING COUNT(*) <> 0 ON CONFLICT (_shard) DO UPDATE SET _total = t._total + EXCLUDED._total;"
         )
 
     def add_one(row: str, delta: int) -> str:
@@ -189,7 +193,7 @@ def totals_statements(spec: Spec) -> list[str]:
         statements += [
             f"""CREATE FUNCTION {move}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF {key("OLD")} < {key("NEW")} THEN
+                IF {key("OLD")} < {key("NEW")} COLLATE "C" THEN
                     {add_one("OLD", -1)}
                     {add_one("NEW", 1)}
                 ELSE
@@ -212,6 +216,8 @@ def totals_statements(spec: Spec) -> list[str]:
 
 def totals_key(row: str, fields: Sequence[str]) -> str:
     """Return the SQL of a totals row's key: the quoted values of `row`'s filter fields (NULL included)."""
+    if not fields:
+        return "''"  # concat_ws takes at least one value to join
     return "concat_ws(','" + "".join(f", quote_nullable({row}.{quote_name(f)})" for f in fields) + ")"
 
 

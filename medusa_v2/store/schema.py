@@ -106,9 +106,11 @@ def totals_table(spec: Spec) -> str | None:
     if spec.get("totals") is None:
         return None
     name = spec["name"] + TOTALS_SUFFIX
-    reserved = {"_key", "_total"} & set(spec["totals"])
+    reserved = {"_key", "_shard", "_total"} & set(spec["totals"])
     if reserved:
         raise SchemaError(f"resource {spec['name']}: a filter field may not be named {reserved.pop()}")
+    for field_name in spec["totals"]:
+        _index_name(name, field_name)  # the totals table's index on the field fits the limit
     if len(name) + len("_update") > MAX_NAME:
         raise SchemaError(f"resource {spec['name']}: its totals table name {name} is too long")
     return name
@@ -284,11 +286,12 @@ BUILTIN_V1: dict[str, Spec] = {
 }
 
 
-# Ticket's spec as SQLite's migration 7 and PostgreSQL's migration 6 leave it
-# (version 2 of its recorded spec): its totals per filter values, replacing the
-# hand-written ones, and its indexes carrying the filter fields after the id. Those
-# migrations apply the plan from its recorded spec to this one, as for any
-# declaration (each store's _migrate). Frozen like a migration (never edit it).
+# Ticket's spec as SQLite's migration 7 and PostgreSQL's migration 6 leave the
+# released one (version 2 of its recorded spec): its totals per filter values,
+# replacing the hand-written ones, and its indexes carrying the filter fields after
+# the id. Those migrations apply the plan from the recorded spec to `builtin_v2` of
+# it, as for any declaration (each store's migrate), so a ticket an embedder had
+# already changed keeps its changes. Frozen like a migration (never edit it).
 BUILTIN_V2: dict[str, Spec] = {
     "ticket": {
         **BUILTIN_V1["ticket"],
@@ -303,3 +306,19 @@ BUILTIN_V2: dict[str, Spec] = {
         "totals": ["state", "priority", "assignee"],
     },
 }
+
+
+def builtin_v2(recorded: Spec) -> Spec:
+    """Return a recorded ticket spec as the totals migration leaves it (BUILTIN_V2 for the released one).
+
+    What the migration adds, whatever else an embedder changed in ticket: totals over
+    ticket's released filter fields still declared, and the top-level `(column, id)`
+    indexes widened with them. An embedder's own declaration then migrates as usual.
+    """
+    names = {c["name"] for c in recorded["columns"]}
+    dims = [f for f in BUILTIN_V2["ticket"]["totals"] if f in names]
+    indexes = {
+        name: [*cols, *(d for d in dims if d != cols[0])] if len(cols) == 2 and cols[1] == "id" else cols
+        for name, cols in recorded["indexes"].items()
+    }
+    return {**recorded, "indexes": indexes, "totals": dims}

@@ -182,28 +182,32 @@ async def _add_totals(cur: psycopg.AsyncCursor[Any], decl: Declaration, counts: 
     """Add an import's rows per combination of filter values to the totals (its triggers stood aside).
 
     Deltas, not a recount: writers committing meanwhile keep their own counts. The
-    key is computed by the same SQL as the triggers' (ddl_postgres.totals_statements).
+    key is computed by the same SQL as the triggers' (ddl_postgres.totals_statements),
+    and rows are locked in the triggers' order (keys in the "C" collation, then the
+    count), so an import and a writer cannot deadlock.
     """
     dims = _dims(decl)
     changed = [(values, n) for values, n in counts.items() if n]
     if not changed:
         return
+    types = {f.name: "bigint" if f.type is int else "text" for f in decl.fields}
+    arrays = [[values[i] for values, _ in changed] for i in range(len(dims))]
+    unnest = ", ".join([*(f"%s::{types[d]}[]" for d in dims), "%s::bigint[]"])
+    columns = "".join(f"{_name(d)}, " for d in dims)
+    order = f' ORDER BY {ddl_postgres.totals_key("v", dims)} COLLATE "C"' if dims else ""
+    await cur.execute(
+        f"INSERT INTO {_name(decl.name + schema.TOTALS_SUFFIX)} AS t (_key, _shard, {columns}_total)"
+        f" SELECT {ddl_postgres.totals_key('v', dims)}, 0, {''.join(f'v.{_name(d)}, ' for d in dims)}v._n"
+        f" FROM unnest({unnest}) AS v({columns}_n){order}"
+        " ON CONFLICT (_key, _shard) DO UPDATE SET _total = t._total + EXCLUDED._total",
+        [*arrays, [n for _, n in changed]],
+    )
+    # After the totals, as the triggers do: the same lock order as every writer's.
     every = _name(decl.name + schema.COUNT_SUFFIX)
     await cur.execute(
         f"INSERT INTO {every} AS t (_shard, _total) VALUES (0, %s)"
         " ON CONFLICT (_shard) DO UPDATE SET _total = t._total + EXCLUDED._total",
         (sum(n for _, n in changed),),
-    )
-    types = {f.name: "bigint" if f.type is int else "text" for f in decl.fields}
-    arrays = [[values[i] for values, _ in changed] for i in range(len(dims))]
-    unnest = ", ".join([*(f"%s::{types[d]}[]" for d in dims), "%s::bigint[]"])
-    columns = "".join(f"{_name(d)}, " for d in dims)
-    await cur.execute(
-        f"INSERT INTO {_name(decl.name + schema.TOTALS_SUFFIX)} AS t (_key, _shard, {columns}_total)"
-        f" SELECT {ddl_postgres.totals_key('v', dims)}, 0, {''.join(f'v.{_name(d)}, ' for d in dims)}v._n"
-        f" FROM unnest({unnest}) AS v({columns}_n) ORDER BY 1"
-        " ON CONFLICT (_key, _shard) DO UPDATE SET _total = t._total + EXCLUDED._total",
-        [*arrays, [n for _, n in changed]],
     )
 
 

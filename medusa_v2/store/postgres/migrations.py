@@ -166,7 +166,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 RESOURCE_SCHEMA_MIGRATION = 5  # the migration creating resource_schema and recording the built-ins
-TOTALS_MIGRATION = 6  # the migration after which the built-ins are migrated to schema.BUILTIN_V2
+TOTALS_MIGRATION = 6  # the migration after which ticket's recorded spec is migrated to schema.builtin_v2 of it
 
 
 def split_statements(script: str) -> list[str]:
@@ -214,8 +214,10 @@ async def migrate(conn: psycopg.AsyncConnection[Any], specs: Sequence[schema.Spe
                     "INSERT INTO resource_schema (name, version, spec) VALUES (%s, 1, %s)", (name, json.dumps(spec))
                 )
         if version < TOTALS_MIGRATION <= len(MIGRATIONS):
-            for spec in schema.BUILTIN_V2.values():
-                await _derive(conn, spec)
+            for name in schema.BUILTIN_V2:
+                cur = await conn.execute("SELECT spec FROM resource_schema WHERE name = %s", (name,))
+                (recorded,) = await cur.fetchone() or ("null",)
+                await _derive(conn, schema.builtin_v2(json.loads(recorded)))
         for spec in specs:
             await _derive(conn, spec)
 

@@ -303,6 +303,9 @@ class PostgresStore(AuthState, IdempotencyKeys, BulkTransfer):
         async def work(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
             if check is None and values:
                 return await update_unchecked(conn)
+            return await work_checked(conn)
+
+        async def work_checked(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
             async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
                 current = await self._get(cur, decl, id, parent, " FOR UPDATE")
                 if check is not None:
@@ -334,9 +337,11 @@ class PostgresStore(AuthState, IdempotencyKeys, BulkTransfer):
                     [*values.values(), stamp, stamp, *key],
                 )
                 updated = await cur.fetchone()
-                if updated is None:
-                    await self._get(cur, decl, id, parent)  # raises NotFound, naming what is missing
-                return dict(updated)  # type: ignore[arg-type]
+            if updated is None:
+                # Missing (the locked path raises NotFound, naming what is), or created
+                # since the UPDATE looked: the locked path then updates it.
+                return await work_checked(conn)
+            return dict(updated)
 
         return await self._run(work)
 

@@ -11,6 +11,7 @@ commit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -66,6 +67,10 @@ class GroupCommit:
         self._schedule(loop)
         return future
 
+    def _insert_job(self, job: list[Any], db: sqlite3.Connection) -> dict[str, Any]:
+        decl, row, parent, check_parent = job
+        return self._insert(db, decl, row, parent, check_parent)
+
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._scheduled:
             self._scheduled = True
@@ -103,19 +108,10 @@ class GroupCommit:
                             one_by_one.extend(group)
                         else:
                             outcomes.extend((job[0], None, result) for job, result in zip(group, made, strict=True))
-                    for future, decl, row, parent, check_parent in one_by_one:
-                        db.execute("SAVEPOINT medusa_insert")
-                        try:
-                            result = self._insert(db, decl, row, parent, check_parent)
-                        except Exception as exc:
-                            # Undo this row only; if SQLite cannot (the transaction is
-                            # gone), every row of the batch fails below.
-                            db.execute("ROLLBACK TO medusa_insert")
-                            db.execute("RELEASE medusa_insert")
-                            outcomes.append((future, exc, None))
-                            continue
-                        db.execute("RELEASE medusa_insert")
-                        outcomes.append((future, None, result))
+                    for future, *job in one_by_one:
+                        # Each row under its own savepoint: a refused one is undone alone.
+                        write = functools.partial(self._insert_job, job)
+                        outcomes.append(_alone(db, future, write))
                     for future, write in calls:
                         outcomes.append(_alone(db, future, write))
         except BaseException as exc:

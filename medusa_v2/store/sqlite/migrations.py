@@ -199,7 +199,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 RESOURCE_SCHEMA_MIGRATION = 6  # the migration creating resource_schema and recording the built-ins
-TOTALS_MIGRATION = 7  # the migration after which the built-ins are migrated to schema.BUILTIN_V2
+TOTALS_MIGRATION = 7  # the migration after which ticket's recorded spec is migrated to schema.builtin_v2 of it
 
 
 SEARCH_AUTOMERGE = 16  # FTS5 automerge of the search indexes (see migrate)
@@ -238,8 +238,9 @@ def migrate(db: sqlite3.Connection, specs: Sequence[schema.Spec]) -> None:
             [(name, json.dumps(spec)) for name, spec in schema.BUILTIN_V1.items()],
         )
     if version < TOTALS_MIGRATION <= len(MIGRATIONS):
-        for spec in schema.BUILTIN_V2.values():
-            derive(db, spec)
+        for name in schema.BUILTIN_V2:
+            (recorded,) = db.execute("SELECT spec FROM resource_schema WHERE name = ?", (name,)).fetchone()
+            derive(db, schema.builtin_v2(json.loads(recorded)))
     rebuilt = False
     for spec in specs:
         rebuilt = derive(db, spec) or rebuilt

@@ -50,9 +50,9 @@ def read_page(
     if parent is not None or query.q:
         source, params = _source(decl, query, parent)
         where, more = _where(decl, query, parent)
-        if _indexed_search(query, parent) and not where:
+        if _indexed_search(query, parent) and not query.filters:
             search = _name(decl.name + "_search")
-            sql, params = f"SELECT COUNT(*) FROM {search}{_MATCH.format(search)}", params
+            sql, params = f"SELECT COUNT(*) FROM {search}{_MATCH.format(search)}", [_phrase(query.q or "")]
         else:
             sql, params = f"SELECT COUNT(*) FROM {source}{where}", [*params, *more]
         count = db.execute(sql, params).fetchone()[0]
@@ -120,19 +120,25 @@ def _index_for(db: sqlite3.Connection, decl: Declaration, part: pages.Part) -> s
     page is found (pages.walk_cost entries), or read the rows of the most selective
     filter's index and sort the matches, whichever reads less.
     """
+    key = part.sort[0][0] if part.sort else "id"
+    if key != "id":
+        walk = f"INDEXED BY {_name(decl.name + '_' + key)}"  # derived for every sortable field
+    else:
+        walk = "NOT INDEXED" if decl.id_field.type is int else ""  # the rowid order
+    (rows,) = db.execute(f"SELECT _total FROM {_name(decl.name + schema.COUNT_SUFFIX)}").fetchone()
+    cost = pages.walk_cost(part, rows)
+    if cost <= WALK * part.count:
+        return walk  # cheaper than sorting the matches, whatever a filter's index would read
     names = list(part.filters)
     sums = ", ".join(f"SUM(CASE WHEN {term} THEN _total ELSE 0 END)" for term in filter_terms(part.filters, "?")[0])
     params = [v for name in names for v in part.filters[name] if v is not None]
-    totals = _name(decl.name + schema.TOTALS_SUFFIX)
-    single = db.execute(f"SELECT {sums} FROM {totals}", params).fetchone()
-    (rows,) = db.execute(f"SELECT _total FROM {_name(decl.name + schema.COUNT_SUFFIX)}").fetchone()
+    single = db.execute(f"SELECT {sums} FROM {_name(decl.name + schema.TOTALS_SUFFIX)}", params).fetchone()
     best = min(range(len(names)), key=lambda i: single[i])
-    key = part.sort[0][0] if part.sort else "id"
-    if pages.walk_cost(part, rows) <= (single[best] or 0) + WALK * part.count:
-        if key != "id":
-            return f"INDEXED BY {_name(decl.name + '_' + key)}"  # derived for every sortable field
-        return "NOT INDEXED" if decl.id_field.type is int else ""  # the rowid order
-    return f"INDEXED BY {_name(decl.name + '_' + names[best])}"  # derived for every filter field
+    if cost <= (single[best] or 0) + WALK * part.count:
+        return walk
+    if names[best] == "id":
+        return ""  # the primary key: SQLite takes it itself (no derived index on id)
+    return f"INDEXED BY {_name(decl.name + '_' + names[best])}"  # derived for every filter field but id
 
 
 def _filters(filters: Any) -> tuple[str, list[Any]]:
@@ -151,7 +157,14 @@ def _where(decl: Declaration, query: ListQuery, parent: Parent | None, filters: 
     more, values = filter_terms(query.filters if filters is None else filters, "?")
     terms.extend(more)
     params.extend(values)
-    if query.q and not _indexed_search(query, parent):
+    if _indexed_search(query, parent) and not query.filters:
+        # No filter to check: walking the order and probing the matches (gathered once)
+        # finds a page sooner than looking every match up (_source).
+        key = "id" if decl.id_field.type is int else "rowid"
+        search = _name(decl.name + "_search")
+        terms.append(f"{key} IN (SELECT rowid FROM {search}{_MATCH.format(search)})")
+        params.append(_phrase(query.q or ""))
+    elif query.q and not _indexed_search(query, parent):
         # Trigrams cannot find 1-2 characters; and under one parent, its few rows
         # (found by the parent index) are cheaper to check than every match in the
         # whole table. Compare folded text; instr: % and _ are literal.
@@ -172,15 +185,15 @@ def _indexed_search(query: ListQuery, parent: Parent | None) -> bool:
 def _source(decl: Declaration, query: ListQuery, parent: Parent | None) -> tuple[str, list[Any]]:
     """Return the FROM of a list's rows and its parameters: the table, or the search's matches joined to it.
 
-    The matches drive (CROSS JOIN keeps them the outer loop): each is looked up by
-    its key, and the filters are checked on the row. `key IN (SELECT rowid ...)`
+    Under filters, the matches drive (CROSS JOIN keeps them the outer loop): each is
+    looked up by its key, and the filters are checked on the row. `key IN (SELECT rowid ...)`
     made SQLite gather every match first and then probe them from a filter's index,
     two to three times slower for a word in most rows. A double-quoted FTS5 string
     is one phrase: operators and quotes in q are literal. The index keys rows by id,
     or by the implicit rowid of a table with string ids.
     """
     table = _name(decl.name)
-    if not _indexed_search(query, parent):
+    if not _indexed_search(query, parent) or not query.filters:
         return table, []
     search = _name(decl.name + "_search")
     key = "id" if decl.id_field.type is int else "rowid"
