@@ -110,10 +110,9 @@ class GroupCommit:
                             outcomes.extend((job[0], None, result) for job, result in zip(group, made, strict=True))
                     for future, *job in one_by_one:
                         # Each row under its own savepoint: a refused one is undone alone.
-                        write = functools.partial(self._insert_job, job)
-                        outcomes.append(_alone(db, future, write))
-                    for future, write in calls:
-                        outcomes.append(_alone(db, future, write))
+                        outcomes.append(_alone(db, future, functools.partial(self._insert_job, job)))
+                    for future, call in calls:
+                        outcomes.append(_alone(db, future, call))
         except BaseException as exc:
             failed = {id(f): e for f, e, _ in outcomes if e is not None}
             for future in futures:
