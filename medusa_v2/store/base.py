@@ -7,7 +7,7 @@ without touching handlers. The store never imports tornado and knows nothing of 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -126,11 +126,14 @@ class Store(abc.ABC):
         """Return whether token `jti` was revoked."""
 
     @abc.abstractmethod
-    async def purge_expired(self, now: float, *, keys_before: float, failures_before: float) -> None:
+    async def purge_expired(
+        self, now: float, *, keys_before: float, failures_before: float, changes_before: float | None = None
+    ) -> None:
         """Forget expired state, in one transaction.
 
         That is: revocations of expired tokens (refused anyway), idempotency keys
-        created before `keys_before` and failed logins before `failures_before`.
+        created before `keys_before`, failed logins before `failures_before`, and
+        (unless None) the change feed's changes recorded before `changes_before`.
         """
 
     @abc.abstractmethod
@@ -194,6 +197,26 @@ class Store(abc.ABC):
         self, decl: Declaration, id: int, check: Check | None = None, parent: Parent | None = None
     ) -> None:
         """Delete a row (and, by foreign key, its children), after `check`."""
+
+    # -- the change feed: every committed change of a stored row, numbered --
+    #
+    # Each insert, update and delete of a row of a derived (stored) resource, the
+    # rows ON DELETE CASCADE removes included, is recorded in the transaction that
+    # makes it. Its `seq` is strictly increasing and gap-free as observed: a reader
+    # never sees N+1 before N, with any number of writers and processes; for any one
+    # row, seq order is commit order. An import (`import_rows`) records no change.
+
+    @abc.abstractmethod
+    async def changes_after(self, since: int, limit: int, resources: Collection[str] | None = None) -> list[Change]:
+        """Return at most `limit` changes with seq > `since`, in seq order (only of `resources`, by name, if given).
+
+        Raises ChangesGone when changes after `since` were purged, ChangesAhead when
+        `since` is past the last change.
+        """
+
+    @abc.abstractmethod
+    async def publish_changes(self) -> int:
+        """Number the changes committed since the last call, if this store numbers them after commit; return the last seq."""
 
     # -- bulk transfer (medusa-v2 export / import), generic like the row methods --
     #
@@ -268,6 +291,38 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def release_idempotency_key(self, scope: str, key: str) -> None:
         """Forget an in-flight key (its request failed and may be retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change of a stored row, as the change feed recorded it.
+
+    `row` is the row after the change (created, updated: every column, as get_row
+    returns it), or the deleted row's id and parent field (deleted).
+    """
+
+    seq: int
+    resource: str  # the declaration's name
+    event: str  # "created", "updated" or "deleted"
+    row: Mapping[str, Any]
+
+
+class ChangesGone(StoreError):
+    """The changes after a seq were purged (older than the retention): `purged` is the last purged seq."""
+
+    def __init__(self, since: int, purged: int) -> None:
+        super().__init__(f"the changes after seq {since} are no longer kept (changes up to {purged} were purged)")
+        self.since = since
+        self.purged = purged
+
+
+class ChangesAhead(StoreError):
+    """A seq past the last change (another database's, or one reset since): `last` is the last seq."""
+
+    def __init__(self, since: int, last: int) -> None:
+        super().__init__(f"seq {since} is ahead of the change feed (its last seq is {last})")
+        self.since = since
+        self.last = last
 
 
 class KeyInFlight(StoreError):
