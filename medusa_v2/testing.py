@@ -213,16 +213,21 @@ class _PostgresDatabase:
     # rows is much cheaper than the new files TRUNCATE makes for every table and index.
     # The totals (NAME__totals, NAME__count) are kept: their triggers bring them
     # back to zero as the rows go; and resource_schema: it describes the tables, which stay.
+    # The change feed starts again from seq 0.
     RESET = """
     DO $$
     DECLARE r record;
     BEGIN
         FOR r IN SELECT tablename FROM pg_tables
                   WHERE schemaname = current_schema()
-                    AND tablename NOT IN ('schema_version', 'resource_schema')
+                    AND tablename NOT IN ('schema_version', 'resource_schema', 'change_event', 'change_feed')
                     AND right(tablename, 8) <> '__totals' AND right(tablename, 7) <> '__count' LOOP
             EXECUTE 'DELETE FROM ' || quote_ident(r.tablename);
         END LOOP;
+        IF to_regclass('change_feed') IS NOT NULL THEN
+            DELETE FROM change_event;  -- after the rows, whose deletions it recorded
+            UPDATE change_feed SET last = 0, purged = 0;
+        END IF;
         FOR r IN SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema() LOOP
             EXECUTE 'ALTER SEQUENCE ' || quote_ident(r.sequencename) || ' RESTART';
         END LOOP;

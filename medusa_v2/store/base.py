@@ -216,7 +216,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def publish_changes(self) -> int:
-        """Number the changes committed since the last call, if this store numbers them after commit; return the last seq."""
+        """Return the last seq, after numbering the changes committed since (a store numbering after commit)."""
 
     # -- bulk transfer (medusa-v2 export / import), generic like the row methods --
     #

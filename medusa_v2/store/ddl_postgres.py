@@ -29,7 +29,26 @@ def create_statements(spec: Spec) -> list[str]:
     statements.extend(_index_sql(spec, index) for index in spec["indexes"])
     statements.extend(_search_sql(name, field) for field in spec["search"])
     statements.extend(totals_statements(spec))
+    statements.extend(changes_statements(spec))
     return statements
+
+
+def changes_statements(spec: Spec) -> list[str]:
+    """Return the trigger recording every change of a spec's rows in the change feed (migration 7), replacing it.
+
+    Its function (`medusa_v2_change`, migration 7) records a created or updated row
+    whole, a deleted one by its id and parent field; the row's columns are read
+    at each change, so the trigger outlives added columns. It fires for the rows
+    ON DELETE CASCADE removes too, and stands aside during an import.
+    """
+    name = spec["name"]
+    trigger = quote_name(name + "_change")
+    parent = [literal(spec["parent"]["field"])] if spec["parent"] else []
+    return [
+        f"DROP TRIGGER IF EXISTS {trigger} ON {quote_name(name)}",
+        f"CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {quote_name(name)}"
+        f" FOR EACH ROW EXECUTE FUNCTION medusa_v2_change({', '.join([literal(name), *parent])})",
+    ]
 
 
 def migrate_statements(old: Spec, new: Spec, plan: Plan) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from .changes import purge_changes
 from .connection import CONNECT_TIMEOUT, POOL_MAX_SIZE, POOL_MIN_SIZE
 from .pool import PooledStore
 
@@ -44,13 +45,18 @@ class AuthState(PooledStore):
         await self._run(work)
         self._remember_revoked(jti, expires_at)  # this process refuses it at once
 
-    async def purge_expired(self, now: float, *, keys_before: float, failures_before: float) -> None:
+    async def purge_expired(
+        self, now: float, *, keys_before: float, failures_before: float, changes_before: float | None = None
+    ) -> None:
         """Forget what no longer matters (see Store.purge_expired)."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute("DELETE FROM revoked_token WHERE expires_at < %s", (now,))
-            await conn.execute("DELETE FROM idempotency_key WHERE created_at < %s", (keys_before,))
-            await conn.execute("DELETE FROM login_failure WHERE at < %s", (failures_before,))
+            async with conn.transaction():
+                await conn.execute("DELETE FROM revoked_token WHERE expires_at < %s", (now,))
+                await conn.execute("DELETE FROM idempotency_key WHERE created_at < %s", (keys_before,))
+                await conn.execute("DELETE FROM login_failure WHERE at < %s", (failures_before,))
+                if changes_before is not None:
+                    await purge_changes(conn, changes_before)
 
         await self._run(work)
 

@@ -164,9 +164,52 @@ MIGRATIONS: list[str] = [
     DROP TABLE row_total;
     DROP FUNCTION medusa_v2_row_total() CASCADE;
     """,
+    # 6 -> 7: the change feed (SQLite's migration 8). A trigger per resource
+    # (ddl_postgres.changes_statements, added to every recorded resource in this
+    # migration's transaction: migrate) records each change in the writing
+    # transaction, by `pos`; `seq` is given after commit by one publisher at a
+    # time (postgres/changes.py), so that it is gap-free as observed and, for any
+    # row, in commit order. `change_feed` holds the last seq given and the last purged.
+    """
+    CREATE TABLE change_event (
+        pos BIGSERIAL PRIMARY KEY,
+        seq BIGINT,
+        resource TEXT COLLATE "C" NOT NULL,
+        event TEXT COLLATE "C" NOT NULL,
+        row JSONB NOT NULL,
+        at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM clock_timestamp())
+    );
+    CREATE UNIQUE INDEX change_event_seq ON change_event (seq) WHERE seq IS NOT NULL;
+    CREATE INDEX change_event_pending ON change_event (pos) WHERE seq IS NULL;
+    CREATE INDEX change_event_resource ON change_event (resource, seq) WHERE seq IS NOT NULL;
+    CREATE TABLE change_feed (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        last BIGINT NOT NULL,
+        purged BIGINT NOT NULL
+    );
+    INSERT INTO change_feed (one, last, purged) VALUES (1, 0, 0);
+    CREATE FUNCTION medusa_v2_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF current_setting('medusa_v2.bulk_import', true) = 'on' THEN
+            RETURN NULL;
+        END IF;
+        IF TG_OP = 'DELETE' THEN
+            INSERT INTO change_event (resource, event, row) VALUES (TG_ARGV[0], 'deleted',
+                CASE WHEN TG_NARGS > 1
+                    THEN jsonb_build_object('id', OLD.id, TG_ARGV[1], to_jsonb(OLD) -> TG_ARGV[1])
+                    ELSE jsonb_build_object('id', OLD.id) END);
+        ELSE
+            INSERT INTO change_event (resource, event, row)
+                VALUES (TG_ARGV[0], CASE WHEN TG_OP = 'INSERT' THEN 'created' ELSE 'updated' END, to_jsonb(NEW));
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    """,
 ]
 RESOURCE_SCHEMA_MIGRATION = 5  # the migration creating resource_schema and recording the built-ins
 TOTALS_MIGRATION = 6  # the migration after which ticket's recorded spec is migrated to schema.builtin_v2 of it
+CHANGES_MIGRATION = 7  # the migration after which every recorded resource gets its change trigger
 
 
 def split_statements(script: str) -> list[str]:
@@ -218,6 +261,11 @@ async def migrate(conn: psycopg.AsyncConnection[Any], specs: Sequence[schema.Spe
                 cur = await conn.execute("SELECT spec FROM resource_schema WHERE name = %s", (name,))
                 (recorded,) = await cur.fetchone() or ("null",)
                 await _derive(conn, schema.builtin_v2(json.loads(recorded)))
+        if version < CHANGES_MIGRATION <= len(MIGRATIONS):
+            cur = await conn.execute("SELECT spec FROM resource_schema ORDER BY name")
+            for (recorded,) in await cur.fetchall():
+                for statement in ddl_postgres.changes_statements(json.loads(recorded)):
+                    await conn.execute(statement)
         for spec in specs:
             await _derive(conn, spec)
 

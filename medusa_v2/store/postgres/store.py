@@ -27,13 +27,14 @@ from ..sql import filter_terms
 from ..sql import quote_name as _name
 from .auth import AuthState
 from .bulk import BulkTransfer
+from .changes import ChangeFeed
 from .connection import POOL_MAX_SIZE, POOL_MIN_SIZE
 from .idempotency import _COMPLETE, IdempotencyKeys, _completed
 from .queries import _NEXT_MICROSECOND, DEEP_OFFSET, _counted, _dims, _order_by, _row_key, _where, page_sql, search_sql
 from .sequences import _sequence, _skip_taken
 
 
-class PostgresStore(AuthState, IdempotencyKeys, BulkTransfer):
+class PostgresStore(AuthState, IdempotencyKeys, ChangeFeed, BulkTransfer):
     """Rows and shared state in PostgreSQL, through a per-process connection pool."""
 
     def __init__(self, url: str, *, min_size: int = POOL_MIN_SIZE, max_size: int = POOL_MAX_SIZE) -> None:
