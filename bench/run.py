@@ -565,6 +565,33 @@ def measure_bare(workdir: Path, seconds: float, script: str = "ceiling.py") -> d
         bare.stop()
 
 
+Scenario = tuple[str, str, str, dict[str, str], str | None]
+"""A wrk load test: (name, method, path, headers, body)."""
+
+
+def load_scenarios(client: Client, count: int) -> list[Scenario]:
+    """Return the load tests of a daemon seeded with `count` tickets (logs in and reads an ETag through `client`)."""
+    status, _, payload = client.request("POST", "/api/v2/authenticate", {"username": USERNAME, "password": PASSWORD})
+    if status != 200:
+        raise SystemExit(f"bench: POST /authenticate answered {status}: {payload!r}")
+    token = json.loads(payload)["token"]
+    one = f"/api/v2/ticket/{max(1, count // 2)}"
+    status, headers, _ = client.request("GET", one)
+    etag = headers["ETag"]
+    key = {"X-Api-Key": API_KEY}
+    body_post = json.dumps({"title": "Benchmark ticket", "description": "made by wrk", "priority": 2})
+    body_patch = json.dumps({"priority": 4, "state": "pending"})
+    return [
+        ("GET one (JWT)", "GET", one, {"X-Auth": f"Bearer {token}"}, None),
+        ("GET one (API key)", "GET", one, key, None),
+        ("GET one, If-None-Match (304)", "GET", one, {**key, "If-None-Match": etag}, None),
+        ("list of 20", "GET", "/api/v2/ticket", key, None),
+        (f"list, q={RARE_TERM}", "GET", f"/api/v2/ticket?q={RARE_TERM}", key, None),
+        ("POST", "POST", "/api/v2/ticket", {**key, "Content-Type": "application/json"}, body_post),
+        ("PATCH", "PATCH", one, {**key, "Content-Type": "application/json"}, body_patch),
+    ]
+
+
 def load_tests(
     config: Path,
     workdir: Path,
@@ -591,29 +618,7 @@ def load_tests(
     profiles: dict[str, Any] = {}
     targets = LOAD_TARGETS[store]
     try:
-        client = Client(daemon.port)
-        status, _, payload = client.request(
-            "POST", "/api/v2/authenticate", {"username": USERNAME, "password": PASSWORD}
-        )
-        if status != 200:
-            raise SystemExit(f"bench: POST /authenticate answered {status}: {payload!r}")
-        token = json.loads(payload)["token"]
-        one = f"/api/v2/ticket/{max(1, count // 2)}"
-        status, headers, _ = client.request("GET", one)
-        etag = headers["ETag"]
-        key = {"X-Api-Key": API_KEY}
-        body_post = json.dumps({"title": "Benchmark ticket", "description": "made by wrk", "priority": 2})
-        body_patch = json.dumps({"priority": 4, "state": "pending"})
-        scenarios: list[tuple[str, str, str, dict[str, str], str | None]] = [
-            ("GET one (JWT)", "GET", one, {"X-Auth": f"Bearer {token}"}, None),
-            ("GET one (API key)", "GET", one, key, None),
-            ("GET one, If-None-Match (304)", "GET", one, {**key, "If-None-Match": etag}, None),
-            ("list of 20", "GET", "/api/v2/ticket", key, None),
-            (f"list, q={RARE_TERM}", "GET", f"/api/v2/ticket?q={RARE_TERM}", key, None),
-            ("POST", "POST", "/api/v2/ticket", {**key, "Content-Type": "application/json"}, body_post),
-            ("PATCH", "PATCH", one, {**key, "Content-Type": "application/json"}, body_patch),
-        ]
-        chosen = [s for s in scenarios if only is None or s[0] in only]
+        chosen = [s for s in load_scenarios(Client(daemon.port), count) if only is None or s[0] in only]
         for name, method, path, headers, body in chosen:
             shown = ""
             if ceiling:
