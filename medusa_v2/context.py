@@ -107,10 +107,16 @@ class ApiContext:
         )
 
     async def purge_expired(self) -> None:
-        """Forget expired revocations, idempotency keys past their TTL and failed logins past the window."""
+        """Forget expired revocations, idempotency keys past their TTL, failed logins past the window.
+
+        And the change feed's changes older than `[API] events_retention`.
+        """
         now = self.clock()
         await self.store.purge_expired(
-            now, keys_before=now - idempotency.TTL, failures_before=now - self.settings.login_window
+            now,
+            keys_before=now - idempotency.TTL,
+            failures_before=now - self.settings.login_window,
+            changes_before=now - self.settings.events_retention,
         )
 
     def refresh(self) -> None:
