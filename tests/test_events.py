@@ -19,6 +19,7 @@ from conftest import API_KEY, Client
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from medusa_v2.app import make_app
+from medusa_v2.handler import redact_uri
 from medusa_v2.resources.ticket import TICKET
 from medusa_v2.store import store_from_url
 from medusa_v2.url_table import declarations_for
@@ -146,6 +147,13 @@ async def test_credentials_stay_out_of_the_access_log_and_of_link_urls(client, b
     assert len(upgrades) == 2, lines
     assert all("[redacted]" in line for line in upgrades)
     assert not any(API_KEY in line or token in line for line in lines), lines
+
+
+def test_token_values_are_redacted_however_the_name_is_spelled():
+    assert redact_uri("/api/v2/events?token=abc.def&since=3") == "/api/v2/events?token=[redacted]&since=3"
+    assert redact_uri("/api/v2/events?since=3&TOKEN=abc") == "/api/v2/events?since=3&TOKEN=[redacted]"
+    assert "abc" not in redact_uri("/api/v2/events?tok%65n=abc")  # tornado decodes names: it authenticates
+    assert redact_uri("/api/v2/ticket?my_token=1") == "/api/v2/ticket?my_token=1"  # another parameter
 
 
 # -- the messages --
