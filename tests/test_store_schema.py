@@ -741,7 +741,17 @@ def test_builtins_are_recorded_and_untouched_on_an_existing_database(io_loop, fr
         "medusa_v2_row_total",
     }, before - existing
     # only the new tables (resource_schema, ticket's totals) and the widened indexes: no other derived DDL
-    ours = ("resource_schema", "ticket__totals", "ticket__count", "ticket_total_")  # tables, indexes, triggers
+    # tables, indexes, triggers (and functions), the change feed's included
+    ours = (
+        "resource_schema",
+        "ticket__totals",
+        "ticket__count",
+        "ticket_total_",
+        "change_",
+        "medusa_v2_change",
+        "sqlite_sequence",
+    )
+    ours += ("ticket_change_", "message_change_")
     new = {item for item in existing - before if not any(str(part).startswith(ours) for part in item)}
     assert {item[1] for item in new} <= widened, new
 
@@ -777,6 +787,8 @@ def test_the_totals_migration_keeps_what_an_embedder_changed_in_ticket(io_loop, 
             [(name, json.dumps(spec)) for name, spec in BUILTIN_V1.items()],
         )
         ddl.migrate(db, BUILTIN_V1["ticket"], before, plan(BUILTIN_V1["ticket"], before))
+        for event in ("insert", "update", "delete"):  # that release had no change feed (migration 8)
+            db.execute(f"DROP TRIGGER ticket_change_{event}")
         db.close()
     else:
         import psycopg
@@ -846,6 +858,10 @@ def test_a_field_added_to_ticket_is_an_add_column_migration(io_loop, fresh_url):
     lost = before - after
     if fresh_url.startswith("sqlite:"):
         lost = {item for item in lost if item[1] != "ticket"}  # the table's own CREATE grew a column
+        # and the change triggers record the new column too
+        lost = {item for item in lost if item[1] not in ("ticket_change_insert", "ticket_change_update")}
+        insert = sql(fresh_url, "SELECT sql FROM sqlite_master WHERE name = 'ticket_change_insert'")
+        assert "'estimate', new.\"estimate\"" in insert[0][0]
     assert lost == set()
     assert "ticket_estimate" in names(fresh_url, "index")
     assert recorded(fresh_url, "ticket") == (3, derive(ticket_v2))

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ..base import StoreUnavailable
+from .changes import purge_changes
 
 
 class AuthState:
@@ -32,12 +33,16 @@ class AuthState:
             )
         self._revocation_checks.clear()  # a check later in this loop iteration must see it
 
-    async def purge_expired(self, now: float, *, keys_before: float, failures_before: float) -> None:
+    async def purge_expired(
+        self, now: float, *, keys_before: float, failures_before: float, changes_before: float | None = None
+    ) -> None:
         """Forget what no longer matters (see Store.purge_expired)."""
         with self.transaction() as db:
             db.execute("DELETE FROM revoked_token WHERE expires_at < ?", (now,))
             db.execute("DELETE FROM idempotency_key WHERE created_at < ?", (keys_before,))
             db.execute("DELETE FROM login_failure WHERE at < ?", (failures_before,))
+            if changes_before is not None:
+                purge_changes(db, changes_before)
 
     async def is_token_revoked(self, jti: str) -> bool:
         """Look the jti up in the revocation table, once per jti and event-loop iteration.

@@ -143,6 +143,7 @@ class _Import:
         self.decls = [level.decl for tree in trees for level in tree.walk()]
         self.columns = {decl.name: [f.name for f in decl.fields] for decl in self.decls}
         self.aside: list[str] | None = None
+        self.unrecorded: list[str] = []  # the change triggers set aside, to create again at the end
         self.bulk: list[Declaration] = []  # the declarations whose tables' indexes and triggers are set aside
         self.search: _SearchBuild | None = None
         self.count = 0
@@ -171,6 +172,9 @@ class _Import:
             indexed = [(decl, self.columns[decl.name]) for decl in bulk if decl.search_fields]
             if indexed:
                 self.search = _SearchBuild(db, indexed, self.database)
+        # An import records no change (Store.import_rows): the other tables' change
+        # triggers are set aside too, until the end of the run.
+        self.unrecorded = _set_changes_aside(db, [decl.name for decl in self.decls if decl not in self.bulk])
         if self.replace:
             # Top-level ids inserted by this run: seeing one again is a duplicate, not a replacement.
             db.execute(
@@ -265,6 +269,8 @@ class _Import:
             if self.search is not None:
                 self.search.finish()
                 self.search.move_into(db)
+        for sql in self.unrecorded:
+            db.execute(sql)
         for name, top in self.highest.items():
             if top:  # past the imported ids: the next POST does not walk them for a free id
                 _move_next_id(db, name, top + 1)
@@ -311,7 +317,7 @@ def _can_set_aside(db: sqlite3.Connection, decl: Declaration) -> bool:
     if decl.by_name["id"].type is not int:
         return False  # its search index, if any, is not keyed by the id the build stages
     name = decl.name
-    known = [f"{name}_search_", f"{name}_total_"]
+    known = [f"{name}_search_", f"{name}_total_", f"{name}{ddl.CHANGE_TRIGGER}"]
     triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (name,))
     return all(any(trigger.startswith(prefix) for prefix in known) for (trigger,) in triggers)
 
@@ -333,6 +339,15 @@ def _set_aside(db: sqlite3.Connection, tables: Sequence[str]) -> list[str]:
     for kind, name, _ in found:
         db.execute(f"DROP {kind.upper()} {_name(name)}")
     return [sql for _, _, sql in found]
+
+
+def _set_changes_aside(db: sqlite3.Connection, tables: Sequence[str]) -> list[str]:
+    """Drop the tables' change triggers (ddl.changes_sql); return the SQL that recreates them."""
+    found = db.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' AND sql IS NOT NULL")
+    aside = [(name, sql) for name, on, sql in found if on in tables and name.startswith(on + ddl.CHANGE_TRIGGER)]
+    for name, _ in aside:
+        db.execute(f"DROP TRIGGER {_name(name)}")
+    return [sql for _, sql in aside]
 
 
 def _restore(db: sqlite3.Connection, statements: Sequence[str], decls: Sequence[Declaration]) -> None:

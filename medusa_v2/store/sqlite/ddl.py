@@ -43,6 +43,8 @@ def create(db: sqlite3.Connection, spec: Spec) -> None:
         db.execute(statement)
     for statement in totals_sql(spec):
         db.execute(statement)
+    for statement in changes_sql(spec):
+        db.execute(statement)
     if _int_key(spec):
         db.execute(
             "INSERT INTO id_counter (name, next_id) VALUES (?, 1) ON CONFLICT (name) DO NOTHING", (spec["name"],)
@@ -85,6 +87,8 @@ def migrate(db: sqlite3.Connection, old: Spec, new: Spec, plan: Plan) -> bool:
         for statement in totals_sql(new):
             db.execute(statement)
         count_totals(db, new)
+    for statement in changes_sql(new):  # its columns may have changed
+        db.execute(statement)
     return rebuild
 
 
@@ -195,6 +199,44 @@ def totals_sql(spec: Spec) -> list[str]:
             f" AFTER UPDATE OF {', '.join(quote_name(f) for f in fields)} ON {on} WHEN {changed}"
             f" BEGIN {remove('old')} {add('new')} END"
         )
+    return statements
+
+
+CHANGE_TRIGGER = "_change_"  # a resource's change triggers are named TABLE_change_insert, _update, _delete
+_NOW = "(julianday('now') - 2440587.5) * 86400.0"  # the Unix time, in seconds
+
+
+def changes_sql(spec: Spec) -> list[str]:
+    """Return the triggers recording each change of a spec's rows in the change feed (migration 8), replacing any.
+
+    A created or updated row is recorded whole (its columns as a JSON object), a
+    deleted one by its id and parent field; in the writing transaction, so a change
+    is numbered (AUTOINCREMENT: never reused, one writer at a time, so in commit
+    order and without gaps) exactly when it commits. Fires for the rows ON DELETE
+    CASCADE removes too.
+    """
+    table = spec["name"]
+    on = quote_name(table)
+    columns = [c["name"] for c in spec["columns"]]
+    key = ["id", *([spec["parent"]["field"]] if spec["parent"] else [])]
+
+    def record(event: str, row: str, names: list[str]) -> str:
+        pairs = ", ".join(f"{literal(n)}, {row}.{quote_name(n)}" for n in names)
+        return (
+            "INSERT INTO change_event (resource, event, row, at)"
+            f" VALUES ({literal(table)}, {literal(event)}, json_object({pairs}), {_NOW});"
+        )
+
+    triggers = [
+        ("insert", "INSERT", record("created", "new", columns)),
+        ("update", "UPDATE", record("updated", "new", columns)),
+        ("delete", "DELETE", record("deleted", "old", key)),
+    ]
+    statements = [f"DROP TRIGGER IF EXISTS {quote_name(table + CHANGE_TRIGGER + name)}" for name, _, _ in triggers]
+    statements += [
+        f"CREATE TRIGGER {quote_name(table + CHANGE_TRIGGER + name)} AFTER {verb} ON {on} BEGIN {body} END"
+        for name, verb, body in triggers
+    ]
     return statements
 
 

@@ -197,9 +197,29 @@ MIGRATIONS: list[str] = [
     DROP TRIGGER ticket_value_total_priority;
     DROP TABLE value_total;
     """,
+    # 8: the change feed: every change of a stored row, numbered in commit order, recorded
+    # by triggers derived per resource (ddl.changes_sql, added to every recorded
+    # resource in this migration's transaction: migrate). `change_feed.purged` is
+    # the last seq purged (older than the retention); AUTOINCREMENT never reuses one.
+    """
+    CREATE TABLE change_event (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        resource TEXT NOT NULL,
+        event TEXT NOT NULL,
+        row TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX change_event_resource ON change_event (resource, seq);
+    CREATE TABLE change_feed (
+        _one INTEGER PRIMARY KEY CHECK (_one = 1),
+        purged INTEGER NOT NULL
+    );
+    INSERT INTO change_feed (_one, purged) VALUES (1, 0);
+    """,
 ]
 RESOURCE_SCHEMA_MIGRATION = 6  # the migration creating resource_schema and recording the built-ins
 TOTALS_MIGRATION = 7  # the migration after which ticket's recorded spec is migrated to schema.builtin_v2 of it
+CHANGES_MIGRATION = 8  # the migration after which every recorded resource gets its change triggers
 
 
 SEARCH_AUTOMERGE = 16  # FTS5 automerge of the search indexes (see migrate)
@@ -241,6 +261,10 @@ def migrate(db: sqlite3.Connection, specs: Sequence[schema.Spec]) -> None:
         for name in schema.BUILTIN_V2:
             (recorded,) = db.execute("SELECT spec FROM resource_schema WHERE name = ?", (name,)).fetchone()
             derive(db, schema.builtin_v2(json.loads(recorded)))
+    if version < CHANGES_MIGRATION <= len(MIGRATIONS):
+        for (recorded,) in db.execute("SELECT spec FROM resource_schema ORDER BY name").fetchall():
+            for statement in ddl.changes_sql(json.loads(recorded)):
+                db.execute(statement)
     rebuilt = False
     for spec in specs:
         rebuilt = derive(db, spec) or rebuilt

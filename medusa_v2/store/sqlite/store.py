@@ -42,6 +42,7 @@ from ..sql import quote_name as _name
 from . import migrations
 from .auth import AuthState
 from .bulk import _bulk_connection, _close_bulk, _Failed, _Import, export_pages
+from .changes import ChangeFeed
 from .connection import BUSY_TIMEOUT_MS, _busy, _create_private, path_from_url
 from .group_commit import GroupCommit
 from .id_counter import _assign_id
@@ -49,7 +50,7 @@ from .idempotency import IdempotencyKeys
 from .queries import _fold, _get_sql, _row_key, read_page
 
 
-class SQLiteStore(AuthState, IdempotencyKeys, Store):
+class SQLiteStore(AuthState, IdempotencyKeys, ChangeFeed, Store):
     """The default store, in one SQLite file beside config.ini."""
 
     def __init__(self, path: str) -> None:
