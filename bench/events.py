@@ -379,6 +379,8 @@ class Delivery:
     latencies: dict[str, float] = field(default_factory=dict)  # p50, p99, max, min (ms)
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core: daemon(s), clients, writer, machine
     client_busiest: float = 0.0  # the busiest client process's share of a core
+    client_us: float = 0.0  # client CPU per message received, µs
+    tail: float = 0.0  # seconds from the last commit to the last message's arrival
 
 
 def delivery(
@@ -431,6 +433,14 @@ def delivery(
     if cross:
         result.cpu["daemon B"] = (cpu_after[1] - cpu_before[1]) / wall
     result.client_busiest = max(received.cpu, default=0.0) / wall
+    ours = sum(v for k, v in result.cpu.items() if k != "machine")
+    result.cpu["others"] = max(0.0, result.cpu["machine"] - ours)  # other processes and the kernel's own work
+    messages = sum(len(seqs) for seqs, _, _ in received.sockets)
+    result.client_us = sum(received.cpu) / messages * 1e6 if messages else 0.0
+    arrivals = [times[-1] for _, times, _ in received.sockets if len(times)]
+    committed = [w.committed for w in writes if w.status in (200, 201)]
+    if arrivals and committed:
+        result.tail = max(arrivals) - max(committed)
     analyse(result, writes, feed, received)
     result.achieved_rate = result.changes / writer_wall
     return result
@@ -537,6 +547,7 @@ def request_path(
                     delivered = {
                         "messages": sum(len(seqs) for seqs, _, _ in got[0].sockets),
                         "cut_off": sum(1 for _, _, closed in got[0].sockets if closed is not None),
+                        "clients_cpu": sum(got[0].cpu) / got[0].wall,
                     }
                 pairs.append((runs[True]["rps"] / runs[False]["rps"], runs[False], runs[True], delivered))
             pairs.sort(key=lambda pair: pair[0])
@@ -635,9 +646,9 @@ def section(results: list[dict[str, Any]], opts: Options, checked: bool) -> list
         f" `{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}` ({opts.seconds:g} s of writing a run).",
         "",
         "| run | sockets | changes/s (made) | changes | complete sockets | missing | duplicated | out of order"
-        " | closed by the server | p50 ms | p99 ms | max ms | target | met | CPU: daemon | clients | writer"
-        " | machine |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
+        " | closed by the server | p50 ms | p99 ms | max ms | last message after the last commit, s | target | met"
+        " | CPU: daemon | clients | writer | others | machine |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     notes: list[str] = []
     for result in results:
@@ -652,15 +663,22 @@ def section(results: list[dict[str, Any]], opts: Options, checked: bool) -> list
             out.append(
                 f"| {d.label} | {d.connected:,}/{d.sockets:,} | {d.rate:g} ({d.achieved_rate:.0f}) | {d.changes:,}"
                 f" | {d.complete:,} | {d.missing:,} | {d.duplicated:,} | {d.out_of_order:,} | {closed}"
-                f" | {_ms(lat, 'p50')} | {_ms(lat, 'p99')} | {_ms(lat, 'max')} | {target}"
+                f" | {_ms(lat, 'p50')} | {_ms(lat, 'p99')} | {_ms(lat, 'max')} | {d.tail:.2f} | {target}"
                 f" | {verdict(delivery_met(d, target_ms) if at_size else None)} | {daemon_cpu}"
-                f" | {d.cpu['clients']:.0%} | {d.cpu['writer']:.0%} | {d.cpu['machine']:.0%} |"
+                f" | {d.cpu['clients']:.0%} | {d.cpu['writer']:.0%} | {d.cpu['others']:.0%} | {d.cpu['machine']:.0%} |"
             )
             if d.failed_writes or d.not_in_feed or d.unmatched or d.unexpected:
                 notes.append(
                     f"{d.label}: {d.failed_writes} write(s) failed, {d.not_in_feed} acknowledged change(s) missing"
                     f" from the feed's list, {d.unmatched} change(s) in it the writer did not make,"
                     f" {d.unexpected} message(s) with a seq outside the run."
+                )
+            if d.cpu["machine"] >= CLIENT_BUSY * cores:
+                notes.append(
+                    f"{d.label}: the machine's {cores} cores were {d.cpu['machine'] / cores:.0%} busy: the delays"
+                    f" include waiting for a core. The clients took {d.client_us:.1f} µs of CPU per message"
+                    f" received, i.e. {d.client_us * d.sockets * d.rate / 1e6:.1f} core(s) at {d.sockets:,} sockets"
+                    f" × {d.rate:g} changes/s; other processes and the kernel took {d.cpu['others']:.0%} of a core."
                 )
             if d.client_busiest >= CLIENT_BUSY:
                 notes.append(
@@ -682,11 +700,12 @@ def section(results: list[dict[str, Any]], opts: Options, checked: bool) -> list
             f" {opts.request_sockets} sockets subscribed, in {opts.rounds} round(s) of"
             f" {run.wrk_seconds(opts.request_seconds / opts.rounds)} s each (the order swapped every other round);"
             " a row is the round with the median ratio (in brackets: the lowest and highest). With sockets,"
-            f" every POST and PATCH is a message to each of the {opts.request_sockets}.",
+            f" every POST and PATCH is a message to each of the {opts.request_sockets}; the client process(es)"
+            " receiving them share the cores with the daemon and wrk (their CPU: a share of one core).",
             "",
             "| store | scenario | req/s, no sockets | p99 ms | req/s, with sockets | p99 ms | × | target | met"
-            " | messages delivered | sockets cut off | non-2xx/3xx |",
-            "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
+            " | messages delivered | sockets cut off | clients' CPU | non-2xx/3xx |",
+            "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|",
         ]
         for store, row in rows:
             ratios = row["ratios"]
@@ -695,7 +714,7 @@ def section(results: list[dict[str, Any]], opts: Options, checked: bool) -> list
                 f"| {run.STORE_NAMES[store]} | {row['name']} | {row['off']['rps']:,.0f} | {row['off']['p99']:.2f}"
                 f" | {row['on']['rps']:,.0f} | {row['on']['p99']:.2f} | {row['ratio']:.2f}{spread}"
                 f" | ≥ {REQUEST_PATH_KEEP:.2f} | {verdict(row['ratio'] >= REQUEST_PATH_KEEP)}"
-                f" | {row['messages']:,} | {row['cut_off']:,} | {row['errors']} |"
+                f" | {row['messages']:,} | {row['cut_off']:,} | {row['clients_cpu']:.0%} | {row['errors']} |"
             )
         out += [
             "",
