@@ -5,14 +5,16 @@
     python bench/run.py --quick              # 3 s per load test, scaling at 1k and 100k
     python bench/run.py --stores sqlite      # SQLite only (default: sqlite,postgresql)
     python bench/run.py --smoke --output X   # what CI runs: tiny sizes, ~1 s each, no thresholds
+    python bench/run.py --only events        # the change feed's section alone (bench/events.py), kept in the rest
 
 In one run, on this machine: the ceiling (bench/ceiling.py, a bare Tornado handler
 answering a small JSON object) and the daemon (bin/medusa-v2, one process, gzip off,
 on a database seeded through `medusa-v2 import`) are loaded by wrk (1 thread, 32
 connections), on each store; the same GETs with `[API] processes = 2` on SQLite; then
 a single-client scaling pass at two table sizes on each store, the daemon's resident
-memory, and the import and export rates. Only ratios measured side by side in one run
-are meaningful on a shared machine.
+memory, and the import and export rates; then the change feed (bench/events.py: WebSocket
+delivery, across two daemons on PostgreSQL, and the request path with sockets subscribed).
+Only ratios measured side by side in one run are meaningful on a shared machine.
 
 PostgreSQL: the server named by --pg-url (default: $MEDUSA_V2_BENCH_PG_URL, else
 $MEDUSA_V2_TEST_PG_URL, else postgresql://postgres@127.0.0.1:5432/postgres) is used
@@ -51,6 +53,9 @@ LAUNCHER = ROOT / "bin" / "medusa-v2"
 sys.path.insert(0, str(ROOT))
 
 from medusa_v2.store.base import timestamp  # noqa: E402
+
+# bench/events.py imports this module as `run`: run as a script, it is that module too.
+sys.modules.setdefault("run", sys.modules[__name__])
 
 API_KEY = "bench0123456789abcdef0123456789ab"
 USERNAME = "bench"
@@ -565,6 +570,33 @@ def measure_bare(workdir: Path, seconds: float, script: str = "ceiling.py") -> d
         bare.stop()
 
 
+Scenario = tuple[str, str, str, dict[str, str], str | None]
+"""A wrk load test: (name, method, path, headers, body)."""
+
+
+def load_scenarios(client: Client, count: int) -> list[Scenario]:
+    """Return the load tests of a daemon seeded with `count` tickets (logs in and reads an ETag through `client`)."""
+    status, _, payload = client.request("POST", "/api/v2/authenticate", {"username": USERNAME, "password": PASSWORD})
+    if status != 200:
+        raise SystemExit(f"bench: POST /authenticate answered {status}: {payload!r}")
+    token = json.loads(payload)["token"]
+    one = f"/api/v2/ticket/{max(1, count // 2)}"
+    status, headers, _ = client.request("GET", one)
+    etag = headers["ETag"]
+    key = {"X-Api-Key": API_KEY}
+    body_post = json.dumps({"title": "Benchmark ticket", "description": "made by wrk", "priority": 2})
+    body_patch = json.dumps({"priority": 4, "state": "pending"})
+    return [
+        ("GET one (JWT)", "GET", one, {"X-Auth": f"Bearer {token}"}, None),
+        ("GET one (API key)", "GET", one, key, None),
+        ("GET one, If-None-Match (304)", "GET", one, {**key, "If-None-Match": etag}, None),
+        ("list of 20", "GET", "/api/v2/ticket", key, None),
+        (f"list, q={RARE_TERM}", "GET", f"/api/v2/ticket?q={RARE_TERM}", key, None),
+        ("POST", "POST", "/api/v2/ticket", {**key, "Content-Type": "application/json"}, body_post),
+        ("PATCH", "PATCH", one, {**key, "Content-Type": "application/json"}, body_patch),
+    ]
+
+
 def load_tests(
     config: Path,
     workdir: Path,
@@ -591,29 +623,7 @@ def load_tests(
     profiles: dict[str, Any] = {}
     targets = LOAD_TARGETS[store]
     try:
-        client = Client(daemon.port)
-        status, _, payload = client.request(
-            "POST", "/api/v2/authenticate", {"username": USERNAME, "password": PASSWORD}
-        )
-        if status != 200:
-            raise SystemExit(f"bench: POST /authenticate answered {status}: {payload!r}")
-        token = json.loads(payload)["token"]
-        one = f"/api/v2/ticket/{max(1, count // 2)}"
-        status, headers, _ = client.request("GET", one)
-        etag = headers["ETag"]
-        key = {"X-Api-Key": API_KEY}
-        body_post = json.dumps({"title": "Benchmark ticket", "description": "made by wrk", "priority": 2})
-        body_patch = json.dumps({"priority": 4, "state": "pending"})
-        scenarios: list[tuple[str, str, str, dict[str, str], str | None]] = [
-            ("GET one (JWT)", "GET", one, {"X-Auth": f"Bearer {token}"}, None),
-            ("GET one (API key)", "GET", one, key, None),
-            ("GET one, If-None-Match (304)", "GET", one, {**key, "If-None-Match": etag}, None),
-            ("list of 20", "GET", "/api/v2/ticket", key, None),
-            (f"list, q={RARE_TERM}", "GET", f"/api/v2/ticket?q={RARE_TERM}", key, None),
-            ("POST", "POST", "/api/v2/ticket", {**key, "Content-Type": "application/json"}, body_post),
-            ("PATCH", "PATCH", one, {**key, "Content-Type": "application/json"}, body_patch),
-        ]
-        chosen = [s for s in scenarios if only is None or s[0] in only]
+        chosen = [s for s in load_scenarios(Client(daemon.port), count) if only is None or s[0] in only]
         for name, method, path, headers, body in chosen:
             shown = ""
             if ceiling:
@@ -780,6 +790,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 s load tests; scaling at 1k and 100k")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, about a second each, no targets checked (CI)")
     parser.add_argument("--no-profile", action="store_true", help="do not sample the daemon with py-spy")
+    parser.add_argument(
+        "--only",
+        choices=["events"],
+        default=None,
+        help="run one part only and replace its section in --output, keeping the rest (events: the change feed)",
+    )
+    parser.add_argument(
+        "--no-events", action="store_true", help="skip the change feed's section (bench/events.py) in a full run"
+    )
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="the report to (re)write")
     parser.add_argument("--workdir", default=None, help="keep databases and logs here (default: a temporary directory)")
     args = parser.parse_args(argv)
@@ -827,7 +846,18 @@ def main(argv: list[str] | None = None) -> int:
         temp = tempfile.TemporaryDirectory(prefix="medusa-bench-")
         workdir = Path(temp.name)
     started = time.monotonic()
+    import events
+
+    feed_options = events_options(args)
     try:
+        if args.only == "events":
+            feed = [events.run_store(store, workdir, pg, feed_options) for store in stores]
+            output = Path(args.output)
+            lines = events.section(feed, feed_options, checked=not args.smoke)
+            previous = output.read_text(encoding="utf-8") if output.exists() else "# Benchmarks\n"
+            output.write_text(events.splice(previous, lines), encoding="utf-8")
+            print(f"bench: wrote the change feed's section into {output}", file=sys.stderr)
+            return 0
         load: dict[str, dict[str, Any]] = {}
         multi: dict[str, Any] | None = None
         transfers: list[dict[str, Any]] = []
@@ -872,8 +902,12 @@ def main(argv: list[str] | None = None) -> int:
             transfers.append({**size_seed, "extra": True})
             extra = (size, scaling(size_config, workdir, size, budget, most, SQLITE, True))
             data.unlink()
+        feed_section: list[str] = []
+        if not args.no_events:
+            feed = [events.run_store(store, workdir, pg, feed_options) for store in stores]
+            feed_section = events.section(feed, feed_options, checked=not args.smoke)
         elapsed = time.monotonic() - started
-        report = render(args, stores, load, multi, scale_results, transfers, pg, pg_note, elapsed, extra)
+        report = render(args, stores, load, multi, scale_results, transfers, pg, pg_note, elapsed, extra, feed_section)
         Path(args.output).write_text(report, encoding="utf-8")
         print(f"bench: wrote {args.output} ({elapsed / 60:.1f} min)", file=sys.stderr)
     finally:
@@ -882,6 +916,17 @@ def main(argv: list[str] | None = None) -> int:
         if temp is not None:
             temp.cleanup()
     return 0
+
+
+def events_options(args: argparse.Namespace) -> Any:
+    """Return bench/events.py's sizes for this run's mode (its defaults in a full run)."""
+    import events
+
+    if args.smoke:
+        return events.Options.smoke()
+    if args.quick:
+        return events.Options(seconds=3, request_seconds=3, rounds=1)
+    return events.Options(request_seconds=args.seconds, rounds=args.rounds)
 
 
 def combinations_table(size: int, drawn: list[dict[str, Any]], verdict: Callable[[bool | None], str]) -> list[str]:
@@ -949,6 +994,7 @@ def render(
     pg_note: str,
     elapsed: float,
     extra: tuple[int, dict[str, Any]] | None = None,
+    feed: list[str] | None = None,
 ) -> str:
     checked = not args.smoke
     mode = "smoke (CI: tiny sizes, no targets)" if args.smoke else "quick" if args.quick else "full"
@@ -1164,6 +1210,7 @@ def render(
                 " setting the indexes aside and building them again, the commit: paid once by every import).",
             ]
         out.append("")
+    out += feed or []
     out += ["## Profiles (py-spy, sampled during the load tests above)", ""]
     profiled = [(store, scenario, summary) for store in stores for scenario, summary in load[store]["profiles"].items()]
     if not profiled:

@@ -69,11 +69,12 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
-def credential(headers: Mapping[str, str], api_key: str | None) -> tuple[str, str]:
+def credential(headers: Mapping[str, str], api_key: str | None, token: str | None = None) -> tuple[str, str]:
     """Return the credential that decides a request: ("api_key" | "bearer" | "basic" | "", value).
 
     The first one present, in this order: API key (header, then query), `x-auth`,
-    `Authorization` (Basic, else a bearer token).
+    `Authorization` (Basic, else a bearer token), then `token` (the `?token=` of a
+    route that takes one: a browser's WebSocket cannot send headers).
     """
     key = headers.get("X-Api-Key") or api_key
     if key:
@@ -87,6 +88,8 @@ def credential(headers: Mapping[str, str], api_key: str | None) -> tuple[str, st
         if scheme.lower() == "basic":
             return "basic", rest.strip()
         return "bearer", authorization
+    if token:
+        return "bearer", "Bearer " + token
     return "", ""
 
 
@@ -155,12 +158,14 @@ class Authenticator:
 
     # -- every request --
 
-    async def authenticate(self, headers: Mapping[str, str], api_key: str | None, client: str) -> Identity:
+    async def authenticate(
+        self, headers: Mapping[str, str], api_key: str | None, client: str, token: str | None = None
+    ) -> Identity:
         """Return the request's identity, or raise a 401 naming what is wrong.
 
         The credential that decides is `credential`'s (the fast path asks it too).
         """
-        kind, value = credential(headers, api_key)
+        kind, value = credential(headers, api_key, token)
         if kind == "api_key":
             if self.settings.api_key and _same(value, self.settings.api_key):
                 return Identity("api_key")

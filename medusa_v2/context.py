@@ -11,12 +11,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, idempotency
 from .auth import Authenticator
 from .settings import Settings
 from .store import Store
+
+if TYPE_CHECKING:
+    from .feed import ChangeFeed
 
 ALLOW_HEADERS = ", ".join(
     (
@@ -89,6 +92,9 @@ class ApiContext:
         self.provider = provider
         self.opened = opened
         self.declarations: Sequence[Any] = ()  # what the URL table mounts (set by get_apiv2_handlers)
+        self.feed: ChangeFeed | None = None  # the change feed of the mounted stored resources (set likewise)
+        # Keyword arguments of every event_socket.SocketListener (max_pending, drain_timeout): tests set them.
+        self.event_socket_options: dict[str, Any] = {}
         self._opening: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop `open` ran on (its store lives there)
         self.log = log or logging.getLogger("medusa_v2")
@@ -107,10 +113,16 @@ class ApiContext:
         )
 
     async def purge_expired(self) -> None:
-        """Forget expired revocations, idempotency keys past their TTL and failed logins past the window."""
+        """Forget expired revocations, idempotency keys past their TTL, failed logins past the window.
+
+        And the change feed's changes older than `[API] events_retention`.
+        """
         now = self.clock()
         await self.store.purge_expired(
-            now, keys_before=now - idempotency.TTL, failures_before=now - self.settings.login_window
+            now,
+            keys_before=now - idempotency.TTL,
+            failures_before=now - self.settings.login_window,
+            changes_before=now - self.settings.events_retention,
         )
 
     def refresh(self) -> None:
@@ -138,8 +150,14 @@ class ApiContext:
         self.opened = True
         self.log.info("medusa_v2: store opened (%s)", type(self.store).__name__)
 
+    async def close_feed(self) -> None:
+        """Close every change-feed socket (1001) and stop the feed's poller."""
+        if self.feed is not None:
+            await self.feed.close()
+
     async def close(self) -> None:
-        """Close the store if this context opened it."""
+        """Close the change feed's sockets, and the store if this context opened it."""
+        await self.close_feed()
         if self.opened and self._opening is not None:
             self.opened = False
             self._opening = None

@@ -328,6 +328,7 @@ async def run_worker(
     await stopping.wait()
     log.info("shutting down: no new connections; finishing %d request(s) in flight", app.inflight)
     server.stop()
+    await api.close_feed()  # change-feed sockets: closed at once, with 1001 (they resume with since=)
     housekeeping.stop()
     if watcher is not None:
         watcher.stop()

@@ -76,22 +76,27 @@ def default_headers(
             headers["Access-Control-Allow-Origin"] = allowed
 
 
+SECRET_PARAMETERS = frozenset({"api_key", "token"})
+"""Query parameters that carry credentials: redacted in logs, never repeated in Link URLs."""
+
+
 def redact_uri(uri: str) -> str:
-    """Return a request URI with the value of every `api_key` parameter hidden.
+    """Return a request URI with the value of every `api_key` and `token` parameter hidden.
 
     Tornado percent-decodes parameter names, so `api%5Fkey=...` authenticates too:
     names are compared decoded.
     """
-    if "%" not in uri and "+" not in uri and "api_key" not in uri.lower():
+    lowered = uri.lower()
+    if "%" not in uri and "+" not in uri and "api_key" not in lowered and "token" not in lowered:
         return uri  # the common case, one scan: nothing to hide
-    uri = re.sub(r"(?i)([?&;]api_key=)[^&;#]*", r"\1[redacted]", uri)
+    uri = re.sub(r"(?i)([?&;](?:api_key|token)=)[^&;#]*", r"\1[redacted]", uri)
     path, sep, query = uri.partition("?")
     if not sep or "%" not in query and "+" not in query:
         return uri
     parts = re.split(r"([&;])", query)
     for i in range(0, len(parts), 2):
         name, eq, _ = parts[i].partition("=")
-        if eq and urllib.parse.unquote_plus(name).strip().lower() == "api_key":
+        if eq and urllib.parse.unquote_plus(name).strip().lower() in SECRET_PARAMETERS:
             parts[i] = name + "=[redacted]"
     return path + sep + "".join(parts)
 
@@ -136,6 +141,7 @@ class RequestView:
     allow: str
     identity: Identity | None
     public: ClassVar[frozenset[str]] = frozenset()  # verbs that need no credentials
+    query_token: ClassVar[bool] = False  # a token is also taken from `?token=` (the WebSocket's form)
     _query: dict[str, list[str]] | None
 
     # -- admission: what every request passes before its method runs --
@@ -152,7 +158,10 @@ class RequestView:
             raise self._not_allowed()
         if method not in self.public:
             self.identity = await self.api.auth.authenticate(
-                self.request.headers, self.first_query_value("api_key"), self.request.remote_ip or ""
+                self.request.headers,
+                self.first_query_value("api_key"),
+                self.request.remote_ip or "",
+                self.first_query_value("token") if self.query_token else None,
             )
         if method in BODY_METHODS:
             self._check_body_headers()

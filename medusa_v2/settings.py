@@ -235,6 +235,8 @@ class Settings:
     shutdown_timeout: float = key("API", 10.0, bounds=(0, 3600), runtime=True)
     idle_timeout: float = key("API", 60.0, bounds=(0.1, 86400))
     body_timeout: float = key("API", 60.0, bounds=(0.1, 86400))
+    # Seconds the change feed keeps a change (GET /events?since= older than that: 410).
+    events_retention: int = key("API", 7 * 86400, bounds=(3600, 366 * 86400), shown=True)
     config_path: str | None = None  # the file these came from (not a key)
 
     def __post_init__(self) -> None:

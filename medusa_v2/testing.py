@@ -344,11 +344,14 @@ def resources() -> Any:
 
 
 @pytest.fixture
-def app(settings: Any, store: Any, clock: FakeClock, resources: Any) -> Any:
+def app(io_loop: Any, settings: Any, store: Any, clock: FakeClock, resources: Any) -> Any:
     """Return the Tornado application under test (pytest-tornado serves it)."""
     from .app import make_app
 
-    return make_app(settings, store, clock=clock, resources=resources)
+    made = make_app(settings, store, clock=clock, resources=resources)
+    yield made
+    # Change-feed sockets still open are closed (1001), and the feed's poller stopped.
+    io_loop.run_sync(made.settings["medusa_v2_api"].close_feed)
 
 
 @pytest.fixture

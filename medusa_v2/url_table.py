@@ -18,6 +18,8 @@ from .config_endpoint import ConfigHandler
 from .context import ApiContext
 from .declaration import Declaration
 from .endpoints import AuthenticateHandler, HealthHandler, NotFoundHandler, OpenAPIHandler
+from .events import EventsHandler
+from .feed import ChangeFeed
 from .handler import ApiHandler
 from .openapi import OPENAPI_PATH, build_openapi
 from .resource import Resource, ResourceHandler
@@ -50,8 +52,12 @@ ENDPOINTS: dict[str, tuple[str, type[ApiHandler]]] = {
     "health": ("/health", HealthHandler),
     "openapi": (OPENAPI_PATH, OpenAPIHandler),
     "config": ("/config", ConfigHandler),
+    "events": ("/events", EventsHandler),
 }
-"""The built-in endpoints that are not resources, by the name a host chooses them with."""
+"""The built-in endpoints that are not resources, by the name a host chooses them with.
+
+`events` (the change feed) is mounted only with at least one stored resource.
+"""
 
 
 def mounted_resources(
@@ -131,6 +137,10 @@ def get_apiv2_handlers(
     if unknown:
         raise ValueError(f"unknown endpoint {unknown[0]!r} (known: {', '.join(ENDPOINTS)})")
     api.declarations = stored_declarations(mounted)
+    if not api.declarations and "events" in chosen:
+        chosen.remove("events")  # no stored resource, no change to follow
+    if "events" in chosen and api.feed is None:
+        api.feed = ChangeFeed(api.store, api.declarations, log=api.log)
 
     rules: list[tuple[int, tornado.web.URLSpec]] = []
     fixed: list[tuple[str, type[ApiHandler]]] = [ENDPOINTS[name] for name in ENDPOINTS if name in chosen]

@@ -62,6 +62,16 @@ def test_bench_smoke(tmp_path):
     for store in stores:
         seeded = [line for line in text.splitlines() if line.startswith(f"| {store} | 300 |")]
         assert seeded and "| yes |" in seeded[0]  # import then export gave back the same bytes
+    # The change feed (bench/events.py): 10 sockets each got the 20 changes, once and in order.
+    assert "## Change feed" in text
+    runs = [f"{store}, one daemon" for store in stores] + (["PostgreSQL, two daemons"] if len(stores) > 1 else [])
+    for label in runs:
+        row = [line for line in text.splitlines() if line.startswith(f"| {label} |")]
+        assert row, label
+        cells = [cell.strip() for cell in row[0].split("|")]
+        assert cells[2] == "10/10" and cells[4] == "20" and cells[5] == "10", row[0]  # open, changes, complete
+    for scenario in ("GET one (API key)", "list of 20", "POST", "PATCH"):
+        assert f"| SQLite | {scenario} |" in text
 
 
 def test_login_storm_smoke():

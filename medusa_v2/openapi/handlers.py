@@ -14,6 +14,7 @@ from typing import Any
 
 from ..auth import DEFAULT_TOKEN_SECONDS, MAX_TOKEN_SECONDS
 from ..endpoints import AuthenticateHandler, HealthHandler, OpenAPIHandler
+from ..events import DEFAULT_LIMIT, MAX_LIMIT, EventsHandler
 from .parts import (
     ANY_CREDENTIAL,
     IF_NONE_MATCH,
@@ -109,6 +110,7 @@ def _fixed_operations(max_token_seconds: int) -> dict[type, dict[str, dict[str, 
         "additionalProperties": False,
     }
     return {
+        EventsHandler: {"GET": _events_operation()},
         AuthenticateHandler: {
             "POST": {
                 "operationId": "login",
@@ -189,6 +191,74 @@ def _fixed_operations(max_token_seconds: int) -> dict[type, dict[str, dict[str, 
                     "304": {"description": STATUS_TEXT[304], "headers": response_headers("ETag")},
                 },
             },
+        },
+    }
+
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "seq": {"type": "integer", "minimum": 1, "description": "The change's number: strictly increasing, no gap."},
+        "resource": {"type": "string", "description": "The stored resource's name (ticket, message...)."},
+        "event": {"type": "string", "enum": ["created", "updated", "deleted"]},
+        "id": {"type": ["integer", "string"], "description": "The item's id."},
+        "etag": {
+            "type": ["string", "null"],
+            "description": "The ETag a GET of the item answered at this version (without gzip); null on delete.",
+        },
+    },
+    "required": ["seq", "resource", "event", "id", "etag"],
+    "additionalProperties": {
+        "type": ["integer", "string"],
+        "description": "A nested resource's parent id, under its parent field's name (`ticketId`).",
+    },
+}
+
+
+def _events_operation() -> dict[str, Any]:
+    """Describe GET /events: a page of the change feed, and the WebSocket on the same URL."""
+
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+    return {
+        "operationId": "events",
+        "tags": ["events"],
+        "summary": "The change feed: every committed change of a stored resource, in order",
+        "description": (
+            "Answers the changes after `since`, oldest first: `seq` is strictly increasing and never seen with a "
+            "gap, whichever process or daemon made the change. A full page carries `Link: <...>; "
+            'rel="next"` (since moved to its last seq; credentials never repeated).\n\n'
+            "**WebSocket**: the same URL with `Upgrade: websocket` (credentials also as `?token=<JWT>`, "
+            "since browsers send no headers on a WebSocket; refused with a JSON 401 without them, 403 from an "
+            "origin `[API] cors_origins` does not allow) sends one text message per committed change, each "
+            "this same object, in seq order. `?since=SEQ` first sends the changes after SEQ, then the live ones, "
+            "without gap or repeat; `?resource=` narrows. Close codes: 4010 (since older than the retention: "
+            "re-list), 4009 (since past the feed's end), 4008 (the client reads too slowly: catch up over HTTP), "
+            "1013 (the store is unavailable), 1001 (the server stops)."
+        ),
+        "parameters": [
+            query("since", {"type": "integer", "minimum": 0, "default": 0}, "Answer the changes after this seq."),
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                "Changes per page.",
+            ),
+            query(
+                "resource",
+                {"type": "string"},
+                "Only the changes of these stored resources (a name, or a comma list of names).",
+            ),
+            query("token", {"type": "string"}, "A token from POST /authenticate (the WebSocket's form)."),
+        ],
+        "responses": {
+            "200": {
+                "description": "The changes after since (an empty array: none yet).",
+                "headers": response_headers(optional=("Link",)),
+                "content": json_content({"type": "array", "items": EVENT_SCHEMA}),
+            },
+            "101": {"description": "Switching to the WebSocket (a request with `Upgrade: websocket`)."},
+            **error_responses(400, 401, 403, 409, 410, 426, 429, 503),
         },
     }
 
