@@ -507,6 +507,11 @@ async def test_a_client_that_does_not_read_is_closed_with_4008_within_the_bound(
     assert api.feed.listeners == 0
     code, reason = await raw.close_frame()  # reading at last: the close frame comes after what waited
     assert code == 4008 and "too slow" in reason and "since=" in reason
+    # The client never answers the close: the server drops the connection a few seconds later.
+    deadline = time.monotonic() + 8
+    while not listener.stream.closed():
+        assert time.monotonic() < deadline, "the connection was never dropped"
+        await asyncio.sleep(0.05)
     raw.sock.close()
 
 

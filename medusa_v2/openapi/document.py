@@ -226,8 +226,10 @@ class _Builder:
 
     # fixed and plain handlers
 
-    def add_handler(self, path: str, cls: type, verbs: Iterable[str], public: Iterable[str]) -> None:
-        template, entry = handler_entry(path, cls, verbs, public)
+    def add_handler(
+        self, path: str, cls: type, verbs: Iterable[str], public: Iterable[str], stored: Iterable[str] = ()
+    ) -> None:
+        template, entry = handler_entry(path, cls, verbs, public, stored)
         self.paths[template] = entry
 
     def document(self, version: str) -> dict[str, Any]:
@@ -283,9 +285,10 @@ def build_openapi(
         builder.component_name(res)
     for res in mounted:
         builder.add_resource(res, mounted)
+    stored = [res.declaration.name for res in mounted if res.stored and res.declaration is not None]
     for path, cls in handlers:
         routes: Mapping[str, tuple[str, ...]] = getattr(cls, "routes", {})
-        builder.add_handler(path, cls, routes.get("single", ()), getattr(cls, "public", frozenset()))
+        builder.add_handler(path, cls, routes.get("single", ()), getattr(cls, "public", frozenset()), stored)
     doc = builder.document(version)
     seen: set[str] = set()
     for template, entry in doc["paths"].items():

@@ -29,8 +29,13 @@ from .parts import (
 )
 
 
-def handler_entry(path: str, cls: type, verbs: Iterable[str], public: Iterable[str]) -> tuple[str, dict[str, Any]]:
-    """Return the path template of a plain handler's route and its path item (every verb, and OPTIONS)."""
+def handler_entry(
+    path: str, cls: type, verbs: Iterable[str], public: Iterable[str], stored: Iterable[str] = ()
+) -> tuple[str, dict[str, Any]]:
+    """Return the path template of a plain handler's route and its path item (every verb, and OPTIONS).
+
+    `stored`: the names of the mounted stored resources (what /events may be narrowed to).
+    """
     template, params = _template(path)
     entry: dict[str, Any] = {}
     if params:
@@ -48,9 +53,25 @@ def handler_entry(path: str, cls: type, verbs: Iterable[str], public: Iterable[s
         else:
             op["security"] = []
         op.setdefault("operationId", f"{verb.lower()}{pascal(template.strip('/').replace('/', '-').replace('.', '-'))}")
+        if issubclass(cls, EventsHandler):
+            _narrow_resources(op, sorted(stored))
         entry[verb.lower()] = op
     entry["options"] = options_operation(verbs, template, params)
     return template, entry
+
+
+def _narrow_resources(op: dict[str, Any], names: list[str]) -> None:
+    """Give /events' `resource` parameter the mounted names: one, or a comma list of them."""
+    if not names:
+        return
+    one = "(?:" + "|".join(re.escape(name) for name in names) + ")"
+    narrowed = {"type": "string", "pattern": f"^{one}(?:,{one})*$"}
+    op["parameters"] = [  # copies: the operation's parameters are shared with every document
+        {**param, "schema": narrowed, "description": param["description"] + f" Mounted: {', '.join(names)}."}
+        if param["name"] == "resource"
+        else param
+        for param in op.get("parameters", ())
+    ]
 
 
 def _template(path: str) -> tuple[str, list[dict[str, Any]]]:
