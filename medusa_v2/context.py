@@ -30,6 +30,7 @@ ALLOW_HEADERS = ", ".join(
         "If-Match",
         "If-None-Match",
         "Idempotency-Key",
+        "X-Request-ID",
     )
 )
 EXPOSE_HEADERS = ", ".join(
@@ -45,6 +46,7 @@ EXPOSE_HEADERS = ", ".join(
         "Retry-After",
         "Allow",
         "WWW-Authenticate",
+        "X-Request-ID",
     )
 )
 

@@ -22,7 +22,7 @@ import tornado.netutil
 import tornado.web
 
 from . import __version__
-from .accesslog import LOG_FORMAT, LoopBufferedHandler
+from .accesslog import LOG_FORMAT, JsonFormatter, LoopBufferedHandler
 from .app import make_app
 from .config_endpoint import ConfigWatcher
 from .fastpath import ApiApplication
@@ -125,10 +125,13 @@ class _Ending(tornado.httputil.HTTPMessageDelegate):
         self.delegate.on_connection_close()
 
 
-def setup_logging(developer: bool) -> None:
-    """Log to stderr, one line per event (written once per event-loop iteration)."""
+def setup_logging(developer: bool, log_format: str = "text") -> None:
+    """Log to stderr, one line per event (written once per event-loop iteration), in text or JSON."""
+    handler = LoopBufferedHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
     logging.basicConfig(
-        handlers=[LoopBufferedHandler(sys.stderr)],
+        handlers=[handler],
         level=logging.DEBUG if developer else logging.INFO,
         format=LOG_FORMAT,
     )
@@ -350,7 +353,7 @@ def worker_count(settings: Settings) -> int:
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     """Run the daemon in the foreground; return the process exit status."""
-    setup_logging(settings.developer)
+    setup_logging(settings.developer, settings.log_format)
     tls = ssl_context(settings)
     asyncio.run(check_startup(settings))
     bind_host = host if host is not None else settings.web_host

@@ -28,6 +28,8 @@ import tornado.web
 from .accesslog import log_request
 from .answer import Answer
 from .handler import default_headers
+from .request_id import HEADER as REQUEST_ID_HEADER
+from .request_id import request_id
 from .resource import ResourceHandler, ResourceView
 
 _SERVER = "TornadoServer/" + tornado.version  # what RequestHandler.clear() sends
@@ -145,6 +147,7 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
         headers["Content-Type"] = ""  # its value comes from default_headers
         headers["Date"] = self.application.date_header()
         default_headers(headers, self.api, self.allow, self.request.headers)
+        headers[REQUEST_ID_HEADER] = request_id(self.request)
         for name, value in answer.headers.items():
             headers[name] = value
         start = _START_LINES.get(answer.status) or tornado.httputil.ResponseStartLine("", answer.status, "Unknown")

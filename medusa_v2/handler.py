@@ -36,6 +36,8 @@ from .codec import etag_of as etag_of
 from .context import ApiContext
 from .declaration import Declaration, Field
 from .errors import ApiError
+from .request_id import HEADER as REQUEST_ID_HEADER
+from .request_id import request_id
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
@@ -77,23 +79,26 @@ def default_headers(
 
 
 def redact_uri(uri: str) -> str:
-    """Return a request URI with the value of every `api_key` parameter hidden.
+    """Return a request URI with the value of every `api_key` and `token` parameter hidden.
 
     Tornado percent-decodes parameter names, so `api%5Fkey=...` authenticates too:
     names are compared decoded.
     """
-    if "%" not in uri and "+" not in uri and "api_key" not in uri.lower():
-        return uri  # the common case, one scan: nothing to hide
-    uri = re.sub(r"(?i)([?&;]api_key=)[^&;#]*", r"\1[redacted]", uri)
+    if "%" not in uri and "+" not in uri and "api_key" not in (lowered := uri.lower()) and "token" not in lowered:
+        return uri  # the common case: nothing to hide
+    uri = re.sub(r"(?i)([?&;](?:api_key|token)=)[^&;#]*", r"\1[redacted]", uri)
     path, sep, query = uri.partition("?")
     if not sep or "%" not in query and "+" not in query:
         return uri
     parts = re.split(r"([&;])", query)
     for i in range(0, len(parts), 2):
         name, eq, _ = parts[i].partition("=")
-        if eq and urllib.parse.unquote_plus(name).strip().lower() == "api_key":
+        if eq and urllib.parse.unquote_plus(name).strip().lower() in _SECRET_PARAMETERS:
             parts[i] = name + "=[redacted]"
     return path + sep + "".join(parts)
+
+
+_SECRET_PARAMETERS = frozenset({"api_key", "token"})  # query parameters whose values no log line shows
 
 
 # Headers whose values the base handler makes itself from digits and hex digests.
@@ -343,6 +348,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         # of config.ini (an echoed Origin is one of the configured ones), checked
         # once, so set_header's per-call conversion and validation is skipped.
         default_headers(self._headers, self.api, self.allow, self.request.headers, bool(self.application.transforms))
+        self._headers[REQUEST_ID_HEADER] = request_id(self.request)  # sane characters only (request_id.py)
 
     # -- the request pipeline --
 

@@ -62,6 +62,18 @@ def _non_empty(value: str) -> str:
     return value
 
 
+LOG_FORMATS = ("text", "json")  # [General] log_format: the daemon's log lines (accesslog.py)
+
+
+def _log_format(value: str) -> str:
+    if value.strip().lower() not in LOG_FORMATS:
+        shown = (
+            value if len(value) <= 40 and value.isprintable() else value[:40].encode("unicode_escape").decode() + "..."
+        )
+        raise ValueError(f"{shown!r} is not a log format (text or json)")
+    return value.strip().lower()
+
+
 def normalise_web_root(value: str) -> str:
     """Return `value` as "" or "/a/b": one leading slash, no trailing or repeated ones."""
     if _WEB_ROOT_FORBIDDEN.search(value):
@@ -218,6 +230,8 @@ class Settings:
     https_cert: str = key("General", "server.crt", normalise=_non_empty)
     https_key: str = key("General", "server.key", normalise=_non_empty)
     developer: bool = key("General", False, shown=True)
+    # The daemon's log lines: "text" (LOG_FORMAT), or "json" (one object per line).
+    log_format: str = key("General", "text", normalise=_log_format, shown=True)
     # The URL may hold a password: a secret, logged with the password masked.
     database_url: str = key("Database", "", name="url", normalise=_database_url, secret=True, masked=_mask_url_password)
     cors_origins: tuple[str, ...] = key("API", (), normalise=_cors_origins, runtime=True, pattern=ORIGIN_PATTERN)
