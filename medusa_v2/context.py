@@ -91,6 +91,9 @@ class ApiContext:
         self.provider = provider
         self.opened = opened
         self.declarations: Sequence[Any] = ()  # what the URL table mounts (set by get_apiv2_handlers)
+        # A route's template for the metrics (`/api/v2/ticket/{ticket_id}`), by what answers it:
+        # (resource, route kind) or a handler class (set by get_apiv2_handlers).
+        self.route_templates: dict[object, str] = {}
         self._opening: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop `open` ran on (its store lives there)
         self.log = log or logging.getLogger("medusa_v2")

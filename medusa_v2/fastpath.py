@@ -25,6 +25,7 @@ import tornado
 import tornado.httputil
 import tornado.web
 
+from . import metrics
 from .accesslog import log_request
 from .answer import Answer
 from .handler import default_headers
@@ -60,6 +61,13 @@ class ApiApplication(tornado.web.Application):
             self._date_text = tornado.httputil.format_timestamp(now)
             self._date_second = second
         return self._date_text
+
+    def log_request(self, handler: tornado.web.RequestHandler) -> None:
+        """Count the request in the metrics (by its route template), then write its access-log line."""
+        request = handler.request
+        route = getattr(handler, "route_template", metrics.OTHER_ROUTE)
+        metrics.observe_request(request.method, route, handler.get_status(), request.request_time())
+        super().log_request(handler)
 
     # tornado annotates its own _HandlerDelegate; its router takes any HTTPMessageDelegate.
     def get_handler_delegate(  # type: ignore[override]

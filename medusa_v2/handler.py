@@ -36,6 +36,7 @@ from .codec import etag_of as etag_of
 from .context import ApiContext
 from .declaration import Declaration, Field
 from .errors import ApiError
+from .metrics import OTHER_ROUTE
 from .request_id import HEADER as REQUEST_ID_HEADER
 from .request_id import request_id
 
@@ -142,6 +143,11 @@ class RequestView:
     identity: Identity | None
     public: ClassVar[frozenset[str]] = frozenset()  # verbs that need no credentials
     _query: dict[str, list[str]] | None
+
+    @property
+    def route_template(self) -> str:
+        """Return the template of the route this request came by (the metrics' `route` label)."""
+        return self.api.route_templates.get(type(self), OTHER_ROUTE)
 
     # -- admission: what every request passes before its method runs --
 

@@ -249,6 +249,9 @@ class Settings:
     shutdown_timeout: float = key("API", 10.0, bounds=(0, 3600), runtime=True)
     idle_timeout: float = key("API", 60.0, bounds=(0.1, 86400))
     body_timeout: float = key("API", 60.0, bounds=(0.1, 86400))
+    # A listener serving GET /metrics without credentials (port 0: none).
+    metrics_host: str = key("API", "127.0.0.1", normalise=_no_blanks, shown=True)
+    metrics_port: int = key("API", 0, bounds=(0, 65535), shown=True)
     config_path: str | None = None  # the file these came from (not a key)
 
     def __post_init__(self) -> None:
