@@ -33,6 +33,7 @@ ALLOW_HEADERS = ", ".join(
         "If-Match",
         "If-None-Match",
         "Idempotency-Key",
+        "X-Request-ID",
     )
 )
 EXPOSE_HEADERS = ", ".join(
@@ -48,6 +49,7 @@ EXPOSE_HEADERS = ", ".join(
         "Retry-After",
         "Allow",
         "WWW-Authenticate",
+        "X-Request-ID",
     )
 )
 
@@ -95,6 +97,9 @@ class ApiContext:
         self.feed: ChangeFeed | None = None  # the change feed of the mounted stored resources (set likewise)
         # Keyword arguments of every event_socket.SocketListener (max_pending, drain_timeout): tests set them.
         self.event_socket_options: dict[str, Any] = {}
+        # A route's template for the metrics (`/api/v2/ticket/{ticket_id}`), by what answers it:
+        # (resource, route kind) or a handler class (set by get_apiv2_handlers).
+        self.route_templates: dict[object, str] = {}
         self._opening: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop `open` ran on (its store lives there)
         self.log = log or logging.getLogger("medusa_v2")

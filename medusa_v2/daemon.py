@@ -21,11 +21,12 @@ import tornado.iostream
 import tornado.netutil
 import tornado.web
 
-from . import __version__
-from .accesslog import LOG_FORMAT, LoopBufferedHandler
+from . import __version__, metrics
+from .accesslog import LOG_FORMAT, JsonFormatter, LoopBufferedHandler
 from .app import make_app
 from .config_endpoint import ConfigWatcher
 from .fastpath import ApiApplication
+from .metrics_endpoint import start_listener
 from .settings import Settings
 from .store import StoreUnavailable, open_store
 from .url_table import declarations_for
@@ -35,6 +36,7 @@ MAX_HEADER_BYTES = 64 * 1024  # the request line and headers; beyond it the conn
 
 
 PURGE_EVERY = 3600  # seconds between deletions of expired shared state
+SAMPLE_EVERY = 1  # seconds between samples of the metrics' gauges in each worker
 
 
 def _purge(api: Any) -> None:
@@ -125,10 +127,13 @@ class _Ending(tornado.httputil.HTTPMessageDelegate):
         self.delegate.on_connection_close()
 
 
-def setup_logging(developer: bool) -> None:
-    """Log to stderr, one line per event (written once per event-loop iteration)."""
+def setup_logging(developer: bool, log_format: str = "text") -> None:
+    """Log to stderr, one line per event (written once per event-loop iteration), in text or JSON."""
+    handler = LoopBufferedHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
     logging.basicConfig(
-        handlers=[LoopBufferedHandler(sys.stderr)],
+        handlers=[handler],
         level=logging.DEBUG if developer else logging.INFO,
         format=LOG_FORMAT,
     )
@@ -279,10 +284,12 @@ async def run_worker(
     tls: ssl.SSLContext | None,
     announce: Callable[[], None] | None = None,
     shared: bool = False,
+    metrics_sockets: list[socket.socket] | None = None,
 ) -> int:
     """Serve on already-bound sockets until SIGTERM/SIGINT; drain, close the store, return 0.
 
     `shared`: other worker processes accept on the same sockets (`_SharedSocketServer`).
+    `metrics_sockets`: the metrics listener's (`[API] metrics_port`), shared the same way.
     """
     try:
         store = await open_store(settings.database_url, declarations_for(settings))
@@ -319,6 +326,17 @@ async def run_worker(
     _purge(api)
     housekeeping.start()
 
+    # The gauges (requests in flight, the store's pool), sampled: at each scrape in the
+    # worker that answers it, every second in each worker (a scrape in any one sums them).
+    def sample() -> None:
+        metrics.requests_in_flight(app.inflight)
+        metrics.observe_store(store)
+
+    app.settings["medusa_v2_sample"] = sample
+    sampling = tornado.ioloop.PeriodicCallback(sample, SAMPLE_EVERY * 1000)
+    sampling.start()
+    metrics_server = start_listener(sample, metrics_sockets, settings.idle_timeout) if metrics_sockets else None
+
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -330,6 +348,9 @@ async def run_worker(
     server.stop()
     await api.close_feed()  # change-feed sockets: closed at once, with 1001 (they resume with since=)
     housekeeping.stop()
+    sampling.stop()
+    if metrics_server is not None:
+        metrics_server.stop()
     if watcher is not None:
         watcher.stop()
     app.draining = True
@@ -339,6 +360,8 @@ async def run_worker(
     if app.inflight > 0:
         log.warning("shutdown timeout: %d request(s) still in flight are cut off", app.inflight)
     await server.close_all_connections()
+    if metrics_server is not None:
+        await metrics_server.close_all_connections()
     await store.close()
     log.info("stopped")
     return 0
@@ -351,17 +374,31 @@ def worker_count(settings: Settings) -> int:
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     """Run the daemon in the foreground; return the process exit status."""
-    setup_logging(settings.developer)
+    setup_logging(settings.developer, settings.log_format)
+    workers = worker_count(settings)
+    if workers == 1:
+        return _serve(settings, host, port, workers)
+    with metrics.shared_between_processes():  # before anything is counted, so before the workers fork
+        return _serve(settings, host, port, workers)
+
+
+def _bind(what: str, port: int, host: str) -> list[socket.socket]:
+    try:
+        return tornado.netutil.bind_sockets(port, host or None, family=socket.AF_UNSPEC)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}{what}: {exc.strerror or exc}", status=1) from None
+
+
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int) -> int:
     tls = ssl_context(settings)
     asyncio.run(check_startup(settings))
     bind_host = host if host is not None else settings.web_host
     bind_port = port if port is not None else settings.web_port
-    try:
-        sockets = tornado.netutil.bind_sockets(bind_port, bind_host or None, family=socket.AF_UNSPEC)
-    except OSError as exc:
-        raise StartupError(f"cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc}", status=1) from None
+    sockets = _bind("", bind_port, bind_host)
+    metrics_sockets: list[socket.socket] = []
+    if settings.metrics_port:
+        metrics_sockets = _bind(" ([API] metrics_host, metrics_port)", settings.metrics_port, settings.metrics_host)
     warn_if_open(settings)
-    workers = worker_count(settings)
     shown = sockets[0].getsockname()
 
     def announce() -> None:
@@ -374,10 +411,13 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
             settings.web_root,
             workers,
         )
+        if metrics_sockets:
+            where = metrics_sockets[0].getsockname()
+            log.info("metrics without credentials at http://%s:%s/metrics", where[0], where[1])
 
     if workers == 1:
-        return asyncio.run(run_worker(settings, sockets, tls, announce))
-    return Supervisor(settings, sockets, tls, workers).run(announce)
+        return asyncio.run(run_worker(settings, sockets, tls, announce, metrics_sockets=metrics_sockets))
+    return Supervisor(settings, sockets, tls, workers, metrics_sockets).run(announce)
 
 
 class Supervisor:
@@ -386,10 +426,16 @@ class Supervisor:
     RESTART_DELAY = 0.5
 
     def __init__(
-        self, settings: Settings, sockets: list[socket.socket], tls: ssl.SSLContext | None, count: int
+        self,
+        settings: Settings,
+        sockets: list[socket.socket],
+        tls: ssl.SSLContext | None,
+        count: int,
+        metrics_sockets: list[socket.socket] | None = None,
     ) -> None:
         self.settings = settings
         self.sockets = sockets
+        self.metrics_sockets = metrics_sockets or []
         self.tls = tls
         self.count = count
         self.children: dict[int, int] = {}  # pid -> slot
@@ -403,7 +449,9 @@ class Supervisor:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                status = asyncio.run(run_worker(self.settings, self.sockets, self.tls, shared=True))
+                status = asyncio.run(
+                    run_worker(self.settings, self.sockets, self.tls, shared=True, metrics_sockets=self.metrics_sockets)
+                )
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
             finally:
@@ -442,13 +490,14 @@ class Supervisor:
                 time.sleep(0.05)
                 continue
             slot = self.children.pop(pid, -1)
+            metrics.process_exited(pid)  # its gauges leave the sums; its counters stay counted
             if slot < 0 or self.stopping:
                 continue
             log.warning("worker %d exited (%s); starting a new one", pid, _describe(status))
             time.sleep(self.RESTART_DELAY)  # no hot loop if workers die at start
             if not self.stopping:
                 self.spawn(slot)
-        for sock in self.sockets:
+        for sock in self.sockets + self.metrics_sockets:
             sock.close()
         log.info("all workers stopped")
         return 0

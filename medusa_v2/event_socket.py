@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
+from . import metrics
 from .feed import AHEAD, GONE, ChangeFeed, Event
 from .store.base import ChangesAhead, ChangesGone, StoreUnavailable
 
@@ -96,6 +97,7 @@ class SocketListener:
         # Past this many bytes waiting in the stream, IOStream.write raises StreamBufferFullError.
         stream.max_write_buffer_size = max_pending
         self._chunk = max(1, min(CHUNK, max_pending // 2))
+        metrics.socket_opened()
 
     @property
     def resources(self) -> frozenset[str] | None:
@@ -135,7 +137,7 @@ class SocketListener:
         after = max(self.sent, joined)
         live = [event for event in held if event.seq > after]
         if live:
-            self._write(b"".join([text_frame(event.data) for event in live]), live[-1].seq)
+            self._write(b"".join([text_frame(event.data) for event in live]), live[-1].seq, len(live))
 
     async def _send_page(self, page: list[Event]) -> bool:
         """Write a page of the backlog part by part, each part waited for; False once closed."""
@@ -164,6 +166,7 @@ class SocketListener:
                     self.stop()
                     return False
                 self.sent = event.seq
+                metrics.events_sent(len(part))
                 part, size = [], 0
         return not self.closed
 
@@ -180,7 +183,7 @@ class SocketListener:
             if self._held_bytes > self.max_pending:
                 self.too_slow()
             return
-        self._write(frames(events, shared), events[-1].seq)
+        self._write(frames(events, shared), events[-1].seq, len(events))
 
     def end(self, code: int, reason: str) -> asyncio.Future[None]:
         """Close with `code` (the feed is stopping, or cannot go on); return when the socket is closed."""
@@ -189,7 +192,7 @@ class SocketListener:
 
     # -- writing and closing --
 
-    def _write(self, wire: bytes, last: int) -> None:
+    def _write(self, wire: bytes, last: int, count: int) -> None:
         try:
             self.stream.write(wire)
         except StreamBufferFullError:
@@ -199,6 +202,7 @@ class SocketListener:
             self.stop()
             return
         self.sent = last
+        metrics.events_sent(count)
 
     def too_slow(self) -> None:
         """Close a client that does not keep up, saying where to resume."""
@@ -225,3 +229,4 @@ class SocketListener:
         self.stop()
         if not self._done.done():
             self._done.set_result(None)
+            metrics.socket_closed()

@@ -25,9 +25,12 @@ import tornado
 import tornado.httputil
 import tornado.web
 
+from . import metrics
 from .accesslog import log_request
 from .answer import Answer
 from .handler import default_headers
+from .request_id import HEADER as REQUEST_ID_HEADER
+from .request_id import request_id
 from .resource import ResourceHandler, ResourceView
 
 _SERVER = "TornadoServer/" + tornado.version  # what RequestHandler.clear() sends
@@ -58,6 +61,13 @@ class ApiApplication(tornado.web.Application):
             self._date_text = tornado.httputil.format_timestamp(now)
             self._date_second = second
         return self._date_text
+
+    def log_request(self, handler: tornado.web.RequestHandler) -> None:
+        """Count the request in the metrics (by its route template), then write its access-log line."""
+        request = handler.request
+        route = getattr(handler, "route_template", metrics.OTHER_ROUTE)
+        metrics.observe_request(request.method, route, handler.get_status(), request.request_time())
+        super().log_request(handler)
 
     # tornado annotates its own _HandlerDelegate; its router takes any HTTPMessageDelegate.
     def get_handler_delegate(  # type: ignore[override]
@@ -145,6 +155,7 @@ class FastGet(ResourceView, tornado.httputil.HTTPMessageDelegate):
         headers["Content-Type"] = ""  # its value comes from default_headers
         headers["Date"] = self.application.date_header()
         default_headers(headers, self.api, self.allow, self.request.headers)
+        headers[REQUEST_ID_HEADER] = request_id(self.request)
         for name, value in answer.headers.items():
             headers[name] = value
         start = _START_LINES.get(answer.status) or tornado.httputil.ResponseStartLine("", answer.status, "Unknown")

@@ -36,6 +36,9 @@ from .codec import etag_of as etag_of
 from .context import ApiContext
 from .declaration import Declaration, Field
 from .errors import ApiError
+from .metrics import OTHER_ROUTE
+from .request_id import HEADER as REQUEST_ID_HEADER
+from .request_id import request_id
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
@@ -143,6 +146,11 @@ class RequestView:
     public: ClassVar[frozenset[str]] = frozenset()  # verbs that need no credentials
     query_token: ClassVar[bool] = False  # a token is also taken from `?token=` (the WebSocket's form)
     _query: dict[str, list[str]] | None
+
+    @property
+    def route_template(self) -> str:
+        """Return the template of the route this request came by (the metrics' `route` label)."""
+        return self.api.route_templates.get(type(self), OTHER_ROUTE)
 
     # -- admission: what every request passes before its method runs --
 
@@ -352,6 +360,7 @@ class ApiHandler(RequestView, tornado.web.RequestHandler):
         # of config.ini (an echoed Origin is one of the configured ones), checked
         # once, so set_header's per-call conversion and validation is skipped.
         default_headers(self._headers, self.api, self.allow, self.request.headers, bool(self.application.transforms))
+        self._headers[REQUEST_ID_HEADER] = request_id(self.request)  # sane characters only (request_id.py)
 
     # -- the request pipeline --
 

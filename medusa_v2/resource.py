@@ -21,6 +21,7 @@ from .declaration import Declaration, Field
 from .errors import ApiError
 from .handler import ApiHandler, RequestView, verbs_and_allow
 from .listing import ListQuery, Page, link_header, pagination_headers, parse_list_query
+from .metrics import OTHER_ROUTE
 from .store.base import IdempotentResponse
 
 if TYPE_CHECKING:
@@ -129,6 +130,11 @@ class ResourceView(RequestView):
     kind: str
     resource: Resource
     declaration: Declaration | None
+
+    @property
+    def route_template(self) -> str:
+        """Return the template of this resource route (the metrics' `route` label)."""
+        return self.api.route_templates.get((self.resource, self.kind), OTHER_ROUTE)
 
     async def respond(self, path: Mapping[str, str] | None, *, admitted: bool = False) -> Answer | None:
         """Return this request's answer: admission, then the resource method, any error rendered.

@@ -62,6 +62,18 @@ def _non_empty(value: str) -> str:
     return value
 
 
+LOG_FORMATS = ("text", "json")  # [General] log_format: the daemon's log lines (accesslog.py)
+
+
+def _log_format(value: str) -> str:
+    if value.strip().lower() not in LOG_FORMATS:
+        shown = (
+            value if len(value) <= 40 and value.isprintable() else value[:40].encode("unicode_escape").decode() + "..."
+        )
+        raise ValueError(f"{shown!r} is not a log format (text or json)")
+    return value.strip().lower()
+
+
 def normalise_web_root(value: str) -> str:
     """Return `value` as "" or "/a/b": one leading slash, no trailing or repeated ones."""
     if _WEB_ROOT_FORBIDDEN.search(value):
@@ -218,6 +230,8 @@ class Settings:
     https_cert: str = key("General", "server.crt", normalise=_non_empty)
     https_key: str = key("General", "server.key", normalise=_non_empty)
     developer: bool = key("General", False, shown=True)
+    # The daemon's log lines: "text" (LOG_FORMAT), or "json" (one object per line).
+    log_format: str = key("General", "text", normalise=_log_format, shown=True)
     # The URL may hold a password: a secret, logged with the password masked.
     database_url: str = key("Database", "", name="url", normalise=_database_url, secret=True, masked=_mask_url_password)
     cors_origins: tuple[str, ...] = key("API", (), normalise=_cors_origins, runtime=True, pattern=ORIGIN_PATTERN)
@@ -237,6 +251,9 @@ class Settings:
     body_timeout: float = key("API", 60.0, bounds=(0.1, 86400))
     # Seconds the change feed keeps a change (GET /events?since= older than that: 410).
     events_retention: int = key("API", 7 * 86400, bounds=(3600, 366 * 86400), shown=True)
+    # A listener serving GET /metrics without credentials (port 0: none).
+    metrics_host: str = key("API", "127.0.0.1", normalise=_no_blanks, shown=True)
+    metrics_port: int = key("API", 0, bounds=(0, 65535), shown=True)
     config_path: str | None = None  # the file these came from (not a key)
 
     def __post_init__(self) -> None:

@@ -50,6 +50,7 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from . import metrics
 from .codec import encode_json_text
 from .listing import ListQuery
 from .progress import Progress, isatty
@@ -232,7 +233,9 @@ class _Batches:
     def _complete(self, node: TransferNode, batch: list[Item], numbers: list[int]) -> None:
         self.recent.append((node, batch, numbers))
         self.count += len(batch)
+        before = sum(self.counts.values())
         node.count(batch, self.counts)
+        metrics.import_rows(sum(self.counts.values()) - before)  # validated and handed to the store
 
     def line_of(self, resource: str, id: Any, parent_id: Any = None) -> int | None:
         """Return the line of an id in the recent batches (the last one given: a repeat is the bad one)."""
@@ -302,6 +305,7 @@ async def import_jsonl(
     plan = plan_for(resources)
     bar = Progress(progress, _unit(plan))
     batches = _Batches(lines, plan, bar, size)
+    metrics.import_started()
     try:
         await store.import_rows([top.tree for top in plan], batches, replace=replace, exclusive=exclusive)
     except AlreadyExists as exc:
@@ -315,6 +319,8 @@ async def import_jsonl(
         hint = "" if replace or not top_level else " (use --replace to replace existing items)"
         reason = f"{label.lower()} id {exc.id}{under} already exists or is given twice{hint}"
         raise TransferError(f"line {where}: {reason}" if where else reason) from None
+    finally:
+        metrics.import_ended()
     return batches.counts
 
 

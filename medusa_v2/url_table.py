@@ -21,6 +21,8 @@ from .endpoints import AuthenticateHandler, HealthHandler, NotFoundHandler, Open
 from .events import EventsHandler
 from .feed import ChangeFeed
 from .handler import ApiHandler
+from .metrics import UNMATCHED_ROUTE
+from .metrics_endpoint import MetricsHandler
 from .openapi import OPENAPI_PATH, build_openapi
 from .resource import Resource, ResourceHandler
 from .settings import Settings
@@ -47,12 +49,18 @@ def load_class(dotted: str) -> type:
     return obj
 
 
+def route_template(path: str) -> str:
+    """Return a route's template, as the metrics label it: `(?P<ticket_id>[^/]+)` becomes `{ticket_id}`."""
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path) or "/"
+
+
 ENDPOINTS: dict[str, tuple[str, type[ApiHandler]]] = {
     "authenticate": ("/authenticate", AuthenticateHandler),
     "health": ("/health", HealthHandler),
     "openapi": (OPENAPI_PATH, OpenAPIHandler),
     "config": ("/config", ConfigHandler),
     "events": ("/events", EventsHandler),
+    "metrics": ("/metrics", MetricsHandler),
 }
 """The built-in endpoints that are not resources, by the name a host chooses them with.
 
@@ -154,6 +162,8 @@ def get_apiv2_handlers(
         path = res.path_pattern()
         depth = path.count("/")
         item = f"{prefix}{path}/(?P<{res.id_key()}>[^/]+)/?"
+        api.route_templates[(instance, "collection")] = route_template(base + path)
+        api.route_templates[(instance, "item")] = route_template(f"{base}{path}/{{{res.id_key()}}}")
         rules.append(
             (depth + 1, tornado.web.url(item, ResourceHandler, {"api": api, "kind": "item", "resource": instance}))
         )
@@ -174,9 +184,11 @@ def get_apiv2_handlers(
             kwargs.update(document=document, etag=etag_of(document))
             pattern = re.escape(path)
         rules.append((path.count("/"), tornado.web.url(f"{prefix}{pattern}/?", handler, kwargs)))
+        api.route_templates[handler] = route_template(base + path)
     # Most specific first; the JSON 404 for anything else under the API root last.
     rules.sort(key=lambda rule: -rule[0])
     table = [rule for _, rule in rules]
     if catch_all:
+        api.route_templates[NotFoundHandler] = UNMATCHED_ROUTE
         table.append(tornado.web.url(f"{prefix}(?:/.*)?", NotFoundHandler, {"api": api, "kind": "single"}))
     return table

@@ -403,7 +403,7 @@ def test_plain_handlers_are_described_from_their_routes():
     assert entry["get"]["security"] == []
     assert entry["post"]["summary"] == "Ping back"
     assert {"200", "401"} <= set(entry["post"]["responses"]) and entry["post"]["security"]
-    assert set(doc["paths"]) == {"/ping/{name}", "/authenticate", "/health", "/openapi.json", "/config"}
+    assert set(doc["paths"]) == {"/ping/{name}", "/authenticate", "/health", "/openapi.json", "/config", "/metrics"}
 
 
 # -- what the document says is what the API does --------------------------------------

@@ -332,8 +332,10 @@ async def test_access_log_line(client, caplog):
     lines = [rec for rec in caplog.records if rec.name == "medusa_v2.access"]
     assert len(lines) == 2
     first, second = (rec.getMessage() for rec in lines)
-    assert re.fullmatch(r"GET /api/v2/shelf/1\?x=1&api_key=\[redacted\]&y=2 200 \d+\.\dms", first), first
-    assert re.fullmatch(r"GET /api/v2/nowhere 404 \d+\.\dms", second), second
+    assert re.fullmatch(r"GET /api/v2/shelf/1\?x=1&api_key=\[redacted\]&y=2 200 \d+\.\dms request_id=\w{16}", first), (
+        first
+    )
+    assert re.fullmatch(r"GET /api/v2/nowhere 404 \d+\.\dms request_id=\w{16}", second), second
     assert API_KEY not in caplog.text
     assert lines[0].levelno == logging.INFO
 

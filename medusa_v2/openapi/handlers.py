@@ -15,6 +15,7 @@ from typing import Any
 from ..auth import DEFAULT_TOKEN_SECONDS, MAX_TOKEN_SECONDS
 from ..endpoints import AuthenticateHandler, HealthHandler, OpenAPIHandler
 from ..events import DEFAULT_LIMIT, MAX_LIMIT, EventsHandler
+from ..metrics_endpoint import MetricsHandler
 from .parts import (
     ANY_CREDENTIAL,
     IF_NONE_MATCH,
@@ -196,6 +197,26 @@ def _fixed_operations(max_token_seconds: int) -> dict[type, dict[str, dict[str, 
                     "503": {"description": "The store does not answer.", "headers": response_headers("Retry-After")},
                 },
             },
+        },
+        MetricsHandler: {
+            verb: {
+                "operationId": "metrics" if verb == "GET" else "metricsHead",
+                "tags": ["meta"],
+                "summary": "Prometheus metrics of every worker process" + ("" if verb == "GET" else ", without a body"),
+                "description": "Requests by method, route template and status, latency by route template, requests "
+                "in flight, open event sockets, events sent, the store's connection pool and imports, summed across "
+                "the daemon's worker processes. Also served without credentials on `[API] metrics_host:metrics_port` "
+                "when that is set.",
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text exposition format (version 0.0.4).",
+                        "headers": response_headers(),
+                        **({"content": {"text/plain": {"schema": {"type": "string"}}}} if verb == "GET" else {}),
+                    },
+                    **error_responses(401, 429, 503),
+                },
+            }
+            for verb in ("GET", "HEAD")
         },
         OpenAPIHandler: {
             "GET": {

@@ -115,6 +115,10 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Return when the store answers; raise StoreUnavailable otherwise."""
 
+    def pool_stats(self) -> Mapping[str, int]:
+        """Return the pool's figures (`pool_size`, `pool_available`, `requests_waiting`), {} without a pool."""
+        return {}
+
     # -- authentication state, shared by every process on this store --
 
     @abc.abstractmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -149,6 +149,11 @@ class PooledStore(Store):
     async def _check_pool(pool: AsyncConnectionPool) -> None:
         with contextlib.suppress(Exception):
             await pool.check()
+
+    def pool_stats(self) -> Mapping[str, int]:
+        """Return psycopg_pool's figures of the pool (`pool_size`, `pool_available`, `requests_waiting`...)."""
+        pool = self._pool
+        return pool.get_stats() if pool is not None else {}
 
     async def ping(self) -> None:
         """Run a trivial query on the schema table."""
