@@ -127,6 +127,10 @@ class EventsHandler(ApiHandler, tornado.websocket.WebSocketHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Upgrade to the WebSocket, or answer a page of events."""
         if self.upgrading:
+            if self.since is None:
+                # The upgrade's answer promises every change committed after it: where the
+                # feed is now is read before the answer goes (the socket then starts there).
+                self.since = await self.feed.position()
             await tornado.websocket.WebSocketHandler.get(self, *args, **kwargs)
             return
         await self.write_answer(await self._page())

@@ -148,6 +148,10 @@ class ChangeFeed:
 
     # -- listening --
 
+    async def position(self) -> int:
+        """Return the last seq of the feed now (numbering what committed first)."""
+        return await self.store.publish_changes()
+
     async def subscribe(self, listener: Listener) -> int:
         """Start handing batches to `listener`; return the last seq it will not get.
 

@@ -502,7 +502,8 @@ async def test_a_client_that_does_not_read_is_closed_with_4008_within_the_bound(
             await store.insert_row(TICKET, {"title": "x" * 10}, time.time())
         written += 20
         await asyncio.sleep(0.012)  # the poller's turn
-        most = max(most, len(listener.stream._write_buffer))
+        if not listener.closed:  # (once closed, the close frame goes after what waits, past the bound)
+            most = max(most, len(listener.stream._write_buffer))
     assert most <= bound  # what waited for the client stayed within the bound
     assert api.feed.listeners == 0
     code, reason = await raw.close_frame()  # reading at last: the close frame comes after what waited

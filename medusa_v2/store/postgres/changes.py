@@ -106,9 +106,13 @@ async def purge_changes(conn: psycopg.AsyncConnection[Any], before: float) -> No
 
     Only a prefix of the feed goes (up to the first change recorded at or after
     `before`), so what is kept has no gap; `change_feed.purged` says up to where.
-    Under PUBLISH_LOCK: no seq is given meanwhile.
+    Under PUBLISH_LOCK, after numbering what is pending: no seq is given meanwhile.
     """
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PUBLISH_LOCK,))
+    numbered = PUBLISH_BATCH
+    while numbered == PUBLISH_BATCH:  # what committed before is numbered first: purged like the rest
+        cur = await conn.execute(_PUBLISH)
+        _, numbered = await cur.fetchone() or (0, 0)
     cur = await conn.execute(
         "SELECT COALESCE((SELECT seq - 1 FROM change_event WHERE seq IS NOT NULL AND at >= %s ORDER BY seq LIMIT 1),"
         " last) FROM change_feed",
