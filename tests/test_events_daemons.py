@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,15 +24,18 @@ def daemons():
     started: list[Daemon] = []
 
     def start(config: Path) -> Daemon:
-        d = Daemon(config)
+        d = Daemon(config, new_session=True)  # its own process group: its workers go with it
         started.append(d)
         return d
 
     yield start
     for d in started:
         if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+            try:
+                d.stop(timeout=10)
+            except subprocess.TimeoutExpired:
+                d.signal_group(signal.SIGKILL)
+                d.proc.wait()
 
 
 async def connect(d: Daemon, **query: str) -> WebSocketClientConnection:

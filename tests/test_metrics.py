@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ import tornado.netutil
 from conftest import API_KEY
 from daemon_process import Daemon
 from prometheus_client.parser import text_string_to_metric_families
+from tornado.websocket import websocket_connect
 
 from medusa_v2 import metrics
 from medusa_v2.metrics_endpoint import listener_app
@@ -117,18 +119,25 @@ async def test_collection_and_nested_routes_have_their_templates(client):
     )
 
 
-@pytest.mark.gen_test
-async def test_the_feeds_functions_move_their_metrics(client):
+@pytest.mark.gen_test(timeout=30)
+async def test_event_sockets_and_the_events_sent_are_counted(client, base_url):
     before = await scrape(client)
-    metrics.socket_opened()
-    metrics.socket_opened()
-    metrics.socket_closed()
-    metrics.events_sent(5)
-    metrics.events_sent(0)
-    after = await scrape(client)
-    assert value(after, "medusa_v2_websockets_open") - value(before, "medusa_v2_websockets_open") == 1
-    assert value(after, "medusa_v2_events_sent_total") - value(before, "medusa_v2_events_sent_total") == 5
-    metrics.socket_closed()
+    url = base_url.replace("http://", "ws://", 1) + f"/api/v2/events?api_key={API_KEY}"
+    sockets = [await websocket_connect(url) for _ in range(2)]
+    for title in ("a", "b", "c"):
+        assert (await client.post("/ticket", json_body={"title": title})).code == 201
+    for ws in sockets:
+        for _ in range(3):
+            assert await asyncio.wait_for(ws.read_message(), 10) is not None
+    during = await scrape(client)
+    assert value(during, "medusa_v2_websockets_open") - value(before, "medusa_v2_websockets_open") == 2
+    assert value(during, "medusa_v2_events_sent_total") - value(before, "medusa_v2_events_sent_total") == 6
+    sockets[0].close()
+    deadline = time.monotonic() + 10
+    while value(await scrape(client), "medusa_v2_websockets_open") != value(before, "medusa_v2_websockets_open") + 1:
+        assert time.monotonic() < deadline, "a closed socket is still counted"
+        await asyncio.sleep(0.05)
+    sockets[1].close()
 
 
 @pytest.mark.gen_test
