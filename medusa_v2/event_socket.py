@@ -111,6 +111,9 @@ class SocketListener:
         except StoreUnavailable:
             self.close(TRY_AGAIN, "the store is unavailable; reconnect shortly")
             return
+        if self.closed:  # the client went while the feed started: it must not stay listed
+            self.feed.unsubscribe(self)
+            return
         self.sent = joined if since is None else since
         if since is not None:
             try:

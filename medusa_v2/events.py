@@ -23,11 +23,13 @@ from .errors import ApiError
 from .event_socket import SocketListener
 from .feed import ChangeFeed
 from .handler import SECRET_PARAMETERS, ApiHandler
-from .store.base import ChangesAhead, ChangesGone
+from .store.base import ChangesAhead, ChangesGone, StoreUnavailable
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 PING_SECONDS = 20.0  # a ping on a quiet socket, so a vanished client is found out
+CREDENTIALS_CHECK = 10.0  # seconds between checks that a socket's credentials still hold
+CREDENTIALS_GONE = 4001  # the close code once they do not
 MAX_CLIENT_MESSAGE = 4096  # bytes a client may send in one message (it has nothing to say)
 
 
@@ -142,7 +144,13 @@ class EventsHandler(ApiHandler, tornado.websocket.WebSocketHandler):
     async def _page(self) -> Answer:
         since = 0 if self.since is None else self.since
         try:
-            events = await self.feed.page(since, self.limit, self.resources)
+            try:
+                events = await self.feed.page(since, self.limit, self.resources)
+            except ChangesGone as exc:
+                if self.since is not None:
+                    raise
+                since = exc.purged  # no cursor: from the oldest change kept
+                events = await self.feed.page(since, self.limit, self.resources)
         except ChangesGone as exc:
             raise ApiError(410, self._gone(exc)) from None
         except ChangesAhead as exc:
@@ -210,6 +218,41 @@ class EventsHandler(ApiHandler, tornado.websocket.WebSocketHandler):
         # once open() returns, and the backlog may take a while.
         self._starting = asyncio.ensure_future(self.listener.start(self.since))
         self._starting.add_done_callback(self._started)
+        self._watching = asyncio.ensure_future(self._watch_credentials())
+
+    async def _watch_credentials(self) -> None:
+        """Close the socket once its credentials no longer hold (a token expired or revoked, a key changed).
+
+        They are checked as an upgrade checks them, every CREDENTIALS_CHECK seconds and
+        when a token expires.
+        """
+        listener = self.listener
+        assert listener is not None
+        expires = (self.identity.claims.get("exp") if self.identity is not None else None) or None
+        while not listener.closed:
+            wait = CREDENTIALS_CHECK
+            if isinstance(expires, int | float):
+                wait = max(0.0, min(wait, expires - self.api.clock() + 0.001))
+            await asyncio.sleep(wait)
+            if listener.closed:
+                return
+            try:
+                await self.api.auth.authenticate(
+                    self.request.headers,
+                    self.first_query_value("api_key"),
+                    self.request.remote_ip or "",
+                    self.first_query_value("token"),
+                )
+            except ApiError as exc:
+                if exc.status == 401:
+                    listener.close(
+                        CREDENTIALS_GONE,
+                        "credentials no longer valid (expired, revoked): authenticate again,"
+                        f" reconnect with since={listener.sent}",
+                    )
+                    return
+            except StoreUnavailable:
+                continue  # checked again at the next turn
 
     def _started(self, task: asyncio.Future[None]) -> None:
         error = None if task.cancelled() else task.exception()
@@ -224,3 +267,4 @@ class EventsHandler(ApiHandler, tornado.websocket.WebSocketHandler):
         """Leave the feed."""
         if self.listener is not None:
             self.listener.finished()
+            self._watching.cancel()

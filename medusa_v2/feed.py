@@ -15,6 +15,7 @@ on the same database reaches the listeners of all of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class Listener(Protocol):
 GONE = 4010  # the changes after a cursor were purged: re-list, start again without since
 AHEAD = 4009  # a cursor past the feed's last change (another database, or a feed reset)
 GOING_AWAY = 1001  # the server is stopping
+INTERNAL_ERROR = 1011  # the server failed (logged)
 
 
 class ChangeFeed:
@@ -160,14 +162,17 @@ class ChangeFeed:
         """
         if self._closing:
             raise StoreUnavailable("the change feed is closing")
-        if self._started is None:
-            self._started = asyncio.ensure_future(self._start())
+        started = self._started
+        if started is None:
+            started = self._started = asyncio.ensure_future(self._start())
         try:
-            await asyncio.shield(self._started)
+            await asyncio.shield(started)
         except BaseException:
-            if self._started.done():
+            if self._started is started and started.done():
                 self._started = None  # the next listener tries again
             raise
+        if self._closing:
+            raise StoreUnavailable("the change feed is closing")
         # No await between reading `last` and joining: the poller hands out nothing in between.
         self._groups.setdefault(listener.resources, set()).add(listener)
         if self._poller is None or self._poller.done():
@@ -231,6 +236,11 @@ class ChangeFeed:
             except ChangesAhead as exc:  # the database's feed was reset (another database, a restore)
                 self._restart(exc.last, AHEAD, "the change feed was reset; re-list, then reconnect without since")
                 continue
+            except Exception:  # a bug, or a store error that is not "unavailable": say so, close, go on
+                self.log.exception("change feed: reading the changes failed; its sockets are closed")
+                self._end_all(INTERNAL_ERROR, "internal error; reconnect with since=<last seq received>")
+                await asyncio.sleep(RETRY_AFTER)
+                continue
             if changes:
                 self._hand_out([self.event(change) for change in changes])
             if len(changes) < self.batch:
@@ -249,6 +259,8 @@ class ChangeFeed:
                 except Exception:
                     self.log.exception("change feed: a listener failed; it is dropped")
                     self.unsubscribe(listener)
+                    with contextlib.suppress(Exception):
+                        listener.end(INTERNAL_ERROR, "internal error; reconnect with since=<last seq received>")
 
     def _restart(self, last: int, code: int, reason: str) -> None:
         self.log.warning("change feed: %s (from seq %d)", reason, last)

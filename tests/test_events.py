@@ -18,6 +18,7 @@ import tornado.testing
 from conftest import API_KEY, Client
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from medusa_v2 import events
 from medusa_v2.app import make_app
 from medusa_v2.handler import redact_uri
 from medusa_v2.resources.ticket import TICKET
@@ -126,6 +127,25 @@ async def test_a_revoked_token_is_refused(client, base_url, app):
     assert (await client.delete("/authenticate", headers={"X-Auth": f"Bearer {token}"}, auth=None)).code == 204
     error = await refused(base_url, token=token)
     assert (error.code, json.loads(error.response.body)) == (401, {"error": "Invalid token."})
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_socket_is_closed_once_its_token_is_revoked_or_expires(client, base_url, app, monkeypatch, clock):
+    monkeypatch.setattr(events, "CREDENTIALS_CHECK", 0.2)
+    api = api_of(app)
+    revoked, short = api.auth.issue_token("medusa", 3600), api.auth.issue_token("medusa", 2)
+    kept = api.auth.issue_token("medusa", 3600)
+    on_revoked, on_short, on_kept = [await connect(base_url, token=t) for t in (revoked, short, kept)]
+    assert (await client.delete("/authenticate", headers={"X-Auth": f"Bearer {revoked}"}, auth=None)).code == 204
+    code, reason, _ = await closed(on_revoked)
+    assert code == 4001 and "authenticate again" in reason and "since=" in reason
+    clock.now += 3  # past the short token's expiry
+    code, reason, _ = await closed(on_short)
+    assert code == 4001
+    assert (await client.post("/ticket", json_body={"title": "still here"})).code == 201
+    (message,) = await receive(on_kept, 1)  # a valid token keeps its socket
+    assert message["event"] == "created"
+    on_kept.close()
 
 
 @pytest.mark.gen_test
