@@ -224,8 +224,10 @@ class ChangeFeed:
     async def _poll_while_listened(self) -> None:
         while self._groups:
             try:
-                await self.store.publish_changes()
-                changes = await self.store.changes_after(self.last, self.batch, self.names)
+                published = await self.store.publish_changes()
+                changes = []
+                if published > self.last:  # else nothing new: no read
+                    changes = await self.store.changes_after(self.last, self.batch, self.names)
             except StoreUnavailable as exc:
                 self.log.warning("change feed: the store is unavailable; trying again in %ss: %s", RETRY_AFTER, exc)
                 await asyncio.sleep(RETRY_AFTER)
@@ -244,7 +246,11 @@ class ChangeFeed:
             if changes:
                 self._hand_out([self.event(change) for change in changes])
             if len(changes) < self.batch:
-                await asyncio.sleep(self.interval)
+                # Everything up to `published` was read (the rest: other resources).
+                self.last = max(self.last, published)
+                await self.store.wait_for_changes(self.interval)
+            else:
+                await asyncio.sleep(0)  # a catch-up: let requests and writes in between batches
 
     def _hand_out(self, events: list[Event]) -> None:
         self.last = events[-1].seq

@@ -7,6 +7,7 @@ without touching handlers. The store never imports tornado and knows nothing of 
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -221,6 +222,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def publish_changes(self) -> int:
         """Return the last seq, after numbering the changes committed since (a store numbering after commit)."""
+
+    async def wait_for_changes(self, timeout: float) -> None:
+        """Return after `timeout` seconds, or sooner when this store hears of changes numbered elsewhere."""
+        await asyncio.sleep(timeout)
 
     # -- bulk transfer (medusa-v2 export / import), generic like the row methods --
     #

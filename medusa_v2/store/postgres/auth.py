@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from .changes import purge_changes
+from .changes import CHANGES_CHANNEL, purge_changes
 from .connection import CONNECT_TIMEOUT, POOL_MAX_SIZE, POOL_MIN_SIZE
 from .pool import PooledStore
 
@@ -30,6 +30,8 @@ class AuthState(PooledStore):
         self._revoked: dict[str, float] = {}
         self._revoked_live = False
         self._prune_at = REVOKED_PRUNE_MIN
+        # Set when another process published changes (the same listener, CHANGES_CHANNEL).
+        self._changes_heard = asyncio.Event()
 
     async def revoke_token(self, jti: str, expires_at: float) -> None:
         """Insert the revocation (a repeat is a no-op) and notify every listening process."""
@@ -101,6 +103,7 @@ class AuthState(PooledStore):
                 )
                 try:
                     await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
+                    await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
                     cur = await conn.execute("SELECT jti, expires_at FROM revoked_token")
                     self._revoked = {jti: exp for jti, exp in await cur.fetchall()}
                     self._prune_at = max(REVOKED_PRUNE_MIN, 2 * len(self._revoked))
@@ -108,6 +111,9 @@ class AuthState(PooledStore):
                     delay = 0.1
                     while True:
                         async for note in conn.notifies(timeout=REVOKED_PROBE):
+                            if note.channel == CHANGES_CHANNEL:
+                                self._changes_heard.set()
+                                continue
                             expires, _, jti = note.payload.partition(" ")
                             self._remember_revoked(jti, float(expires))
                         await asyncio.wait_for(conn.execute("SELECT 1"), CONNECT_TIMEOUT)

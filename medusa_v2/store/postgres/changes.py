@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -14,6 +15,7 @@ T = TypeVar("T")
 # Key of the advisory lock held by whoever numbers or purges changes ("medusa2c").
 PUBLISH_LOCK = 0x6D656475_73613263 & 0x7FFFFFFFFFFFFFFF
 PUBLISH_BATCH = 10000  # changes numbered per statement
+CHANGES_CHANNEL = "medusa_v2_changes"  # NOTIFY after a publication (its payload: the last seq)
 
 # The changes committed and not yet numbered get the next seqs, in the order they
 # were recorded (`pos`); run under PUBLISH_LOCK, in a statement that began after it
@@ -38,13 +40,19 @@ class ChangeFeed:
     sequence value taken in the writing transaction: concurrent transactions take
     them in one order and commit in another, and a rolled-back one leaves a hole.
     So `seq` is given after commit: `publish_changes` numbers, under an advisory
-    lock, the changes committed so far, in `pos` order, in one transaction. Readers
-    see only numbered changes: each publication appears at once, after all the
-    earlier ones. For one row, a later change waited for the earlier one's commit
-    (its row lock) before taking its `pos`: seq order is commit order. Every
-    process's feed poller publishes, so a change made through any process is
-    numbered within one poll of its commit.
+    lock, the changes committed so far, in `pos` order, in one transaction, and
+    NOTIFYs every process that LISTENs (AuthState's listening connection), whose
+    feed pollers then read them at once (`wait_for_changes`). Writers do not
+    notify: a NOTIFY serialises the commits of the transactions that send one.
+    Readers see only numbered changes: each publication appears at once, after all
+    the earlier ones. For one row, a later change waited for the earlier one's
+    commit (its row lock) before taking its `pos`: seq order is commit order. The
+    feed poller of every process with listeners publishes, and `GET /events`
+    publishes before it reads, so a change is numbered within one poll of its
+    commit while anyone follows the feed.
     """
+
+    _changes_heard: asyncio.Event  # set by AuthState's listener on CHANGES_CHANNEL
 
     if TYPE_CHECKING:  # provided by PooledStore
 
@@ -53,7 +61,7 @@ class ChangeFeed:
         ) -> T: ...
 
     async def publish_changes(self) -> int:
-        """Return the last seq, after numbering the committed changes (unless another process is doing it)."""
+        """Return the last seq, after numbering the committed changes (or waiting for whoever numbers them)."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> int:
             cur = await conn.execute(
@@ -62,15 +70,27 @@ class ChangeFeed:
             last, pending = await cur.fetchone() or (0, False)
             while pending:
                 async with conn.transaction():
-                    cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PUBLISH_LOCK,))
-                    if not (await cur.fetchone() or (False,))[0]:
-                        break  # another process is numbering them now
+                    # Waited for, not tried: once it is ours, what another process was
+                    # numbering is committed, and this statement sees it (a reader that
+                    # asked after a commit gets that change).
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PUBLISH_LOCK,))
                     cur = await conn.execute(_PUBLISH)
                     last, numbered = await cur.fetchone() or (last, 0)
+                    if numbered:  # every process listening hears of it at this COMMIT
+                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(last)))
                 pending = numbered == PUBLISH_BATCH
             return int(last)
 
         return await self._run(work)
+
+    async def wait_for_changes(self, timeout: float) -> None:
+        """Return after `timeout` seconds, or once another process published changes (NOTIFY)."""
+        heard = self._changes_heard
+        try:
+            await asyncio.wait_for(heard.wait(), timeout)
+        except TimeoutError:
+            pass
+        heard.clear()
 
     async def changes_after(self, since: int, limit: int, resources: Collection[str] | None = None) -> list[Change]:
         """Read the feed's bounds and the numbered changes after `since`, in one statement (see Store.changes_after)."""
