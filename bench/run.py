@@ -927,8 +927,8 @@ def events_options(args: argparse.Namespace) -> Any:
     if args.smoke:
         return events.Options.smoke()
     if args.quick:
-        return events.Options(seconds=3, request_seconds=3, rounds=1)
-    return events.Options(request_seconds=args.seconds, rounds=args.rounds)
+        return events.Options(seconds=3, request_seconds=6, rounds=3)
+    return events.Options(request_seconds=args.seconds)  # its own rounds (5): build against build, no ceiling
 
 
 def combinations_table(size: int, drawn: list[dict[str, Any]], verdict: Callable[[bool | None], str]) -> list[str]:
