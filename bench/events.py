@@ -889,6 +889,9 @@ def compare_row(store: str, row: str, builds: list[Build], runs: dict[str, list[
     shown = "  ".join(f"{b.label} {out['builds'][b.key]['rps']:,.0f}" for b in builds)
     ratios = ", ".join(f"x{v:.3f}" for v in out["ratios"].values())
     print(f"  {store}: {row:16} {shown}  ({ratios}; noise {out['noise']:.1%})", file=sys.stderr)
+    for build in builds:
+        rounds = ", ".join(f"{r['rps']:,.0f}" for r in runs[build.key])
+        print(f"    {build.label}: {rounds} req/s by round", file=sys.stderr)
     return out
 
 
