@@ -1056,8 +1056,9 @@ def request_lines(result: dict[str, Any], opts: Options, verdict: Any) -> list[s
         "",
         "| scenario | "
         + " | ".join(f"{labels[k]}, req/s | p99 ms" for k in keys)
+        + "".join(f" | × {labels[k]}" for k in keys[1:-1])
         + " | × | noise | target | met | non-2xx/3xx |",
-        "|---|" + "---:|---:|" * len(keys) + "---:|---:|---|---|---:|",
+        "|---|" + "---:|---:|" * len(keys) + "---:|" * (len(keys) - 2) + "---:|---:|---|---|---:|",
     ]
     for row in found["rows"]:
         cells = []
@@ -1067,8 +1068,10 @@ def request_lines(result: dict[str, Any], opts: Options, verdict: Any) -> list[s
         ratio = row["ratios"][last]
         low, high = row["paired"]
         errors = sum(b["errors"] for b in row["builds"].values())
+        cells += [f"{row['ratios'][k]:.3f}" for k in keys[1:-1]]
+        noise = f"{row['noise']:.1%}" if opts.rounds > 1 else "-"  # one round: no spread to show
         out.append(
-            f"| {row['name']} | {' | '.join(cells)} | {ratio:.3f} ({low:.2f}-{high:.2f}) | {row['noise']:.1%}"
+            f"| {row['name']} | {' | '.join(cells)} | {ratio:.3f} ({low:.2f}-{high:.2f}) | {noise}"
             f" | ≥ {REQUEST_PATH_KEEP:.2f} | {verdict(ratio >= REQUEST_PATH_KEEP)} | {errors} |"
         )
     d = found["delivered"]
