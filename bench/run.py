@@ -153,10 +153,10 @@ def write_config(directory: Path, url: str, processes: int = 1, name: str = "con
     return path
 
 
-def cli(*args: str, stdin: Any = None) -> str:
-    """Run medusa-v2 with this interpreter; return its stderr (raise on failure)."""
+def cli(*args: str, stdin: Any = None, launcher: Path = LAUNCHER) -> str:
+    """Run medusa-v2 (`launcher`: another checkout's bin/medusa-v2) with this interpreter; return its stderr."""
     done = subprocess.run(
-        [sys.executable, str(LAUNCHER), *args], stdin=stdin, capture_output=True, text=True, timeout=3600
+        [sys.executable, str(launcher), *args], stdin=stdin, capture_output=True, text=True, timeout=3600
     )
     if done.returncode != 0:
         raise SystemExit(f"bench: medusa-v2 {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
@@ -194,8 +194,8 @@ class Server:
             raise SystemExit(f"bench: server did not start:\n{log.read_text()}")
 
     @classmethod
-    def daemon(cls, config: Path, log: Path) -> Server:
-        argv = [sys.executable, str(LAUNCHER), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", "0"]
+    def daemon(cls, config: Path, log: Path, launcher: Path = LAUNCHER) -> Server:
+        argv = [sys.executable, str(launcher), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", "0"]
         return cls(argv, log, r"serving http://127\.0\.0\.1:(\d+)")
 
     @classmethod
@@ -540,8 +540,10 @@ def data_file(workdir: Path, count: int) -> tuple[Path, float]:
     return path, time.monotonic() - start
 
 
-def seed(workdir: Path, data: Path, store: str, label: str, pg: PgServer | None) -> tuple[Path, dict[str, Any]]:
-    """Import `data` into a new database of `store`, export it back; return the config and the rates."""
+def seed(
+    workdir: Path, data: Path, store: str, label: str, pg: PgServer | None, launcher: Path = LAUNCHER
+) -> tuple[Path, dict[str, Any]]:
+    """Import `data` into a new database of `store` with `launcher`'s build, export it back; return config, rates."""
     directory = workdir / f"{store}-{label}"
     directory.mkdir(parents=True, exist_ok=True)
     if store == POSTGRESQL:
@@ -553,9 +555,9 @@ def seed(workdir: Path, data: Path, store: str, label: str, pg: PgServer | None)
             leftover.unlink()
         url = f"sqlite:///{database}"
     config = write_config(directory, url)
-    tickets, import_rate = transfer_rate(cli("import", "--config", str(config), str(data)))
+    tickets, import_rate = transfer_rate(cli("import", "--config", str(config), str(data), launcher=launcher))
     export = directory / "export.jsonl"
-    _, export_rate = transfer_rate(cli("export", "--config", str(config), str(export)))
+    _, export_rate = transfer_rate(cli("export", "--config", str(config), str(export), launcher=launcher))
     same = export.read_bytes() == data.read_bytes()
     export.unlink()
     return config, {"store": store, "tickets": tickets, "import": import_rate, "export": export_rate, "identical": same}
@@ -925,8 +927,8 @@ def events_options(args: argparse.Namespace) -> Any:
     if args.smoke:
         return events.Options.smoke()
     if args.quick:
-        return events.Options(seconds=3, request_seconds=3, rounds=1)
-    return events.Options(request_seconds=args.seconds, rounds=args.rounds)
+        return events.Options(seconds=3, request_seconds=6, rounds=3)
+    return events.Options(request_seconds=args.seconds)  # its own rounds (5): build against build, no ceiling
 
 
 def combinations_table(size: int, drawn: list[dict[str, Any]], verdict: Callable[[bool | None], str]) -> list[str]:

@@ -70,8 +70,9 @@ def test_bench_smoke(tmp_path):
         assert row, label
         cells = [cell.strip() for cell in row[0].split("|")]
         assert cells[2] == "10/10" and cells[4] == "20" and cells[5] == "10", row[0]  # open, changes, complete
-    for scenario in ("GET one (API key)", "list of 20", "POST", "PATCH"):
-        assert f"| SQLite | {scenario} |" in text
+    assert "The request path, SQLite" in text
+    for scenario in ("GET one (JWT)", "list of 20", "POST", "PATCH"):
+        assert f"| {scenario} | " in text
 
 
 def test_login_storm_smoke():
