@@ -74,10 +74,7 @@ class ChangeFeed:
                     # numbering is committed, and this statement sees it (a reader that
                     # asked after a commit gets that change).
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PUBLISH_LOCK,))
-                    cur = await conn.execute(_PUBLISH)
-                    last, numbered = await cur.fetchone() or (last, 0)
-                    if numbered:  # every process listening hears of it at this COMMIT
-                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(last)))
+                    last, numbered = await _number_pending(conn)
                 pending = numbered == PUBLISH_BATCH
             return int(last)
 
@@ -121,6 +118,18 @@ class ChangeFeed:
         return [Change(seq, resource, event, row) for _, _, seq, resource, event, row in rows if seq is not None]
 
 
+async def _number_pending(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
+    """Give seqs to up to PUBLISH_BATCH pending changes (PUBLISH_LOCK held); return (the last seq, how many).
+
+    Every listening process hears of them at the caller's COMMIT.
+    """
+    cur = await conn.execute(_PUBLISH)
+    last, numbered = await cur.fetchone() or (0, 0)
+    if numbered:
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(last)))
+    return int(last), int(numbered)
+
+
 async def purge_changes(conn: psycopg.AsyncConnection[Any], before: float) -> None:
     """Delete the oldest numbered changes recorded before `before` (Unix time), in the caller's transaction.
 
@@ -131,8 +140,7 @@ async def purge_changes(conn: psycopg.AsyncConnection[Any], before: float) -> No
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PUBLISH_LOCK,))
     numbered = PUBLISH_BATCH
     while numbered == PUBLISH_BATCH:  # what committed before is numbered first: purged like the rest
-        cur = await conn.execute(_PUBLISH)
-        _, numbered = await cur.fetchone() or (0, 0)
+        _, numbered = await _number_pending(conn)
     cur = await conn.execute(
         "SELECT COALESCE((SELECT seq - 1 FROM change_event WHERE seq IS NOT NULL AND at >= %s ORDER BY seq LIMIT 1),"
         " last) FROM change_feed",
